@@ -1,0 +1,399 @@
+//! The streaming file importer: chunks the bytes it is fed, hashes full chunks on the rayon
+//! pool, and builds the balanced DAG as leaf digests come back in order.
+//!
+//! Owns chunking, leaf hashing and the flow control between the caller and the worker pool.
+//! It never does I/O of its own (the `read_from`/`import_reader*` helpers only read from the
+//! reader they are given) and never keeps more than a bounded number of chunks in memory:
+//! at most `max_in_flight + 1` chunk buffers plus O(depth × max_links) links, whatever the file
+//! size. Events are kept until the caller drains them.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::sync::mpsc;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::cid::{Cid, Codec, Version, DIGEST_LEN};
+use crate::dagpb::v0_leaf_envelope;
+use crate::layout::{Balanced, ChildLink, NodeSink};
+use crate::profile::{LeafFormat, Profile};
+
+/// Upper bound on the bytes held by chunks waiting for (or being) hashed.
+const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
+
+/// A block the importer produced, in creation order (children before parents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A leaf and where its bytes lie in the file. For raw leaves the block is exactly
+    /// `file[offset..offset + len]`; for dag-pb leaves (kubo-v0) it is
+    /// [`encode_v0_leaf`](crate::dagpb::encode_v0_leaf) of those bytes.
+    Leaf {
+        /// The leaf's CID.
+        cid: Cid,
+        /// Offset of the chunk in the file.
+        offset: u64,
+        /// Length of the chunk.
+        len: u32,
+    },
+    /// An inner dag-pb node and its encoded bytes.
+    Node {
+        /// The node's CID.
+        cid: Cid,
+        /// The block.
+        bytes: Bytes,
+    },
+}
+
+/// Shape of an imported DAG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TreeStats {
+    /// Number of leaves (at least one: an empty file is one empty leaf).
+    pub leaves: u64,
+    /// Number of inner nodes.
+    pub nodes: u64,
+    /// Inner-node levels above the leaves; 0 when the root is the only leaf.
+    pub depth: u32,
+    /// Cumulative size of the root: every block's length, duplicates included (the root
+    /// link's `Tsize`).
+    pub dag_size: u64,
+}
+
+/// The result of an import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// The root CID: the file's CID.
+    pub root: Cid,
+    /// File size in bytes.
+    pub size: u64,
+    /// Events not drained before [`Importer::finish`]; the root's event is the last one.
+    pub events: Vec<Event>,
+    /// Shape of the DAG.
+    pub stats: TreeStats,
+}
+
+/// A chunk whose leaf is being hashed on the pool.
+struct Pending {
+    offset: u64,
+    len: u32,
+    done: mpsc::Receiver<Hashed>,
+}
+
+/// A hashed chunk, with its buffer handed back for reuse.
+struct Hashed {
+    digest: [u8; DIGEST_LEN],
+    block_len: u64,
+    buf: Box<[u8]>,
+}
+
+/// Event storage that can be switched off for CID-only imports.
+struct Events {
+    keep: bool,
+    queue: Vec<Event>,
+}
+
+impl NodeSink for Events {
+    fn node(&mut self, event: Event) {
+        if self.keep {
+            self.queue.push(event);
+        }
+    }
+}
+
+/// Streaming UnixFS file importer. Feed it with [`write`](Importer::write) (or
+/// [`read_from`](Importer::read_from)), drain [`Event`]s to persist blocks as they appear, and
+/// call [`finish`](Importer::finish) for the root.
+///
+/// `write` blocks while too many chunks are waiting to be hashed; from async code, call it in
+/// a blocking section. Do not call it from inside a one-thread rayon pool.
+pub struct Importer {
+    profile: Profile,
+    chunk_size: usize,
+    /// The chunk being filled, and how much of it is filled.
+    current: Option<Box<[u8]>>,
+    filled: usize,
+    /// Buffers handed back by the workers.
+    spare: Vec<Box<[u8]>>,
+    in_flight: VecDeque<Pending>,
+    max_in_flight: usize,
+    /// File offset of `current`'s first byte.
+    offset: u64,
+    leaves: u64,
+    tree: Balanced,
+    events: Events,
+}
+
+impl Importer {
+    /// A new import. Panics if `profile` fails [`Profile::validate`].
+    pub fn new(profile: Profile) -> Importer {
+        Importer::with_events(profile, true)
+    }
+
+    /// A new import that records no events: only the root CID and statistics come out. Use it
+    /// to compute a CID without persisting blocks (memory stays bounded however large the file).
+    pub fn without_events(profile: Profile) -> Importer {
+        Importer::with_events(profile, false)
+    }
+
+    fn with_events(profile: Profile, keep: bool) -> Importer {
+        if let Err(e) = profile.validate() {
+            panic!("invalid profile {:?}: {e}", profile.name);
+        }
+        let chunk_size = profile.chunk_size as usize;
+        let by_threads = 3 * rayon::current_num_threads();
+        let by_memory = MAX_IN_FLIGHT_BYTES / chunk_size;
+        Importer {
+            profile,
+            chunk_size,
+            current: None,
+            filled: 0,
+            spare: Vec::new(),
+            in_flight: VecDeque::new(),
+            max_in_flight: by_threads.min(by_memory).max(2),
+            offset: 0,
+            leaves: 0,
+            tree: Balanced::new(profile.max_links as usize, profile.cid_version),
+            events: Events {
+                keep,
+                queue: Vec::new(),
+            },
+        }
+    }
+
+    /// The profile in use.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// Bytes fed so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.offset + self.filled as u64
+    }
+
+    /// Feeds the next bytes of the file, in pieces of any size.
+    pub fn write(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let filled = self.filled;
+            let buf = self.buffer();
+            let n = (buf.len() - filled).min(data.len());
+            buf[filled..filled + n].copy_from_slice(&data[..n]);
+            self.filled += n;
+            data = &data[n..];
+            if self.filled == self.chunk_size {
+                self.submit();
+            }
+        }
+    }
+
+    /// Reads once from `reader` straight into the chunk being filled (no intermediate copy).
+    /// Returns the number of bytes read; 0 means end of input. Errors, `Interrupted` included,
+    /// are returned as they are.
+    pub fn read_from<R: Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<usize> {
+        let filled = self.filled;
+        let buf = self.buffer();
+        let n = reader.read(&mut buf[filled..])?;
+        self.filled += n;
+        if self.filled == self.chunk_size {
+            self.submit();
+        }
+        Ok(n)
+    }
+
+    /// Blocks produced so far, in creation order (children before parents). Persist them
+    /// before their parents become visible to readers.
+    pub fn drain_events(&mut self) -> std::vec::Drain<'_, Event> {
+        self.collect(usize::MAX);
+        self.events.queue.drain(..)
+    }
+
+    /// Hashes what is left, closes the tree and returns the root.
+    pub fn finish(mut self) -> Imported {
+        self.collect(0);
+        if self.filled > 0 || self.leaves == 0 {
+            let buf = self.current.take();
+            let chunk = buf.as_deref().map_or(&[][..], |b| &b[..self.filled]);
+            let (digest, block_len) = hash_leaf(self.profile.leaves, chunk);
+            let (offset, len) = (self.offset, self.filled as u32);
+            self.offset += u64::from(len);
+            self.filled = 0;
+            self.add_leaf(offset, len, digest, block_len);
+        }
+        let root = self.tree.finish(&mut self.events);
+        Imported {
+            root: root.link.cid,
+            size: self.offset,
+            events: self.events.queue,
+            stats: TreeStats {
+                leaves: self.leaves,
+                nodes: root.nodes,
+                depth: root.depth,
+                dag_size: root.link.tsize,
+            },
+        }
+    }
+
+    /// The chunk buffer being filled, taken from the spares or allocated.
+    fn buffer(&mut self) -> &mut [u8] {
+        let chunk_size = self.chunk_size;
+        let spare = &mut self.spare;
+        self.current
+            .get_or_insert_with(|| {
+                spare
+                    .pop()
+                    .unwrap_or_else(|| vec![0u8; chunk_size].into_boxed_slice())
+            })
+            .as_mut()
+    }
+
+    /// Sends the full current chunk to the pool, then waits while too many are in flight.
+    fn submit(&mut self) {
+        let buf = self.current.take().expect("a full chunk");
+        let (tx, rx) = mpsc::sync_channel(1);
+        let format = self.profile.leaves;
+        rayon::spawn(move || {
+            let (digest, block_len) = hash_leaf(format, &buf);
+            // The importer may have been dropped; then nobody wants the result.
+            let _ = tx.send(Hashed {
+                digest,
+                block_len,
+                buf,
+            });
+        });
+        self.in_flight.push_back(Pending {
+            offset: self.offset,
+            len: self.chunk_size as u32,
+            done: rx,
+        });
+        self.offset += self.chunk_size as u64;
+        self.filled = 0;
+        self.collect(self.max_in_flight - 1);
+    }
+
+    /// Consumes finished leaves in order: every ready one, and more (waiting) until at most
+    /// `keep` are still in flight.
+    fn collect(&mut self, keep: usize) {
+        while let Some(front) = self.in_flight.front() {
+            let hashed = if self.in_flight.len() > keep {
+                wait(&front.done)
+            } else {
+                match front.done.try_recv() {
+                    Ok(hashed) => hashed,
+                    Err(mpsc::TryRecvError::Empty) => return,
+                    Err(mpsc::TryRecvError::Disconnected) => panic!("leaf hashing task failed"),
+                }
+            };
+            let Pending { offset, len, .. } = self.in_flight.pop_front().expect("front exists");
+            self.add_leaf(offset, len, hashed.digest, hashed.block_len);
+            self.spare.push(hashed.buf);
+        }
+    }
+
+    fn add_leaf(&mut self, offset: u64, len: u32, digest: [u8; DIGEST_LEN], block_len: u64) {
+        let cid = match (self.profile.leaves, self.profile.cid_version) {
+            (LeafFormat::Raw, _) => Cid::new_v1(Codec::Raw, digest),
+            (LeafFormat::DagPb, Version::V0) => Cid::new_v0(digest),
+            (LeafFormat::DagPb, Version::V1) => Cid::new_v1(Codec::DagPb, digest),
+        };
+        self.leaves += 1;
+        if self.events.keep {
+            self.events.queue.push(Event::Leaf { cid, offset, len });
+        }
+        let link = ChildLink {
+            cid,
+            tsize: block_len,
+            filesize: u64::from(len),
+        };
+        self.tree.push_leaf(link, &mut self.events);
+    }
+}
+
+/// Waits for a result. On a rayon worker thread, runs other pool jobs meanwhile so a small
+/// pool cannot deadlock on its own caller.
+fn wait(done: &mpsc::Receiver<Hashed>) -> Hashed {
+    if rayon::current_thread_index().is_none() {
+        return done.recv().expect("leaf hashing task failed");
+    }
+    loop {
+        match done.try_recv() {
+            Ok(hashed) => return hashed,
+            Err(mpsc::TryRecvError::Disconnected) => panic!("leaf hashing task failed"),
+            Err(mpsc::TryRecvError::Empty) => {
+                if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                    match done.recv_timeout(std::time::Duration::from_millis(1)) {
+                        Ok(hashed) => return hashed,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            panic!("leaf hashing task failed")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Digest and block length of the leaf holding `chunk`.
+fn hash_leaf(format: LeafFormat, chunk: &[u8]) -> ([u8; DIGEST_LEN], u64) {
+    match format {
+        LeafFormat::Raw => (Sha256::digest(chunk).into(), chunk.len() as u64),
+        LeafFormat::DagPb => {
+            let (prefix, suffix) = v0_leaf_envelope(chunk.len());
+            let mut hasher = Sha256::new();
+            hasher.update(&prefix);
+            hasher.update(chunk);
+            hasher.update(&suffix);
+            let len = prefix.len() + chunk.len() + suffix.len();
+            (hasher.finalize().into(), len as u64)
+        }
+    }
+}
+
+/// Computes a file's CID from `reader`, reading straight into chunk buffers. No events are
+/// kept (see [`Importer::without_events`]); `Interrupted` reads are retried. This is the
+/// fast path for "what is the CID of this file".
+pub fn import_reader<R: Read>(profile: Profile, mut reader: R) -> io::Result<Imported> {
+    let mut importer = Importer::without_events(profile);
+    read_all(&mut importer, &mut reader, &mut |_| Ok(()))?;
+    Ok(importer.finish())
+}
+
+/// Imports from `reader`, handing every event to `on_event` as soon as it exists (children
+/// before parents). The returned [`Imported::events`] is empty. Stops at the first error of
+/// the reader or of `on_event`.
+pub fn import_reader_with<R, F>(
+    profile: Profile,
+    mut reader: R,
+    mut on_event: F,
+) -> io::Result<Imported>
+where
+    R: Read,
+    F: FnMut(Event) -> io::Result<()>,
+{
+    let mut importer = Importer::new(profile);
+    read_all(&mut importer, &mut reader, &mut on_event)?;
+    let mut imported = importer.finish();
+    for event in imported.events.drain(..) {
+        on_event(event)?;
+    }
+    Ok(imported)
+}
+
+fn read_all<R: Read>(
+    importer: &mut Importer,
+    reader: &mut R,
+    on_event: &mut dyn FnMut(Event) -> io::Result<()>,
+) -> io::Result<()> {
+    loop {
+        match importer.read_from(reader) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if importer.events.keep {
+            for event in importer.drain_events() {
+                on_event(event)?;
+            }
+        }
+    }
+}
