@@ -21,6 +21,9 @@ use crate::profile::{LeafFormat, Profile};
 
 /// Upper bound on the bytes held by chunks waiting for (or being) hashed.
 const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
+/// Chunks smaller than this are hashed on the caller's thread: handing them to the pool costs
+/// more than hashing them.
+const POOL_MIN_CHUNK: usize = 16 << 10;
 
 /// A block the importer produced, in creation order (children before parents).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,6 +250,17 @@ impl Importer {
 
     /// Sends the full current chunk to the pool, then waits while too many are in flight.
     fn submit(&mut self) {
+        if self.chunk_size < POOL_MIN_CHUNK {
+            let (digest, block_len) = hash_leaf(
+                self.profile.leaves,
+                self.current.as_deref().expect("a full chunk"),
+            );
+            let offset = self.offset;
+            self.offset += self.chunk_size as u64;
+            self.filled = 0;
+            self.add_leaf(offset, self.chunk_size as u32, digest, block_len);
+            return;
+        }
         let buf = self.current.take().expect("a full chunk");
         let (tx, rx) = mpsc::sync_channel(1);
         let format = self.profile.leaves;
