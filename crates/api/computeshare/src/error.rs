@@ -1,0 +1,143 @@
+//! ComputeShare errors: `{"code":<status>,"reason":"<UPPER_SNAKE>","message":"…","metadata":{}}`
+//! with the HTTP status equal to `code`. The 401 messages are those of the original (go-kratos
+//! JWT middleware): `JWT token is missing`, `Token is invalid`, `JWT token has expired`.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::{HeaderValue, StatusCode};
+use serde::Serialize;
+use stratus_api_request::BodyError;
+use stratus_model::{AuthFailure, Error};
+
+/// An error in the ComputeShare format.
+#[derive(Debug)]
+pub struct CsError {
+    pub status: StatusCode,
+    pub reason: Cow<'static, str>,
+    pub message: String,
+    pub metadata: BTreeMap<&'static str, String>,
+    pub retry_after: Option<u64>,
+}
+
+impl CsError {
+    pub fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        CsError {
+            status,
+            reason: Cow::Borrowed(reason),
+            message: message.into(),
+            metadata: BTreeMap::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, reason, message)
+    }
+
+    pub fn not_found(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, reason, message)
+    }
+
+    /// A 400 naming the offending field.
+    pub fn invalid(field: &'static str, message: impl std::fmt::Display) -> Self {
+        let mut e = Self::bad_request("INVALID_ARGUMENT", format!("{field}: {message}"));
+        e.metadata.insert("field", field.to_string());
+        e
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: u16,
+    reason: &'a str,
+    message: &'a str,
+    metadata: &'a BTreeMap<&'static str, String>,
+}
+
+impl IntoResponse for CsError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            code: self.status.as_u16(),
+            reason: &self.reason,
+            message: &self.message,
+            metadata: &self.metadata,
+        };
+        let mut resp = (self.status, Json(&body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+impl From<AuthFailure> for CsError {
+    fn from(f: AuthFailure) -> Self {
+        let msg = match f {
+            AuthFailure::MissingToken => "JWT token is missing",
+            AuthFailure::Expired => "JWT token has expired",
+            AuthFailure::Revoked => "Token has been revoked",
+            AuthFailure::WrongTokenType => "Token is invalid",
+            AuthFailure::BadCredentials => {
+                return CsError::bad_request("PASSWORD_ERROR", "wrong username or password")
+            }
+            _ => "Token is invalid",
+        };
+        CsError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", msg)
+    }
+}
+
+impl From<Error> for CsError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid { field, message } => CsError::invalid(field, message),
+            Error::Unauthenticated(f) => f.into(),
+            Error::Forbidden(m) => CsError::new(StatusCode::FORBIDDEN, "FORBIDDEN", m),
+            Error::NotFound(what) => CsError::not_found("NOT_FOUND", format!("{what} not found")),
+            Error::Conflict(m) => CsError::new(StatusCode::CONFLICT, "CONFLICT", m),
+            Error::RateLimited { retry_after_secs } => {
+                let mut e = CsError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOO_MANY_REQUESTS",
+                    format!("too many requests, retry in {retry_after_secs} s"),
+                );
+                e.retry_after = Some(retry_after_secs);
+                e
+            }
+            e @ Error::InsufficientBalance { .. } => {
+                CsError::new(StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE", e.to_string())
+            }
+            e @ Error::QuotaExceeded { .. } => {
+                CsError::new(StatusCode::INSUFFICIENT_STORAGE, "QUOTA_EXCEEDED", e.to_string())
+            }
+            Error::Unavailable(m) => {
+                CsError::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", m)
+            }
+            Error::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                CsError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL_ERROR",
+                    "internal error, please try again",
+                )
+            }
+        }
+    }
+}
+
+impl From<BodyError> for CsError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge(_) => {
+                CsError::new(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", e.to_string())
+            }
+            _ => CsError::bad_request("INVALID_ARGUMENT", e.to_string()),
+        }
+    }
+}
+
+/// Handler result.
+pub type CsResult<T> = Result<T, CsError>;

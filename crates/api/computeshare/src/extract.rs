@@ -1,0 +1,74 @@
+//! Extractors of the ComputeShare dialect: the caller, the client address and the JSON body,
+//! each failing with a [`CsError`].
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::Json;
+use http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use stratus_app::App;
+use stratus_model::auth::Caller;
+use stratus_model::AuthFailure;
+
+use crate::error::CsError;
+
+/// The authenticated caller.
+pub struct CsCaller(pub Caller);
+
+impl FromRequestParts<Arc<App>> for CsCaller {
+    type Rejection = CsError;
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, CsError> {
+        let token = stratus_api_request::token(&parts.headers).ok_or(AuthFailure::MissingToken)?;
+        Ok(CsCaller(app.auth.authenticate(&token).await?))
+    }
+}
+
+/// The client's IP address.
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(stratus_api_request::client_ip(parts)))
+    }
+}
+
+/// A JSON body, whatever the declared content type.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = CsError;
+    async fn from_request(req: Request, _: &S) -> Result<Self, CsError> {
+        Ok(Body(stratus_api_request::json_body(req.into_body()).await?))
+    }
+}
+
+/// `{"code":200,"message":"success","data":…}`.
+#[derive(Serialize)]
+pub struct Success<T> {
+    code: u16,
+    message: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<T>,
+}
+
+/// Wraps `data` in the success envelope.
+pub fn ok<T: Serialize>(data: T) -> Json<Success<T>> {
+    Json(Success {
+        code: 200,
+        message: "success",
+        data: Some(data),
+    })
+}
+
+/// The success envelope without data.
+pub fn done() -> Json<Success<()>> {
+    Json(Success {
+        code: 200,
+        message: "success",
+        data: None,
+    })
+}

@@ -1,0 +1,35 @@
+//! Routes of the ComputeShare dialect, relative to `/api`.
+
+use std::sync::Arc;
+
+use axum::routing::{get, post, put};
+use axum::Router;
+use http::StatusCode;
+use stratus_app::App;
+
+use crate::error::CsError;
+use crate::user;
+
+/// The dialect's routes; mount under `/api`.
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/v1/user/loginWithClient", post(user::login_with_client))
+        .route("/v1/user/register", post(user::register))
+        .route("/v1/user", get(user::me))
+        .route("/v1/user/password", put(user::change_password))
+        .route("/v1/user/logout", post(user::logout))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn not_found() -> CsError {
+    CsError::not_found("NOT_FOUND", "no such route")
+}
+
+async fn method_not_allowed() -> CsError {
+    CsError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "method not allowed on this route",
+    )
+}

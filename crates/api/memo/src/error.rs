@@ -1,0 +1,190 @@
+//! MEMO errors. The body is `{"Code":…,"Description":…,"HTTPStatusCode":…}`; the description is
+//! the code's fixed text followed by the cause in parentheses, as the original renders it
+//! (`Authentication Failed (Token is Null)`). Authentication failures carry a fresh nonce in a
+//! `{"Nonce":…,"Error":{…}}` wrapper.
+
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::{HeaderValue, StatusCode};
+use serde::Serialize;
+use stratus_api_request::BodyError;
+use stratus_model::{AuthFailure, Error};
+
+/// One row of the document's error table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    BadRequest,
+    Authentication,
+    NotFound,
+    TooManyRequests,
+    PayloadTooLarge,
+    Internal,
+    /// 516: storing failed (including "insufficient space").
+    Storage,
+    /// 517: address missing.
+    Address,
+    /// 518: storage target not supported.
+    StorageNotSupport,
+    /// 519: balance too low.
+    Balance,
+    /// 520: the chain is not reachable.
+    Eth,
+    Unavailable,
+}
+
+impl Kind {
+    fn parts(self) -> (u16, &'static str, &'static str) {
+        match self {
+            Kind::BadRequest => (400, "InvalidArgument", "Invalid Argument"),
+            Kind::Authentication => (401, "Authentication", "Authentication Failed"),
+            Kind::NotFound => (404, "NoSuchObject", "The specified object does not exist"),
+            Kind::TooManyRequests => (429, "TooManyRequests", "Too Many Requests"),
+            Kind::PayloadTooLarge => (413, "EntityTooLarge", "Entity Too Large"),
+            Kind::Internal => (
+                500,
+                "InternalError",
+                "We encountered an internal error, please try again.",
+            ),
+            Kind::Storage => (516, "Storage", "Error storing file"),
+            Kind::Address => (517, "Address", "Address Error"),
+            Kind::StorageNotSupport => (518, "Storage", "Storage Error"),
+            Kind::Balance => (519, "Balance", "Balance Error"),
+            Kind::Eth => (520, "Eth", "Eth Error"),
+            Kind::Unavailable => (503, "ServiceUnavailable", "Service Unavailable"),
+        }
+    }
+}
+
+/// An error in the MEMO format.
+#[derive(Debug)]
+pub struct MemoError {
+    pub kind: Kind,
+    pub detail: Option<String>,
+    /// When set, the body is wrapped with this fresh nonce.
+    pub nonce: Option<String>,
+    pub retry_after: Option<u64>,
+}
+
+impl MemoError {
+    pub fn new(kind: Kind, detail: impl Into<String>) -> Self {
+        MemoError {
+            kind,
+            detail: Some(detail.into()),
+            nonce: None,
+            retry_after: None,
+        }
+    }
+
+    /// Wraps the error with a fresh nonce (authentication failures).
+    pub fn with_nonce(mut self, nonce: String) -> Self {
+        self.nonce = Some(nonce);
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.kind.parts().0).expect("table statuses are valid")
+    }
+
+    pub fn is_auth(&self) -> bool {
+        self.kind == Kind::Authentication
+    }
+
+    fn body(&self) -> ApiError {
+        let (status, code, text) = self.kind.parts();
+        ApiError {
+            code,
+            description: match &self.detail {
+                Some(d) => format!("{text} ({d})"),
+                None => text.to_string(),
+            },
+            status,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ApiError {
+    #[serde(rename = "Code")]
+    code: &'static str,
+    #[serde(rename = "Description")]
+    description: String,
+    #[serde(rename = "HTTPStatusCode")]
+    status: u16,
+}
+
+#[derive(Serialize)]
+struct Wrapped {
+    #[serde(rename = "Nonce")]
+    nonce: String,
+    #[serde(rename = "Error")]
+    error: ApiError,
+}
+
+impl IntoResponse for MemoError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = self.body();
+        let mut resp = match self.nonce {
+            Some(nonce) => (status, Json(Wrapped { nonce, error: body })).into_response(),
+            None => (status, Json(body)).into_response(),
+        };
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+impl From<AuthFailure> for MemoError {
+    fn from(f: AuthFailure) -> Self {
+        MemoError::new(Kind::Authentication, f.message())
+    }
+}
+
+impl From<Error> for MemoError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Unauthenticated(f) => f.into(),
+            Error::Invalid { field, message } => {
+                MemoError::new(Kind::BadRequest, format!("{field}: {message}"))
+            }
+            Error::Forbidden(m) => MemoError::new(Kind::Authentication, m),
+            Error::NotFound(what) => MemoError::new(Kind::NotFound, format!("{what} not found")),
+            Error::Conflict(m) => MemoError::new(Kind::BadRequest, m),
+            Error::RateLimited { retry_after_secs } => {
+                let mut e = MemoError::new(
+                    Kind::TooManyRequests,
+                    format!("retry in {retry_after_secs} s"),
+                );
+                e.retry_after = Some(retry_after_secs);
+                e
+            }
+            e @ Error::InsufficientBalance { .. } => MemoError::new(Kind::Balance, e.to_string()),
+            Error::QuotaExceeded { .. } => {
+                MemoError::new(Kind::Storage, "insufficient space or balance")
+            }
+            Error::Unavailable(m) => MemoError::new(Kind::Unavailable, m),
+            Error::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                MemoError {
+                    kind: Kind::Internal,
+                    detail: None,
+                    nonce: None,
+                    retry_after: None,
+                }
+            }
+        }
+    }
+}
+
+impl From<BodyError> for MemoError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge(_) => MemoError::new(Kind::PayloadTooLarge, e.to_string()),
+            _ => MemoError::new(Kind::BadRequest, e.to_string()),
+        }
+    }
+}
+
+pub type MemoResult<T> = Result<T, MemoError>;

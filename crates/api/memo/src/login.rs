@@ -1,0 +1,113 @@
+//! `/getnonce`, `/login` and `/fresh`: wallet sign-in as the document describes it.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::{header, HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use stratus_app::App;
+use stratus_model::auth::WalletLogin;
+
+use crate::error::{MemoError, MemoResult};
+use crate::extract::ClientIp;
+
+/// `GET /getnonce` → 64 lower-case hex digits as `text/plain`.
+pub(crate) async fn get_nonce(State(app): State<Arc<App>>, ClientIp(ip): ClientIp) -> MemoResult<Response> {
+    let nonce = app.auth.new_nonce(ip)?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        nonce,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginRequest {
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    nonce: String,
+    #[serde(default)]
+    domain: String,
+    #[serde(default)]
+    signature: String,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Session {
+    #[serde(rename = "access token")]
+    access: String,
+    #[serde(rename = "fresh token")]
+    fresh: String,
+}
+
+/// `POST /login {address, nonce, domain, signature}` → `{"access token", "fresh token"}`.
+/// Every failure is wrapped with a fresh nonce.
+pub(crate) async fn login(
+    State(app): State<Arc<App>>,
+    ClientIp(ip): ClientIp,
+    body: Body,
+) -> Result<Json<Session>, MemoError> {
+    let wrap = |e: MemoError| {
+        if e.retry_after.is_some() {
+            e
+        } else {
+            e.with_nonce(app.auth.courtesy_nonce())
+        }
+    };
+    let req: LoginRequest = stratus_api_request::json_body(body)
+        .await
+        .map_err(|e| wrap(e.into()))?;
+    let session = app
+        .auth
+        .wallet_login(
+            ip,
+            &WalletLogin {
+                address: req.address,
+                nonce: req.nonce,
+                domain: req.domain,
+                signature: req.signature,
+            },
+        )
+        .await
+        .map_err(|e| wrap(e.into()))?;
+    Ok(Json(Session {
+        access: session.access_token,
+        fresh: session.refresh_token,
+    }))
+}
+
+#[derive(Serialize)]
+pub(crate) struct Refreshed {
+    #[serde(rename = "access token")]
+    access: String,
+}
+
+/// `GET /fresh` with the fresh token in `Authorization` → `{"access token"}`; any failure is
+/// `401 Illegal fresh token` as plain text.
+pub(crate) async fn fresh(
+    State(app): State<Arc<App>>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    let Some(token) = stratus_api_request::token(&headers) else {
+        return illegal();
+    };
+    match app.auth.refresh(ip, &token).await {
+        Ok(access) => Json(Refreshed { access }).into_response(),
+        Err(e @ stratus_model::Error::RateLimited { .. }) => MemoError::from(e).into_response(),
+        Err(_) => illegal(),
+    }
+}
+
+fn illegal() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "Illegal fresh token",
+    )
+        .into_response()
+}

@@ -1,0 +1,24 @@
+//! Routes of the MEMO dialect, mounted at the root.
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use stratus_app::App;
+
+use crate::error::{Kind, MemoError};
+use crate::login;
+
+/// The dialect's routes.
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/getnonce", get(login::get_nonce))
+        .route("/login", post(login::login))
+        .route("/fresh", get(login::fresh))
+}
+
+/// A 404 in the MEMO format as a response (the server's fallback).
+pub async fn not_found_response(path: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    MemoError::new(Kind::NotFound, format!("no route for {path}")).into_response()
+}

@@ -1,0 +1,63 @@
+//! Reading the parts of an HTTP request that every dialect needs, without deciding how errors
+//! look: the client address (for rate limits), the token from `Authorization`, and a JSON body
+//! read with a size cap whatever its `Content-Type` (the MEMO screenshots send JSON as text).
+//! Each dialect turns a [`BodyError`] into its own error format.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use http::request::Parts;
+use http::HeaderMap;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::de::DeserializeOwned;
+
+/// Largest JSON request body accepted.
+pub const MAX_JSON_BODY: usize = 1024 * 1024;
+
+/// The peer address of the connection (loopback when unknown, e.g. in unit tests).
+pub fn client_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// The token in the `Authorization` header (Bearer, bare, or Basic with the token as username).
+pub fn token(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    stratus_model::token::token_from_authorization(v)
+}
+
+/// Why a JSON body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("request body could not be read: {0}")]
+    Read(String),
+    #[error("request body is empty")]
+    Empty,
+    #[error("request body is not valid JSON: {0}")]
+    Json(String),
+}
+
+/// Reads at most [`MAX_JSON_BODY`] bytes and parses them as `T`.
+pub async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, BodyError> {
+    let bytes = Limited::new(body, MAX_JSON_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                BodyError::TooLarge(MAX_JSON_BODY)
+            } else {
+                BodyError::Read(e.to_string())
+            }
+        })?
+        .to_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(BodyError::Empty);
+    }
+    serde_json::from_slice(&bytes).map_err(|e| BodyError::Json(e.to_string()))
+}

@@ -1,0 +1,169 @@
+//! The TwoCloud dialect (`002_5609deec085e634c.txt`): `POST /twocloud/tokens` with HTTP Basic
+//! `username:password` answers `{"duration": <seconds>, "token": "…"}`. A valid token given as the
+//! Basic username (password ignored) also gets a fresh token, as in the original. Errors are
+//! `{"code": <status>, "msg": "…"}`; a 401 carries `WWW-Authenticate: Basic`.
+
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::Serialize;
+use stratus_app::App;
+use stratus_model::auth::PasswordDialect;
+use stratus_model::token::basic_credentials;
+use stratus_model::{AuthFailure, Error};
+
+/// An error in the TwoCloud format.
+#[derive(Debug)]
+pub struct TcError {
+    status: StatusCode,
+    msg: String,
+    retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: u16,
+    msg: &'a str,
+}
+
+impl IntoResponse for TcError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            Json(ErrorBody {
+                code: self.status.as_u16(),
+                msg: &self.msg,
+            }),
+        )
+            .into_response();
+        let h = resp.headers_mut();
+        if self.status == StatusCode::UNAUTHORIZED {
+            h.insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Authentication Required\""),
+            );
+        }
+        if let Some(s) = self.retry_after {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+impl From<Error> for TcError {
+    fn from(e: Error) -> Self {
+        let (status, msg, retry_after) = match e {
+            Error::Unauthenticated(AuthFailure::BadCredentials) => (
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized Access: wrong username or password".to_string(),
+                None,
+            ),
+            Error::Unauthenticated(f) => (
+                StatusCode::UNAUTHORIZED,
+                format!("Unauthorized Access: {}", f.message()),
+                None,
+            ),
+            Error::RateLimited { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Too Many Requests: retry in {retry_after_secs} s"),
+                Some(retry_after_secs),
+            ),
+            Error::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal Server Error".to_string(),
+                    None,
+                )
+            }
+            other => (StatusCode::BAD_REQUEST, other.to_string(), None),
+        };
+        TcError {
+            status,
+            msg,
+            retry_after,
+        }
+    }
+}
+
+fn unauthorized(msg: &str) -> TcError {
+    TcError {
+        status: StatusCode::UNAUTHORIZED,
+        msg: format!("Unauthorized Access: {msg}"),
+        retry_after: None,
+    }
+}
+
+#[derive(Serialize)]
+struct Issued {
+    duration: u64,
+    token: String,
+}
+
+/// `POST /twocloud/tokens`.
+async fn tokens(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<Issued>, TcError> {
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("HTTP Basic credentials are required"))?
+        .to_str()
+        .map_err(|_| unauthorized("malformed Authorization header"))?;
+    let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(unauthorized("HTTP Basic credentials are required"));
+    }
+    let (username, password) =
+        basic_credentials(rest).ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+    let ttl = app.auth.config().twocloud_token_ttl;
+    // A token as the username: renew it (the original's verify_password tried tokens first).
+    if username.matches('.').count() == 2 {
+        if let Ok(caller) = app.auth.authenticate(&username).await {
+            let token = app
+                .auth
+                .reissue(peer.ip(), &caller, PasswordDialect::TwoCloud)?;
+            return Ok(Json(Issued {
+                duration: ttl,
+                token,
+            }));
+        }
+    }
+    let (_, token) = app
+        .auth
+        .password_login(peer.ip(), &username, &password, PasswordDialect::TwoCloud)
+        .await?;
+    Ok(Json(Issued {
+        duration: ttl,
+        token,
+    }))
+}
+
+async fn not_found() -> TcError {
+    TcError {
+        status: StatusCode::NOT_FOUND,
+        msg: "Not Found".into(),
+        retry_after: None,
+    }
+}
+
+async fn method_not_allowed() -> TcError {
+    TcError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        msg: "Method Not Allowed".into(),
+        retry_after: None,
+    }
+}
+
+/// The dialect's routes; mount under `/twocloud`.
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/tokens", post(tokens))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}

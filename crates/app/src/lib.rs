@@ -1,0 +1,90 @@
+//! The assembled stratus services.
+//!
+//! [`App`] owns one instance of every core service, built from a [`Config`]: database, clock,
+//! authentication, and (as they land) storage, billing and compute. The API dialects hold an
+//! `Arc<App>` as their state. Nothing here speaks HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stratus_config::{load_or_create_jwt_key, Config};
+use stratus_model::auth::Auth;
+use stratus_model::clock::{SharedClock, SystemClock};
+use stratus_model::db::Db;
+use stratus_model::token::{TokenKey, Tokens};
+use stratus_model::{Error, Result};
+use tokio::sync::watch;
+
+/// Every service of a running stratus.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub db: Db,
+    pub clock: SharedClock,
+    pub auth: Auth,
+}
+
+impl App {
+    /// Opens the data directory and builds the services with the system clock.
+    pub async fn open(config: Config) -> Result<Arc<App>> {
+        Self::open_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Same as [`App::open`] with an injected clock (tests).
+    pub async fn open_with_clock(config: Config, clock: SharedClock) -> Result<Arc<App>> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::Internal(format!(
+                "cannot create data dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let db = Db::open(&config.database_path()).await?;
+        let key = load_or_create_jwt_key(
+            config.jwt_key.as_deref(),
+            config.jwt_key_file.as_deref(),
+            &config.data_dir,
+        )
+        .map_err(Error::internal)?;
+        let tokens = Tokens::new(
+            TokenKey::new(&key),
+            config.auth.domain.clone(),
+            db.clone(),
+            clock.now_secs(),
+        )
+        .await?;
+        let accounts = stratus_model::account::Accounts::new(db.clone());
+        let auth = Auth::new(
+            config.auth.clone(),
+            &config.limits,
+            accounts,
+            tokens,
+            clock.clone(),
+        )?;
+        Ok(Arc::new(App {
+            config,
+            db,
+            clock,
+            auth,
+        }))
+    }
+
+    /// Runs periodic housekeeping until `shutdown` flips to true.
+    pub async fn run_background(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.auth.sweep().await {
+                        tracing::warn!(error = %e, "auth housekeeping failed");
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+
+    /// Closes the database.
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}

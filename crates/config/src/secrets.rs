@@ -1,0 +1,102 @@
+//! Secrets kept in the data directory: generated once, readable only by their owner.
+//!
+//! Never returns a built-in default: a key either comes from the configuration (value or file) or
+//! is generated from the OS random source and stored with mode 0600.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+
+/// Errors while reading or creating a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("secret file {0} is empty")]
+    Empty(PathBuf),
+}
+
+/// Returns the token HMAC key: `value` if set, else the contents of `file`, else the key in
+/// `data_dir/secrets/jwt.key`, created with 32 random bytes (hex) on first use.
+pub fn load_or_create_jwt_key(
+    value: Option<&str>,
+    file: Option<&Path>,
+    data_dir: &Path,
+) -> Result<Vec<u8>, SecretError> {
+    if let Some(v) = value.filter(|v| !v.is_empty()) {
+        return Ok(v.as_bytes().to_vec());
+    }
+    if let Some(path) = file {
+        return read_secret(path);
+    }
+    let path = data_dir.join("secrets").join("jwt.key");
+    if path.exists() {
+        return read_secret(&path);
+    }
+    let io = |source| SecretError::Io {
+        path: path.clone(),
+        source,
+    };
+    let dir = path.parent().expect("secret path has a parent");
+    fs::create_dir_all(dir).map_err(io)?;
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    let text = hex::encode(key);
+    let tmp = dir.join(".jwt.key.tmp");
+    {
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp).map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    fs::rename(&tmp, &path).map_err(io)?;
+    Ok(text.into_bytes())
+}
+
+fn read_secret(path: &Path) -> Result<Vec<u8>, SecretError> {
+    let raw = fs::read(path).map_err(|source| SecretError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let trimmed = String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r']).to_string();
+    if trimmed.is_empty() {
+        return Err(SecretError::Empty(path.to_path_buf()));
+    }
+    Ok(trimmed.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_once_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_jwt_key(None, None, dir.path()).unwrap();
+        let b = load_or_create_jwt_key(None, None, dir.path()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        let c = load_or_create_jwt_key(None, None, tempfile::tempdir().unwrap().path()).unwrap();
+        assert_ne!(a, c, "two data dirs never share a key");
+    }
+
+    #[test]
+    fn value_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            load_or_create_jwt_key(Some("memo.io"), None, dir.path()).unwrap(),
+            b"memo.io"
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! Accounts: who owns objects, instances and money.
+//!
+//! An account has a username with a password, a wallet address, or both. This module stores and
+//! finds accounts; the login flows that lead to one are in [`crate::auth`]. Lookups on the request
+//! path go through a short-lived cache; every change made here invalidates it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::time::Instant;
+
+use crate::db::Db;
+use crate::wallet::Address;
+use crate::{Error, Result};
+
+/// How long a cached account is trusted (bounds staleness across several servers).
+const CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// An account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: String,
+    pub username: Option<String>,
+    pub wallet: Option<Address>,
+    /// Tokens issued before this unix second are refused.
+    pub tokens_not_before: i64,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+impl Account {
+    /// The wallet address in EIP-55 form, or "" for password-only accounts.
+    pub fn address_text(&self) -> String {
+        self.wallet.map(|a| a.to_checksum()).unwrap_or_default()
+    }
+
+    /// The `sub` of this account's tokens when not logging in with the wallet.
+    pub fn subject(&self) -> &str {
+        &self.id
+    }
+}
+
+type Row = (String, Option<String>, Option<String>, i64, i64);
+
+fn from_row((id, username, wallet, nbf, created): Row) -> Account {
+    Account {
+        id,
+        username,
+        wallet: wallet.as_deref().and_then(Address::parse),
+        tokens_not_before: nbf,
+        created_at: created,
+    }
+}
+
+const COLUMNS: &str = "id, username, wallet_address, tokens_not_before, created_at";
+
+/// Checks a username's shape: 3–64 characters of letters, digits and `._@+-`.
+pub fn validate_username(u: &str) -> Result<()> {
+    let ok = (3..=64).contains(&u.len())
+        && u
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "username",
+            "must be 3 to 64 characters of letters, digits and . _ @ + -",
+        ))
+    }
+}
+
+/// The account store.
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    db: Db,
+    by_id: Arc<DashMap<String, (Instant, Arc<Account>)>>,
+    id_by_wallet: Arc<DashMap<Address, (Instant, String)>>,
+}
+
+impl Accounts {
+    pub fn new(db: Db) -> Self {
+        Accounts {
+            db,
+            by_id: Arc::new(DashMap::new()),
+            id_by_wallet: Arc::new(DashMap::new()),
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    fn invalidate(&self, a: &Account) {
+        self.by_id.remove(&a.id);
+        if let Some(w) = a.wallet {
+            self.id_by_wallet.remove(&w);
+        }
+    }
+
+    /// Creates a password account.
+    pub async fn create_with_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> Result<Account> {
+        validate_username(username)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let r = sqlx::query(
+            "INSERT INTO accounts (id, username, password_hash, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (username) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(username)
+        .bind(password_hash)
+        .bind(now_ms)
+        .execute(self.db.w())
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(Error::Conflict(format!("username {username} is taken")));
+        }
+        Ok(Account {
+            id,
+            username: Some(username.to_string()),
+            wallet: None,
+            tokens_not_before: 0,
+            created_at: now_ms,
+        })
+    }
+
+    /// Finds the account of `wallet`, creating a wallet-only account on first sight.
+    pub async fn get_or_create_for_wallet(&self, wallet: Address, now_ms: i64) -> Result<Account> {
+        if let Some(a) = self.by_wallet(wallet).await? {
+            return Ok(a);
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO accounts (id, wallet_address, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (wallet_address) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(wallet.to_lower())
+        .bind(now_ms)
+        .execute(self.db.w())
+        .await?;
+        self.by_wallet_uncached(wallet, true)
+            .await?
+            .ok_or_else(|| Error::internal("wallet account vanished after insert"))
+    }
+
+    /// The account with this id.
+    pub async fn get(&self, id: &str) -> Result<Option<Arc<Account>>> {
+        if let Some(e) = self.by_id.get(id) {
+            if e.0.elapsed() < CACHE_TTL {
+                return Ok(Some(e.1.clone()));
+            }
+        }
+        let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM accounts WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.db.r())
+            .await?;
+        Ok(row.map(|r| {
+            let a = Arc::new(from_row(r));
+            self.by_id.insert(a.id.clone(), (Instant::now(), a.clone()));
+            a
+        }))
+    }
+
+    /// The account linked to `wallet`.
+    pub async fn by_wallet(&self, wallet: Address) -> Result<Option<Account>> {
+        if let Some(e) = self.id_by_wallet.get(&wallet) {
+            if e.0.elapsed() < CACHE_TTL {
+                let id = e.1.clone();
+                drop(e);
+                if let Some(a) = self.get(&id).await? {
+                    if a.wallet == Some(wallet) {
+                        return Ok(Some((*a).clone()));
+                    }
+                }
+            }
+        }
+        self.by_wallet_uncached(wallet, false).await
+    }
+
+    async fn by_wallet_uncached(&self, wallet: Address, from_writer: bool) -> Result<Option<Account>> {
+        let pool = if from_writer { self.db.w() } else { self.db.r() };
+        let row: Option<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM accounts WHERE wallet_address = $1"
+        ))
+        .bind(wallet.to_lower())
+        .fetch_optional(pool)
+        .await?;
+        Ok(row.map(|r| {
+            let a = from_row(r);
+            self.id_by_wallet
+                .insert(wallet, (Instant::now(), a.id.clone()));
+            a
+        }))
+    }
+
+    /// The account and password hash of `username`.
+    pub async fn by_username(&self, username: &str) -> Result<Option<(Account, Option<String>)>> {
+        let row: Option<(String, Option<String>, Option<String>, i64, i64, Option<String>)> =
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS}, password_hash FROM accounts WHERE username = $1"
+            ))
+            .bind(username)
+            .fetch_optional(self.db.r())
+            .await?;
+        Ok(row.map(|(a, b, c, d, e, h)| (from_row((a, b, c, d, e)), h)))
+    }
+
+    /// The password hash of an account.
+    pub async fn password_hash(&self, id: &str) -> Result<Option<String>> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT password_hash FROM accounts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.db.r())
+                .await?;
+        Ok(row.and_then(|r| r.0))
+    }
+
+    /// Finds an account by id, username or wallet address (operator tools).
+    pub async fn find_any(&self, key: &str) -> Result<Option<Account>> {
+        if let Some(w) = Address::parse(key) {
+            return self.by_wallet(w).await;
+        }
+        if let Some(a) = self.get(key).await? {
+            return Ok(Some((*a).clone()));
+        }
+        Ok(self.by_username(key).await?.map(|(a, _)| a))
+    }
+
+    /// Sets a new password hash and refuses every token issued before `not_before`.
+    pub async fn set_password(&self, account: &Account, hash: &str, not_before: i64) -> Result<()> {
+        sqlx::query("UPDATE accounts SET password_hash = $1, tokens_not_before = $2 WHERE id = $3")
+            .bind(hash)
+            .bind(not_before)
+            .bind(&account.id)
+            .execute(self.db.w())
+            .await?;
+        self.invalidate(account);
+        Ok(())
+    }
+
+    /// Links `wallet` to a password account. Fails if the wallet belongs to another account.
+    pub async fn link_wallet(&self, account: &Account, wallet: Address) -> Result<()> {
+        if let Some(other) = self.by_wallet_uncached(wallet, true).await? {
+            if other.id == account.id {
+                return Ok(());
+            }
+            return Err(Error::Conflict(format!(
+                "wallet {} is already linked to another account",
+                wallet.to_checksum()
+            )));
+        }
+        if account.wallet.is_some() {
+            return Err(Error::Conflict("this account already has a wallet".into()));
+        }
+        let r = sqlx::query(
+            "UPDATE accounts SET wallet_address = $1 WHERE id = $2 AND wallet_address IS NULL",
+        )
+        .bind(wallet.to_lower())
+        .bind(&account.id)
+        .execute(self.db.w())
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                Error::Conflict("wallet is already linked to another account".into())
+            }
+            _ => e.into(),
+        })?;
+        if r.rows_affected() == 0 {
+            return Err(Error::Conflict("this account already has a wallet".into()));
+        }
+        self.invalidate(account);
+        Ok(())
+    }
+
+    /// Number of accounts (metrics).
+    pub async fn count(&self) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM accounts")
+            .fetch_one(self.db.r())
+            .await?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,382 @@
+//! Login flows and the one token check every API uses.
+//!
+//! Password logins (ComputeShare, TwoCloud), wallet logins (MEMO), refresh, logout and password
+//! change all end in [`Auth`]. Every flow is rate limited per client IP and per account, and
+//! failed password logins slow the account down. The flows return accounts and tokens; rendering
+//! them (and their errors) is the API dialects' business.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stratus_config::{AuthConfig, LimitsConfig};
+
+use crate::account::{Account, Accounts};
+use crate::clock::SharedClock;
+use crate::nonce::Nonces;
+use crate::password::Passwords;
+use crate::ratelimit::{Limiter, LoginBackoff};
+use crate::token::{TokenKind, Tokens, Verified};
+use crate::wallet::{self, Address};
+use crate::{AuthFailure, Error, Result};
+
+/// A wallet login request, fields exactly as sent.
+#[derive(Debug, Clone, Default)]
+pub struct WalletLogin {
+    pub address: String,
+    pub nonce: String,
+    pub domain: String,
+    pub signature: String,
+}
+
+/// The result of a wallet login.
+#[derive(Debug, Clone)]
+pub struct WalletSession {
+    pub account: Account,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+/// An authenticated request's account and token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub account: Arc<Account>,
+    pub token: Verified,
+}
+
+impl Caller {
+    /// The wallet the token was issued to (MEMO tokens) or the account's linked wallet.
+    pub fn address_text(&self) -> String {
+        match Address::parse(&self.token.claims.sub) {
+            Some(a) => a.to_checksum(),
+            None => self.account.address_text(),
+        }
+    }
+}
+
+/// Which lifetime a password-login token gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordDialect {
+    ComputeShare,
+    TwoCloud,
+}
+
+/// The authentication service.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    cfg: AuthConfig,
+    accounts: Accounts,
+    tokens: Tokens,
+    nonces: Nonces,
+    passwords: Passwords,
+    clock: SharedClock,
+    login_ip: Limiter,
+    login_account: Limiter,
+    tokens_ip: Limiter,
+    tokens_account: Limiter,
+    nonces_ip: Limiter,
+    register_ip: Limiter,
+    backoff: LoginBackoff,
+}
+
+fn ip_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        // Limit IPv6 clients per /64: one host easily owns a whole prefix.
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+impl Auth {
+    pub fn new(
+        cfg: AuthConfig,
+        limits: &LimitsConfig,
+        accounts: Accounts,
+        tokens: Tokens,
+        clock: SharedClock,
+    ) -> Result<Auth> {
+        let off = limits.disabled;
+        Ok(Auth {
+            passwords: Passwords::new(
+                cfg.argon2_memory_kib,
+                cfg.argon2_iterations,
+                cfg.argon2_parallel_hashes,
+            )?,
+            nonces: Nonces::new(Duration::from_secs(cfg.nonce_ttl), cfg.max_nonces),
+            login_ip: Limiter::new(limits.login_per_ip, off),
+            login_account: Limiter::new(limits.login_per_account, off),
+            tokens_ip: Limiter::new(limits.tokens_per_ip, off),
+            tokens_account: Limiter::new(limits.tokens_per_account, off),
+            nonces_ip: Limiter::new(limits.nonces_per_ip, off),
+            register_ip: Limiter::new(limits.register_per_ip, off),
+            backoff: LoginBackoff::new(
+                cfg.lockout_after_failures,
+                Duration::from_secs(cfg.lockout_max_secs),
+                off,
+            ),
+            cfg,
+            accounts,
+            tokens,
+            clock,
+        })
+    }
+
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+    pub fn passwords(&self) -> &Passwords {
+        &self.passwords
+    }
+    pub fn config(&self) -> &AuthConfig {
+        &self.cfg
+    }
+
+    /// `iat` for a new token of `account`: never before its `tokens_not_before`.
+    fn iat_for(&self, account: &Account) -> i64 {
+        self.clock.now_secs().max(account.tokens_not_before)
+    }
+
+    /// Signs up a password account.
+    pub async fn register(&self, ip: IpAddr, username: &str, password: &str) -> Result<Account> {
+        if !self.cfg.registration {
+            return Err(Error::Forbidden("registration is closed".into()));
+        }
+        self.register_ip.check(&ip_key(ip))?;
+        crate::account::validate_username(username)?;
+        Passwords::validate_new(password)?;
+        let hash = self.passwords.hash(password).await?;
+        self.accounts
+            .create_with_password(username, &hash, self.clock.now_ms())
+            .await
+    }
+
+    /// Creates a password account without limits or registration switch (operators).
+    pub async fn create_account(&self, username: &str, password: &str) -> Result<Account> {
+        crate::account::validate_username(username)?;
+        Passwords::validate_new(password)?;
+        let hash = self.passwords.hash(password).await?;
+        self.accounts
+            .create_with_password(username, &hash, self.clock.now_ms())
+            .await
+    }
+
+    /// Checks a username and password and returns a token for the dialect.
+    pub async fn password_login(
+        &self,
+        ip: IpAddr,
+        username: &str,
+        password: &str,
+        dialect: PasswordDialect,
+    ) -> Result<(Account, String)> {
+        let ipk = ip_key(ip);
+        self.login_ip.check(&ipk)?;
+        if username.is_empty() || password.is_empty() {
+            return Err(AuthFailure::BadCredentials.into());
+        }
+        let acct_key = format!("user:{username}");
+        self.login_account.check(&acct_key)?;
+        self.backoff.check(&acct_key)?;
+        let found = self.accounts.by_username(username).await?;
+        let hash = found.as_ref().and_then(|(_, h)| h.as_deref());
+        let ok = self.passwords.verify(password, hash).await?;
+        let account = match (ok, found) {
+            (true, Some((a, _))) => a,
+            _ => {
+                self.backoff.failed(&acct_key);
+                metrics::counter!("stratus_logins_total", "flow" => "password", "result" => "failure")
+                    .increment(1);
+                return Err(AuthFailure::BadCredentials.into());
+            }
+        };
+        self.backoff.succeeded(&acct_key);
+        self.tokens_ip.check(&ipk)?;
+        self.tokens_account.check(&account.id)?;
+        let ttl = match dialect {
+            PasswordDialect::ComputeShare => self.cfg.computeshare_token_ttl,
+            PasswordDialect::TwoCloud => self.cfg.twocloud_token_ttl,
+        };
+        let token = self
+            .tokens
+            .issue(TokenKind::Access, account.subject(), self.iat_for(&account), ttl);
+        metrics::counter!("stratus_logins_total", "flow" => "password", "result" => "success")
+            .increment(1);
+        Ok((account, token))
+    }
+
+    /// A new access token for an authenticated caller (TwoCloud: a token as Basic username).
+    pub fn reissue(&self, ip: IpAddr, caller: &Caller, dialect: PasswordDialect) -> Result<String> {
+        self.tokens_ip.check(&ip_key(ip))?;
+        self.tokens_account.check(&caller.account.id)?;
+        let ttl = match dialect {
+            PasswordDialect::ComputeShare => self.cfg.computeshare_token_ttl,
+            PasswordDialect::TwoCloud => self.cfg.twocloud_token_ttl,
+        };
+        Ok(self.tokens.issue(
+            TokenKind::Access,
+            caller.account.subject(),
+            self.iat_for(&caller.account),
+            ttl,
+        ))
+    }
+
+    /// A new login nonce for `ip`.
+    pub fn new_nonce(&self, ip: IpAddr) -> Result<String> {
+        self.nonces_ip.check(&ip_key(ip))?;
+        self.nonces.issue()
+    }
+
+    /// A nonce handed out with an authentication error (MEMO): not rate limited per IP, but
+    /// still bounded by the nonce store.
+    pub fn courtesy_nonce(&self) -> String {
+        self.nonces.issue().unwrap_or_default()
+    }
+
+    /// Verifies a signed nonce and returns the wallet's account and tokens.
+    pub async fn wallet_login(&self, ip: IpAddr, req: &WalletLogin) -> Result<WalletSession> {
+        let ipk = ip_key(ip);
+        self.tokens_ip.check(&ipk)?;
+        if req.address.is_empty()
+            || req.nonce.is_empty()
+            || req.domain.is_empty()
+            || req.signature.is_empty()
+        {
+            return Err(AuthFailure::EmptyParameter.into());
+        }
+        if req.domain != self.cfg.domain {
+            return Err(AuthFailure::WrongDomain.into());
+        }
+        let claimed = Address::parse(&req.address).ok_or(AuthFailure::WrongAddress)?;
+        let lower = claimed.to_lower();
+        if !self.nonces.check_and_bind(&req.nonce, &lower) {
+            return Err(AuthFailure::WrongNonce.into());
+        }
+        let digest = wallet::login_digest(&req.address, &req.nonce, &req.domain);
+        let signer = wallet::recover_signer(&digest, &req.signature)?;
+        if signer != claimed {
+            return Err(AuthFailure::WrongAddress.into());
+        }
+        if !self.nonces.consume(&req.nonce, &lower) {
+            // Raced with another attempt that used the same nonce.
+            return Err(AuthFailure::WrongNonce.into());
+        }
+        self.tokens_account.check(&lower)?;
+        let account = self
+            .accounts
+            .get_or_create_for_wallet(claimed, self.clock.now_ms())
+            .await?;
+        let iat = self.iat_for(&account);
+        let sub = claimed.to_checksum();
+        metrics::counter!("stratus_logins_total", "flow" => "wallet", "result" => "success")
+            .increment(1);
+        Ok(WalletSession {
+            access_token: self.tokens.issue(
+                TokenKind::Access,
+                &sub,
+                iat,
+                self.cfg.access_token_ttl,
+            ),
+            refresh_token: self.tokens.issue(
+                TokenKind::Refresh,
+                &sub,
+                iat,
+                self.cfg.refresh_token_ttl,
+            ),
+            account,
+        })
+    }
+
+    /// Exchanges a refresh token for a new access token.
+    pub async fn refresh(&self, ip: IpAddr, refresh_token: &str) -> Result<String> {
+        self.tokens_ip.check(&ip_key(ip))?;
+        let caller = self.authenticate_kind(refresh_token, TokenKind::Refresh).await?;
+        self.tokens_account.check(&caller.account.id)?;
+        Ok(self.tokens.issue(
+            TokenKind::Access,
+            &caller.token.claims.sub,
+            self.iat_for(&caller.account),
+            self.cfg.access_token_ttl,
+        ))
+    }
+
+    /// The one token check: an access token, however it was obtained.
+    pub async fn authenticate(&self, token: &str) -> Result<Caller> {
+        self.authenticate_kind(token, TokenKind::Access).await
+    }
+
+    async fn authenticate_kind(&self, token: &str, kind: TokenKind) -> Result<Caller> {
+        let verified = self.tokens.verify(token, kind, self.clock.now_secs())?;
+        let sub = &verified.claims.sub;
+        let account = if let Some(addr) = Address::parse(sub) {
+            self.accounts.by_wallet(addr).await?.map(Arc::new)
+        } else {
+            self.accounts.get(sub).await?
+        };
+        let account = account.ok_or(AuthFailure::UnknownAccount)?;
+        if verified.claims.iat < account.tokens_not_before {
+            return Err(AuthFailure::Revoked.into());
+        }
+        Ok(Caller {
+            account,
+            token: verified,
+        })
+    }
+
+    /// Revokes the token the caller used.
+    pub async fn logout(&self, caller: &Caller) -> Result<()> {
+        self.tokens.revoke(&caller.token).await
+    }
+
+    /// Changes the password and revokes every earlier token of the account.
+    pub async fn change_password(&self, caller: &Caller, old: &str, new: &str) -> Result<()> {
+        let key = format!("user:{}", caller.account.username.as_deref().unwrap_or(""));
+        self.backoff.check(&key)?;
+        let hash = self.accounts.password_hash(&caller.account.id).await?;
+        if hash.is_none() {
+            return Err(Error::invalid("oldPassword", "this account has no password"));
+        }
+        if !self.passwords.verify(old, hash.as_deref()).await? {
+            self.backoff.failed(&key);
+            return Err(Error::invalid("oldPassword", "the old password is wrong"));
+        }
+        Passwords::validate_new(new)?;
+        let new_hash = self.passwords.hash(new).await?;
+        // Every token issued up to this second dies; new ones get iat >= now + 1.
+        let not_before = self.clock.now_secs() + 1;
+        self.accounts
+            .set_password(&caller.account, &new_hash, not_before)
+            .await
+    }
+
+    /// Sets a password for an account from the shell (operators).
+    pub async fn reset_password(&self, account: &Account, new: &str) -> Result<()> {
+        Passwords::validate_new(new)?;
+        let new_hash = self.passwords.hash(new).await?;
+        self.accounts
+            .set_password(account, &new_hash, self.clock.now_secs() + 1)
+            .await
+    }
+
+    /// Periodic housekeeping: expired nonces, idle limiter buckets, old revocations.
+    pub async fn sweep(&self) -> Result<()> {
+        self.nonces.purge();
+        for l in [
+            &self.login_ip,
+            &self.login_account,
+            &self.tokens_ip,
+            &self.tokens_account,
+            &self.nonces_ip,
+            &self.register_ip,
+        ] {
+            l.sweep();
+        }
+        self.backoff.sweep();
+        self.tokens.purge_expired(self.clock.now_secs()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! The core's error type. Each API dialect maps these variants to its own wire format; the
+//! messages here are plain English and never include secrets.
+
+use stratus_config::Amount;
+
+/// Why a credential or login attempt was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No token was presented.
+    MissingToken,
+    /// The token is not a well-formed HS256 JWT of ours.
+    MalformedToken,
+    /// The signature does not verify.
+    BadSignature,
+    /// The token has expired.
+    Expired,
+    /// The token was revoked (logout, password change).
+    Revoked,
+    /// A refresh token used as an access token or the reverse.
+    WrongTokenType,
+    /// The token names an account that does not exist.
+    UnknownAccount,
+    /// Username or password is wrong (deliberately one case for both).
+    BadCredentials,
+    /// Wallet login: a required field is empty.
+    EmptyParameter,
+    /// Wallet login: the domain is not ours.
+    WrongDomain,
+    /// Wallet login: unknown, expired, used or foreign nonce.
+    WrongNonce,
+    /// Wallet login: the address is malformed or is not the signer.
+    WrongAddress,
+    /// Wallet login: the signature is malformed, high-S, or does not recover.
+    WrongSignature,
+}
+
+impl AuthFailure {
+    /// A short English description.
+    pub fn message(self) -> &'static str {
+        match self {
+            AuthFailure::MissingToken => "Token is Null",
+            AuthFailure::MalformedToken => "Invalid token payload",
+            AuthFailure::BadSignature => "Invalid token",
+            AuthFailure::Expired => "Token is expired",
+            AuthFailure::Revoked => "Token has been revoked",
+            AuthFailure::WrongTokenType => "Wrong token type",
+            AuthFailure::UnknownAccount => "Invalid token",
+            AuthFailure::BadCredentials => "wrong username or password",
+            AuthFailure::EmptyParameter => "There is an empty parameter",
+            AuthFailure::WrongDomain => "Got wrong domain",
+            AuthFailure::WrongNonce => "Got wrong nonce",
+            AuthFailure::WrongAddress => "Got wrong address",
+            AuthFailure::WrongSignature => "Got wrong signature",
+        }
+    }
+}
+
+/// Errors of the core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Input that can never succeed; `field` names what was wrong.
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{}", .0.message())]
+    Unauthenticated(AuthFailure),
+    /// Authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many requests, retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("insufficient balance: {available} available, {needed} needed")]
+    InsufficientBalance { needed: Amount, available: Amount },
+    #[error("not enough storage space: {used} used of {limit}, {wanted} more wanted")]
+    QuotaExceeded { used: u64, limit: u64, wanted: u64 },
+    /// A dependency (docker, chain, blob store) is not reachable or failed.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "database error");
+        Error::Internal(format!("database: {e}"))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for Error {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Error::Internal(format!("database migration: {e}"))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Internal(format!("io: {e}"))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,370 @@
+//! Tokens: HS256 JWTs with the claim set of the MEMO document, for every login flow.
+//!
+//! Claims are serialized in the document's order `{"type","aud","exp","iat","iss","sub"}` so that
+//! a MEMO client sees byte-compatible tokens. `type` 1 is an access token, 2 a refresh ("fresh")
+//! token; the two are never interchangeable. `sub` is the wallet address (EIP-55) for wallet logins
+//! and the account id otherwise. Only `HS256` is accepted: `alg: none`, other algorithms, bad
+//! padding or trailing data are refused before any claim is read.
+//!
+//! Revocation without extra claims: a logout stores the SHA-256 of the token until it would have
+//! expired; a password change moves the account's `tokens_not_before` past every earlier `iat`.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use dashmap::DashMap;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::db::Db;
+use crate::{AuthFailure, Error, Result};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The fixed JOSE header, byte for byte as in the document: `{"alg":"HS256","typ":"JWT"}`.
+const HEADER_B64: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+
+/// Longest token text we look at.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// Access or refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum TokenKind {
+    Access = 1,
+    Refresh = 2,
+}
+
+impl From<TokenKind> for u8 {
+    fn from(k: TokenKind) -> u8 {
+        k as u8
+    }
+}
+
+impl TryFrom<u8> for TokenKind {
+    type Error = String;
+    fn try_from(v: u8) -> std::result::Result<Self, String> {
+        match v {
+            1 => Ok(TokenKind::Access),
+            2 => Ok(TokenKind::Refresh),
+            _ => Err(format!("unknown token type {v}")),
+        }
+    }
+}
+
+/// The claims, in the document's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    #[serde(rename = "type")]
+    pub kind: TokenKind,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub iss: String,
+    pub sub: String,
+}
+
+/// Signs and verifies tokens with one HMAC key.
+#[derive(Clone)]
+pub struct TokenKey {
+    mac: HmacSha256,
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKey(..)")
+    }
+}
+
+impl TokenKey {
+    pub fn new(key: &[u8]) -> Self {
+        TokenKey {
+            mac: HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length"),
+        }
+    }
+
+    /// Encodes and signs `claims`.
+    pub fn sign(&self, claims: &Claims) -> String {
+        let payload = serde_json::to_vec(claims).expect("claims serialize");
+        let mut out = String::with_capacity(HEADER_B64.len() + payload.len() * 4 / 3 + 48);
+        out.push_str(HEADER_B64);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
+        let mut mac = self.mac.clone();
+        mac.update(out.as_bytes());
+        let sig = mac.finalize().into_bytes();
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(sig, &mut out);
+        out
+    }
+
+    /// Checks structure, algorithm and signature, then decodes the claims. Does not look at
+    /// `exp`, `aud`, `iss` or revocation: see [`Tokens::verify`].
+    pub fn decode(&self, token: &str) -> Result<Claims, AuthFailure> {
+        if token.is_empty() {
+            return Err(AuthFailure::MissingToken);
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthFailure::MalformedToken);
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthFailure::MalformedToken);
+        };
+        let header = URL_SAFE_NO_PAD
+            .decode(h)
+            .map_err(|_| AuthFailure::MalformedToken)?;
+        #[derive(Deserialize)]
+        struct Header {
+            alg: String,
+            #[serde(default)]
+            typ: Option<String>,
+            #[serde(default)]
+            crit: Option<serde_json::Value>,
+        }
+        let header: Header =
+            serde_json::from_slice(&header).map_err(|_| AuthFailure::MalformedToken)?;
+        if header.alg != "HS256"
+            || header.crit.is_some()
+            || header.typ.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("JWT"))
+        {
+            return Err(AuthFailure::BadSignature);
+        }
+        let sig = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| AuthFailure::MalformedToken)?;
+        let mut mac = self.mac.clone();
+        mac.update(&token.as_bytes()[..h.len() + 1 + p.len()]);
+        mac.verify_slice(&sig).map_err(|_| AuthFailure::BadSignature)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(p)
+            .map_err(|_| AuthFailure::MalformedToken)?;
+        serde_json::from_slice(&payload).map_err(|_| AuthFailure::MalformedToken)
+    }
+}
+
+/// SHA-256 of a token's text, hex (what the revocation list stores).
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Takes a token out of an `Authorization` header value: `Bearer <t>`, a bare `<t>`, or
+/// `Basic base64(<t>:<anything>)` (TwoCloud style). Returns `None` for an empty value.
+pub fn token_from_authorization(value: &str) -> Option<String> {
+    let v = value.trim();
+    if v.is_empty() || v.eq_ignore_ascii_case("bearer") || v.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    if let Some((scheme, rest)) = v.split_once(' ') {
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return (!rest.is_empty()).then(|| rest.to_string());
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            let (user, _) = basic_credentials(rest)?;
+            return (!user.is_empty()).then_some(user);
+        }
+    }
+    Some(v.to_string())
+}
+
+/// Decodes the credentials part of an HTTP Basic header (`base64(user:password)`).
+pub fn basic_credentials(b64: &str) -> Option<(String, String)> {
+    use base64::engine::general_purpose::STANDARD;
+    let raw = STANDARD.decode(b64.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// Issues, verifies and revokes tokens.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    key: TokenKey,
+    domain: String,
+    db: Db,
+    revoked: Arc<DashMap<String, i64>>,
+}
+
+/// A verified token.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub claims: Claims,
+    /// The token text (for logout).
+    pub token: String,
+}
+
+impl Tokens {
+    /// Loads the unexpired revocations from the database.
+    pub async fn new(key: TokenKey, domain: String, db: Db, now: i64) -> Result<Tokens> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT token_hash, expires_at FROM revoked_tokens WHERE expires_at > $1")
+                .bind(now)
+                .fetch_all(db.r())
+                .await?;
+        let revoked = Arc::new(DashMap::new());
+        for (h, e) in rows {
+            revoked.insert(h, e);
+        }
+        Ok(Tokens {
+            key,
+            domain,
+            db,
+            revoked,
+        })
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// Signs a token for `sub`, issued at `iat`, living `ttl` seconds.
+    pub fn issue(&self, kind: TokenKind, sub: &str, iat: i64, ttl: u64) -> String {
+        self.key.sign(&Claims {
+            kind,
+            aud: self.domain.clone(),
+            exp: iat.saturating_add(ttl.min(i64::MAX as u64) as i64),
+            iat,
+            iss: self.domain.clone(),
+            sub: sub.to_string(),
+        })
+    }
+
+    /// Verifies signature, kind, audience, issuer, expiry and the revocation list.
+    /// The account's `tokens_not_before` is checked by the caller that resolves `sub`.
+    pub fn verify(&self, token: &str, kind: TokenKind, now: i64) -> Result<Verified, AuthFailure> {
+        let claims = self.key.decode(token)?;
+        if claims.aud != self.domain || claims.iss != self.domain {
+            return Err(AuthFailure::BadSignature);
+        }
+        if claims.kind != kind {
+            return Err(AuthFailure::WrongTokenType);
+        }
+        if claims.exp <= now {
+            return Err(AuthFailure::Expired);
+        }
+        if !self.revoked.is_empty() && self.revoked.contains_key(&token_hash(token)) {
+            return Err(AuthFailure::Revoked);
+        }
+        Ok(Verified {
+            claims,
+            token: token.to_string(),
+        })
+    }
+
+    /// Revokes one token until its expiry.
+    pub async fn revoke(&self, verified: &Verified) -> Result<()> {
+        let h = token_hash(&verified.token);
+        sqlx::query(
+            "INSERT INTO revoked_tokens (token_hash, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (token_hash) DO NOTHING",
+        )
+        .bind(&h)
+        .bind(verified.claims.exp)
+        .execute(self.db.w())
+        .await?;
+        self.revoked.insert(h, verified.claims.exp);
+        Ok(())
+    }
+
+    /// Forgets revocations of tokens that have expired anyway.
+    pub async fn purge_expired(&self, now: i64) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
+            .bind(now)
+            .execute(self.db.w())
+            .await?;
+        self.revoked.retain(|_, exp| *exp > now);
+        Ok(r.rows_affected())
+    }
+}
+
+impl From<AuthFailure> for Error {
+    fn from(f: AuthFailure) -> Self {
+        Error::Unauthenticated(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC_ACCESS: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0eXBlIjoxLCJhdWQiOiJtZW1vLmlvIiwiZXhwIjoxNjc3NDkwMTgyLCJpYXQiOjE2Nzc0ODkyODIsImlzcyI6Im1lbW8uaW8iLCJzdWIiOiIweEU3RTlmMTJmOTlhRDE3ZDQ3ODZiOUIxMjQ3QzA5N2U2M2NlYUY4RGIifQ.F0asDvu3LH3ccK6LAztBGF1TTzGw7Stc9gBEzVicuE4";
+    const DOC_FRESH: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0eXBlIjoyLCJhdWQiOiJtZW1vLmlvIiwiZXhwIjoxNjc4MDk0MDgyLCJpYXQiOjE2Nzc0ODkyODIsImlzcyI6Im1lbW8uaW8iLCJzdWIiOiIweEU3RTlmMTJmOTlhRDE3ZDQ3ODZiOUIxMjQ3QzA5N2U2M2NlYUY4RGIifQ.PDxQ2orOlsES6fvkyR-xWc6M1yBY8RiFTcn8m5AGROc";
+    const DOC_ADDR: &str = "0xE7E9f12f99aD17d4786b9B1247C097e63ceaF8Db";
+
+    #[test]
+    fn document_tokens_verify_with_the_document_key_and_are_reproduced_byte_for_byte() {
+        let key = TokenKey::new(b"memo.io");
+        let a = key.decode(DOC_ACCESS).unwrap();
+        assert_eq!(a.kind, TokenKind::Access);
+        assert_eq!(a.sub, DOC_ADDR);
+        assert_eq!(a.exp - a.iat, 900);
+        let f = key.decode(DOC_FRESH).unwrap();
+        assert_eq!(f.kind, TokenKind::Refresh);
+        assert_eq!(f.exp - f.iat, 7 * 24 * 3600);
+        // Our encoder produces the very same bytes from the same claims.
+        assert_eq!(key.sign(&a), DOC_ACCESS);
+        assert_eq!(key.sign(&f), DOC_FRESH);
+        // Any other key refuses them.
+        assert_eq!(
+            TokenKey::new(b"memo.io2").decode(DOC_ACCESS),
+            Err(AuthFailure::BadSignature)
+        );
+    }
+
+    #[test]
+    fn refuses_other_algorithms_and_junk() {
+        let key = TokenKey::new(b"k");
+        let claims = Claims {
+            kind: TokenKind::Access,
+            aud: "memo.io".into(),
+            exp: 10,
+            iat: 1,
+            iss: "memo.io".into(),
+            sub: "x".into(),
+        };
+        let good = key.sign(&claims);
+        let (_, rest) = good.split_once('.').unwrap();
+        let none = format!("{}.{}", URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#), rest);
+        assert_eq!(key.decode(&none), Err(AuthFailure::BadSignature));
+        let none_nosig = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+            rest.split_once('.').unwrap().0
+        );
+        assert_eq!(key.decode(&none_nosig), Err(AuthFailure::BadSignature));
+        let hs512 = format!("{}.{}", URL_SAFE_NO_PAD.encode(br#"{"alg":"HS512","typ":"JWT"}"#), rest);
+        assert_eq!(key.decode(&hs512), Err(AuthFailure::BadSignature));
+        assert_eq!(key.decode("a.b"), Err(AuthFailure::MalformedToken));
+        assert_eq!(key.decode("a.b.c.d"), Err(AuthFailure::MalformedToken));
+        assert_eq!(key.decode(&format!("{good}=")), Err(AuthFailure::MalformedToken));
+        // Tampered payload.
+        let mut c2 = claims.clone();
+        c2.sub = "y".into();
+        let other = key.sign(&c2);
+        let forged = format!(
+            "{}.{}.{}",
+            HEADER_B64,
+            other.split('.').nth(1).unwrap(),
+            good.split('.').nth(2).unwrap()
+        );
+        assert_eq!(key.decode(&forged), Err(AuthFailure::BadSignature));
+    }
+
+    #[test]
+    fn authorization_forms() {
+        assert_eq!(token_from_authorization("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(token_from_authorization("bearer  abc ").as_deref(), Some("abc"));
+        assert_eq!(token_from_authorization("abc").as_deref(), Some("abc"));
+        // base64("tok:unused")
+        assert_eq!(
+            token_from_authorization("Basic dG9rOnVudXNlZA==").as_deref(),
+            Some("tok")
+        );
+        assert_eq!(token_from_authorization("   "), None);
+        assert_eq!(token_from_authorization("Bearer "), None);
+    }
+}

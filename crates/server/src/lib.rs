@@ -1,0 +1,150 @@
+//! The stratus HTTP server.
+//!
+//! Mounts the three dialects on one listener (ComputeShare under `/api`, TwoCloud under
+//! `/twocloud`, MEMO at the root), adds `GET /healthz` and Prometheus `GET /metrics`, records
+//! per-route request metrics, turns panics into 500s, and shuts down gracefully: on SIGINT or
+//! SIGTERM it stops accepting, lets requests in flight finish, stops background tasks and closes
+//! the database.
+
+mod metrics_layer;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use http::{header, StatusCode};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use stratus_app::App;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global metrics recorder (once per process) and returns its handle.
+pub fn metrics_handle() -> PrometheusHandle {
+    PROMETHEUS
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0, 30.0,
+                ])
+                .expect("bucket list is not empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (tests embedding several servers).
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// The whole HTTP surface of stratus.
+pub fn router(app: Arc<App>) -> Router {
+    let handle = metrics_handle();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/metrics",
+            get(move || {
+                let h = handle.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        h.render(),
+                    )
+                }
+            }),
+        )
+        .nest("/api", stratus_api_computeshare::router())
+        .nest("/twocloud", stratus_api_twocloud::router())
+        .merge(stratus_api_memo::router())
+        .fallback(fallback)
+        .layer(axum::middleware::from_fn(metrics_layer::record))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(app)
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    match sqlx_ping(&app).await {
+        Ok(()) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "unavailable", "error": e})),
+        )
+            .into_response(),
+    }
+}
+
+async fn sqlx_ping(app: &App) -> Result<(), String> {
+    app.auth
+        .accounts()
+        .count()
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+async fn fallback(req: Request) -> Response {
+    stratus_api_memo::not_found_response(req.uri().path()).await
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(serde_json::json!({"code": 500, "message": "internal error"})),
+    )
+        .into_response()
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, with background tasks running.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let background = tokio::spawn(app.clone().run_background(stop_rx));
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, "stratus listening");
+    axum::serve(
+        listener,
+        router(app.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    let _ = stop_tx.send(true);
+    let _ = background.await;
+    app.close().await;
+    tracing::info!("stratus stopped");
+    Ok(())
+}

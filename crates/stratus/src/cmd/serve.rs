@@ -1,0 +1,33 @@
+//! `stratus serve`.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use stratus_app::App;
+use tracing_subscriber::EnvFilter;
+
+use crate::ServerOpts;
+
+pub async fn run(opts: ServerOpts, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("STRATUS_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_target(false)
+        .init();
+    let mut cfg = super::load_config(&opts)?;
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    let listen = cfg.listen;
+    tracing::info!(data_dir = %cfg.data_dir.display(), "opening data directory");
+    let app = App::open(cfg).await.context("starting services")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    stratus_server::serve(app, listener, stratus_server::shutdown_signal())
+        .await
+        .context("serving")?;
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! The `stratus` command: the server (`serve`), operator tools (`admin`), and the client
+//! commands a user runs against a server (`login`, `whoami`, …).
+
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// stratus: log in with a password or an Ethereum wallet, store files by content address, rent
+/// sandbox machines, pay from a balance.
+#[derive(Parser)]
+#[command(name = "stratus", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the server's configuration comes from (shared by `serve` and `admin`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerOpts {
+    /// TOML configuration file (embedded defaults otherwise).
+    #[arg(long, env = "STRATUS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory holding the database, blobs and secrets [default: ./stratus-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        #[command(flatten)]
+        opts: ServerOpts,
+        /// Address to listen on [default: 0.0.0.0:8080].
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Operator tools that work directly on a data directory.
+    Admin {
+        #[command(flatten)]
+        opts: ServerOpts,
+        #[command(subcommand)]
+        command: cmd::admin::AdminCommand,
+    },
+    /// Log in to a server and keep the token in the user's config directory.
+    Login(cmd::session::LoginArgs),
+    /// Show the account of the saved session.
+    Whoami,
+    /// Revoke the saved session's token and forget it.
+    Logout,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stratus: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Serve { opts, listen } => cmd::serve::run(opts, listen).await,
+            Command::Admin { opts, command } => cmd::admin::run(opts, command).await,
+            Command::Login(args) => cmd::session::login(args).await,
+            Command::Whoami => cmd::session::whoami().await,
+            Command::Logout => cmd::session::logout().await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stratus: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
