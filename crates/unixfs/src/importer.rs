@@ -48,6 +48,15 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The CID of the block.
+    pub fn cid(&self) -> &Cid {
+        match self {
+            Event::Leaf { cid, .. } | Event::Node { cid, .. } => cid,
+        }
+    }
+}
+
 /// Shape of an imported DAG.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TreeStats {

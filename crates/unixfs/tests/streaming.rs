@@ -191,3 +191,18 @@ fn importer_inside_the_rayon_pool() {
     let got = pool.install(|| import_whole(Profile::KUBO, &data).0);
     assert_eq!(got, expected);
 }
+
+#[test]
+fn importer_can_move_to_a_blocking_task() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Importer>();
+    assert_send::<Event>();
+}
+
+#[test]
+fn event_cid_accessor() {
+    let mut importer = Importer::new(Profile::KUBO);
+    importer.write(&[1u8; 300_000]);
+    let imported = importer.finish();
+    assert_eq!(imported.events.last().unwrap().cid(), &imported.root);
+}
