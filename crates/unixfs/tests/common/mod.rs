@@ -96,10 +96,11 @@ pub struct Recorded {
     pub root: Cid,
     pub size: u64,
     pub stats: TreeStats,
-    /// Leaves in event order: (cid, offset, len, index in `order`).
-    pub leaves: Vec<(Cid, u64, u32, usize)>,
-    /// Inner nodes by CID with their index in `order`, and how many node events there were.
-    pub nodes: HashMap<Cid, (Bytes, usize)>,
+    /// Leaves in event order: (cid, offset, len).
+    pub leaves: Vec<(Cid, u64, u32)>,
+    /// Inner nodes by CID (identical subtrees share one entry), and how many node events
+    /// there were.
+    pub nodes: HashMap<Cid, Bytes>,
     pub node_events: u64,
     /// Every event in order.
     pub order: Vec<Cid>,
@@ -141,12 +142,12 @@ pub fn import(profile: Profile, source: &dyn Source, size: u64, piece: usize) ->
 fn record(rec: &mut Recorded, event: Event) {
     match event {
         Event::Leaf { cid, offset, len } => {
-            rec.leaves.push((cid, offset, len, rec.order.len()));
+            rec.leaves.push((cid, offset, len));
             rec.order.push(cid);
         }
         Event::Node { cid, bytes } => {
             assert_eq!(Cid::sha256(cid.version(), Codec::DagPb, &bytes), cid);
-            rec.nodes.insert(cid, (bytes, rec.order.len()));
+            rec.nodes.insert(cid, bytes);
             rec.node_events += 1;
             rec.order.push(cid);
         }
@@ -171,7 +172,7 @@ pub fn check(profile: &Profile, rec: &Recorded, source: &dyn Source, verify_leav
     assert_eq!(rec.leaves.len() as u64, expected_leaves, "leaf count");
     assert_eq!(rec.stats.leaves, expected_leaves);
     let mut offset = 0u64;
-    for (i, &(_, leaf_offset, len, _)) in rec.leaves.iter().enumerate() {
+    for (i, &(_, leaf_offset, len)) in rec.leaves.iter().enumerate() {
         assert_eq!(leaf_offset, offset, "leaf {i} offset");
         let last = i + 1 == rec.leaves.len();
         if !last {
@@ -193,17 +194,19 @@ pub fn check(profile: &Profile, rec: &Recorded, source: &dyn Source, verify_leav
     assert_eq!(rec.stats.depth, depth, "depth");
     assert_eq!(rec.stats.nodes, rec.node_events);
 
-    // Walk the tree: leaves come in event order, all at the same depth.
+    // Walk the tree: leaves come in event order, all at the same depth, and the events are
+    // exactly the tree's post-order (children before parents, duplicates included).
     let mut walker = Walker {
         profile,
         rec,
         source,
         verify_leaves,
         next_leaf: 0,
+        next_event: 0,
         leaf_depths: Vec::new(),
         seen_nodes: 0,
     };
-    let (filesize, tsize, position) = walker.visit(&rec.root, 0);
+    let (filesize, tsize) = walker.visit(&rec.root, 0);
     assert_eq!(walker.next_leaf, rec.leaves.len(), "every leaf reached");
     assert!(
         walker.leaf_depths.iter().all(|&d| d == depth),
@@ -212,7 +215,11 @@ pub fn check(profile: &Profile, rec: &Recorded, source: &dyn Source, verify_leav
     assert_eq!(walker.seen_nodes, rec.node_events, "every node reached");
     assert_eq!(filesize, size);
     assert_eq!(tsize, rec.stats.dag_size);
-    assert_eq!(position + 1, rec.order.len(), "the root is the last event");
+    assert_eq!(
+        walker.next_event,
+        rec.order.len(),
+        "every event is in the tree"
+    );
 }
 
 struct Walker<'a> {
@@ -221,20 +228,21 @@ struct Walker<'a> {
     source: &'a dyn Source,
     verify_leaves: bool,
     next_leaf: usize,
+    /// Index in `rec.order` of the next event the post-order walk must meet.
+    next_event: usize,
     leaf_depths: Vec<u32>,
     seen_nodes: u64,
 }
 
 impl Walker<'_> {
-    /// Returns (file bytes, Tsize, event index) of `cid`. Checks that children were emitted
-    /// before their parent.
-    fn visit(&mut self, cid: &Cid, depth: u32) -> (u64, u64, usize) {
+    /// Returns (file bytes, Tsize) of `cid`.
+    fn visit(&mut self, cid: &Cid, depth: u32) -> (u64, u64) {
         assert_eq!(cid.version(), self.profile.cid_version);
         let node = match cid.codec() {
             Codec::Raw => None,
             Codec::DagPb => self.rec.nodes.get(cid),
         };
-        if let Some((bytes, position)) = node {
+        if let Some(bytes) = node {
             self.seen_nodes += 1;
             let node = DagPbNode::decode(bytes).expect("node decodes");
             assert_eq!(node.encode(), &bytes[..], "canonical encoding");
@@ -247,15 +255,15 @@ impl Walker<'_> {
             let mut tsize = bytes.len() as u64;
             for (link, &blocksize) in node.links.iter().zip(&unixfs.blocksizes) {
                 assert_eq!(link.name.as_deref(), Some(""));
-                let (child_size, child_tsize, child_position) = self.visit(&link.cid, depth + 1);
-                assert!(child_position < *position, "child emitted before parent");
+                let (child_size, child_tsize) = self.visit(&link.cid, depth + 1);
                 assert_eq!(child_size, blocksize, "blocksize matches child");
                 assert_eq!(link.tsize, Some(child_tsize), "Tsize matches child");
                 tsize += child_tsize;
             }
-            return (unixfs.filesize.unwrap(), tsize, *position);
+            self.expect_event(cid);
+            return (unixfs.filesize.unwrap(), tsize);
         }
-        let (leaf_cid, offset, len, position) = self.rec.leaves[self.next_leaf];
+        let (leaf_cid, offset, len) = self.rec.leaves[self.next_leaf];
         self.next_leaf += 1;
         assert_eq!(*cid, leaf_cid, "leaves in file order");
         self.leaf_depths.push(depth);
@@ -282,6 +290,17 @@ impl Walker<'_> {
                 "leaf hash"
             );
         }
-        (u64::from(len), block_len, position)
+        self.expect_event(cid);
+        (u64::from(len), block_len)
+    }
+
+    fn expect_event(&mut self, cid: &Cid) {
+        assert_eq!(
+            self.rec.order.get(self.next_event),
+            Some(cid),
+            "event {} is the tree's post-order",
+            self.next_event
+        );
+        self.next_event += 1;
     }
 }
