@@ -316,6 +316,35 @@ mod tests {
     }
 
     #[test]
+    fn known_text_forms() {
+        // Printed by the multiformats JS library.
+        let cases = [
+            (
+                HELLO_V1,
+                "k2cwued9o1pvrt3q271rrqbo49x30tbxwpoeaq75z14e5ui2rzygpbe1",
+                "zb2rhj7crUKTQYRGCRATFaQ6YFLTde2YzdqbbhAASkL9uRDXn",
+                "f01551220b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9",
+            ),
+            (
+                "bafybeiggzq4ryi7hscq5hzvzcnk4urnxt3asp37dhgvnjilf7exskximla",
+                "k2jmtxwbhfbzcqcqkr9p2bvy18edu93443lf85ne6mahw23xwce2fjvc",
+                "zdj7WiovRGGHD7WXtCLZdgB1csdT1dF8rQ5VJMomzAS24CxiB",
+                "f01701220c6cc391c23e790a1d3e6b91355ca45b79ec127efe339aad4a165f92f255d0c58",
+            ),
+        ];
+        for (b32, b36, b58, b16) in cases {
+            let cid: Cid = b32.parse().unwrap();
+            assert_eq!(cid.to_string_of_base(Base::Base36Lower), b36);
+            assert_eq!(cid.to_string_of_base(Base::Base58Btc), b58);
+            assert_eq!(cid.to_string_of_base(Base::Base16Lower), b16);
+            assert_eq!(cid.to_string_of_base(Base::Base32Upper), b32.to_uppercase());
+            for text in [b36, b58, b16] {
+                assert_eq!(text.parse::<Cid>().unwrap(), cid);
+            }
+        }
+    }
+
+    #[test]
     fn every_base_round_trips() {
         let cids = [HELLO_V1.parse::<Cid>().unwrap(), EMPTY_V0.parse().unwrap()];
         for cid in cids {

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use stratus_unixfs::{car, CarReader, Cid, DfsWalk, Event, Importer, Profile};
+use stratus_unixfs::{car, Base, CarReader, Cid, DfsWalk, Event, Importer, Profile, Version};
 
 /// Parses an `input` field: `zeros:N` or `text:S`.
 enum Input {
@@ -64,6 +64,30 @@ fn all_root_cids() {
         }
     }
     assert!(failures.is_empty(), "mismatches:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn vector_cids_round_trip_in_every_base() {
+    let json = common::vectors_json();
+    for vector in json["vectors"].as_array().unwrap() {
+        let text = vector["cid"].as_str().unwrap();
+        let cid: Cid = text.parse().unwrap();
+        assert_eq!(Cid::from_bytes(&cid.to_bytes()).unwrap(), cid);
+        for base in Base::ALL {
+            let other = cid.to_string_of_base(base);
+            assert_eq!(other.parse::<Cid>().unwrap(), cid, "{other}");
+        }
+        let v1 = cid.to_v1();
+        assert_eq!(v1.version(), Version::V1);
+        assert_eq!(v1.to_string().parse::<Cid>().unwrap(), v1);
+        if cid.version() == Version::V0 {
+            assert!(text.starts_with("Qm"));
+            assert_ne!(v1, cid);
+        } else {
+            assert!(text.starts_with('b'));
+            assert_eq!(v1, cid);
+        }
+    }
 }
 
 #[test]
