@@ -70,9 +70,15 @@ impl App {
 
     /// Runs periodic housekeeping until `shutdown` flips to true.
     pub async fn run_background(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let nonce_every = Duration::from_secs(self.config.auth.nonce_ttl.clamp(1, 10));
+        let mut nonce_tick = tokio::time::interval(nonce_every);
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {
             tokio::select! {
+                _ = nonce_tick.tick() => {
+                    let auth = self.auth.clone();
+                    let _ = tokio::task::spawn_blocking(move || auth.sweep_nonces()).await;
+                }
                 _ = tick.tick() => {
                     if let Err(e) = self.auth.sweep().await {
                         tracing::warn!(error = %e, "auth housekeeping failed");

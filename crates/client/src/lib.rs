@@ -103,7 +103,11 @@ impl Client {
     }
 
     /// `GET /getnonce`, sign, `POST /login`.
-    pub async fn login_wallet(&self, key: &k256::ecdsa::SigningKey, domain: &str) -> Result<Session> {
+    pub async fn login_wallet(
+        &self,
+        key: &k256::ecdsa::SigningKey,
+        domain: &str,
+    ) -> Result<Session> {
         let address = Address::from_key(key.verifying_key()).to_checksum();
         let nonce = self
             .send(self.request(Method::GET, "/getnonce"))
@@ -115,12 +119,15 @@ impl Client {
         let digest = wallet::login_digest(&address, &nonce, domain);
         let sig = wallet::sign_digest(key, &digest);
         let v: Value = self
-            .json(self.request(Method::POST, "/login").json(&serde_json::json!({
-                "address": address,
-                "nonce": nonce,
-                "domain": domain,
-                "signature": format!("0x{}", hex::encode(sig)),
-            })))
+            .json(
+                self.request(Method::POST, "/login")
+                    .json(&serde_json::json!({
+                        "address": address,
+                        "nonce": nonce,
+                        "domain": domain,
+                        "signature": format!("0x{}", hex::encode(sig)),
+                    })),
+            )
             .await?;
         let access = v["access token"].as_str();
         let fresh = v["fresh token"].as_str();

@@ -434,13 +434,19 @@ impl Config {
                 t.profile.as_str(),
                 "memo" | "kubo" | "kubo-v0" | "unixfs-v1-2025"
             ) {
-                return bad(format!("storage target {name}: unknown profile {}", t.profile));
+                return bad(format!(
+                    "storage target {name}: unknown profile {}",
+                    t.profile
+                ));
             }
         }
         let mut ids = std::collections::HashSet::new();
         for p in &self.billing.packages {
             if !ids.insert(p.id) || p.days == 0 || p.bytes == 0 {
-                return bad(format!("billing package {}: duplicate id or zero size/days", p.id));
+                return bad(format!(
+                    "billing package {}: duplicate id or zero size/days",
+                    p.id
+                ));
             }
         }
         Ok(())
@@ -479,6 +485,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API
     fn file_then_env_override() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -69,7 +69,9 @@ fn read_secret(path: &Path) -> Result<Vec<u8>, SecretError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let trimmed = String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r']).to_string();
+    let trimmed = String::from_utf8_lossy(&raw)
+        .trim_end_matches(['\n', '\r'])
+        .to_string();
     if trimmed.is_empty() {
         return Err(SecretError::Empty(path.to_path_buf()));
     }

@@ -23,6 +23,8 @@ pub struct Account {
     pub id: String,
     pub username: Option<String>,
     pub wallet: Option<Address>,
+    /// Whether the account can log in with a password.
+    pub has_password: bool,
     /// Tokens issued before this unix second are refused.
     pub tokens_not_before: i64,
     /// Unix milliseconds.
@@ -41,25 +43,26 @@ impl Account {
     }
 }
 
-type Row = (String, Option<String>, Option<String>, i64, i64);
+type Row = (String, Option<String>, Option<String>, bool, i64, i64);
 
-fn from_row((id, username, wallet, nbf, created): Row) -> Account {
+fn from_row((id, username, wallet, has_password, nbf, created): Row) -> Account {
     Account {
         id,
         username,
         wallet: wallet.as_deref().and_then(Address::parse),
+        has_password,
         tokens_not_before: nbf,
         created_at: created,
     }
 }
 
-const COLUMNS: &str = "id, username, wallet_address, tokens_not_before, created_at";
+const COLUMNS: &str =
+    "id, username, wallet_address, password_hash IS NOT NULL, tokens_not_before, created_at";
 
 /// Checks a username's shape: 3–64 characters of letters, digits and `._@+-`.
 pub fn validate_username(u: &str) -> Result<()> {
     let ok = (3..=64).contains(&u.len())
-        && u
-            .bytes()
+        && u.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b));
     if ok {
         Ok(())
@@ -125,6 +128,7 @@ impl Accounts {
             id,
             username: Some(username.to_string()),
             wallet: None,
+            has_password: true,
             tokens_not_before: 0,
             created_at: now_ms,
         })
@@ -157,10 +161,11 @@ impl Accounts {
                 return Ok(Some(e.1.clone()));
             }
         }
-        let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM accounts WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.db.r())
-            .await?;
+        let row: Option<Row> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM accounts WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(self.db.r())
+                .await?;
         Ok(row.map(|r| {
             let a = Arc::new(from_row(r));
             self.by_id.insert(a.id.clone(), (Instant::now(), a.clone()));
@@ -184,8 +189,16 @@ impl Accounts {
         self.by_wallet_uncached(wallet, false).await
     }
 
-    async fn by_wallet_uncached(&self, wallet: Address, from_writer: bool) -> Result<Option<Account>> {
-        let pool = if from_writer { self.db.w() } else { self.db.r() };
+    async fn by_wallet_uncached(
+        &self,
+        wallet: Address,
+        from_writer: bool,
+    ) -> Result<Option<Account>> {
+        let pool = if from_writer {
+            self.db.w()
+        } else {
+            self.db.r()
+        };
         let row: Option<Row> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM accounts WHERE wallet_address = $1"
         ))
@@ -202,14 +215,22 @@ impl Accounts {
 
     /// The account and password hash of `username`.
     pub async fn by_username(&self, username: &str) -> Result<Option<(Account, Option<String>)>> {
-        let row: Option<(String, Option<String>, Option<String>, i64, i64, Option<String>)> =
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS}, password_hash FROM accounts WHERE username = $1"
-            ))
-            .bind(username)
-            .fetch_optional(self.db.r())
-            .await?;
-        Ok(row.map(|(a, b, c, d, e, h)| (from_row((a, b, c, d, e)), h)))
+        type WithHash = (
+            String,
+            Option<String>,
+            Option<String>,
+            bool,
+            i64,
+            i64,
+            Option<String>,
+        );
+        let row: Option<WithHash> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS}, password_hash FROM accounts WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(self.db.r())
+        .await?;
+        Ok(row.map(|(a, b, c, d, e, f, h)| (from_row((a, b, c, d, e, f)), h)))
     }
 
     /// The password hash of an account.

@@ -201,9 +201,12 @@ impl Auth {
             PasswordDialect::ComputeShare => self.cfg.computeshare_token_ttl,
             PasswordDialect::TwoCloud => self.cfg.twocloud_token_ttl,
         };
-        let token = self
-            .tokens
-            .issue(TokenKind::Access, account.subject(), self.iat_for(&account), ttl);
+        let token = self.tokens.issue_unique(
+            TokenKind::Access,
+            account.subject(),
+            self.iat_for(&account),
+            ttl,
+        );
         metrics::counter!("stratus_logins_total", "flow" => "password", "result" => "success")
             .increment(1);
         Ok((account, token))
@@ -217,7 +220,7 @@ impl Auth {
             PasswordDialect::ComputeShare => self.cfg.computeshare_token_ttl,
             PasswordDialect::TwoCloud => self.cfg.twocloud_token_ttl,
         };
-        Ok(self.tokens.issue(
+        Ok(self.tokens.issue_unique(
             TokenKind::Access,
             caller.account.subject(),
             self.iat_for(&caller.account),
@@ -252,8 +255,7 @@ impl Auth {
             return Err(AuthFailure::WrongDomain.into());
         }
         let claimed = Address::parse(&req.address).ok_or(AuthFailure::WrongAddress)?;
-        let lower = claimed.to_lower();
-        if !self.nonces.check_and_bind(&req.nonce, &lower) {
+        if !self.nonces.check_and_bind(&req.nonce, claimed.0) {
             return Err(AuthFailure::WrongNonce.into());
         }
         let digest = wallet::login_digest(&req.address, &req.nonce, &req.domain);
@@ -261,11 +263,11 @@ impl Auth {
         if signer != claimed {
             return Err(AuthFailure::WrongAddress.into());
         }
-        if !self.nonces.consume(&req.nonce, &lower) {
+        if !self.nonces.consume(&req.nonce, claimed.0) {
             // Raced with another attempt that used the same nonce.
             return Err(AuthFailure::WrongNonce.into());
         }
-        self.tokens_account.check(&lower)?;
+        self.tokens_account.check(&claimed.to_lower())?;
         let account = self
             .accounts
             .get_or_create_for_wallet(claimed, self.clock.now_ms())
@@ -294,7 +296,9 @@ impl Auth {
     /// Exchanges a refresh token for a new access token.
     pub async fn refresh(&self, ip: IpAddr, refresh_token: &str) -> Result<String> {
         self.tokens_ip.check(&ip_key(ip))?;
-        let caller = self.authenticate_kind(refresh_token, TokenKind::Refresh).await?;
+        let caller = self
+            .authenticate_kind(refresh_token, TokenKind::Refresh)
+            .await?;
         self.tokens_account.check(&caller.account.id)?;
         Ok(self.tokens.issue(
             TokenKind::Access,
@@ -338,7 +342,10 @@ impl Auth {
         self.backoff.check(&key)?;
         let hash = self.accounts.password_hash(&caller.account.id).await?;
         if hash.is_none() {
-            return Err(Error::invalid("oldPassword", "this account has no password"));
+            return Err(Error::invalid(
+                "oldPassword",
+                "this account has no password",
+            ));
         }
         if !self.passwords.verify(old, hash.as_deref()).await? {
             self.backoff.failed(&key);
@@ -362,9 +369,13 @@ impl Auth {
             .await
     }
 
-    /// Periodic housekeeping: expired nonces, idle limiter buckets, old revocations.
-    pub async fn sweep(&self) -> Result<()> {
+    /// Drops expired nonces (called every few seconds, off the request path).
+    pub fn sweep_nonces(&self) {
         self.nonces.purge();
+    }
+
+    /// Periodic housekeeping: idle limiter buckets, old revocations.
+    pub async fn sweep(&self) -> Result<()> {
         for l in [
             &self.login_ip,
             &self.login_account,

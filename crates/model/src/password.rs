@@ -77,7 +77,9 @@ impl Passwords {
         }
         let _permit = self.permits.acquire().await.map_err(Error::internal)?;
         let known = hash.is_some();
-        let hash = hash.map(str::to_string).unwrap_or_else(|| (*self.dummy_hash).clone());
+        let hash = hash
+            .map(str::to_string)
+            .unwrap_or_else(|| (*self.dummy_hash).clone());
         let pw = password.to_string();
         let ok = tokio::task::spawn_blocking(move || {
             let parsed = PasswordHash::new(&hash).map_err(Error::internal)?;

@@ -64,6 +64,10 @@ pub struct Claims {
     pub iat: i64,
     pub iss: String,
     pub sub: String,
+    /// A random id, on tokens of password logins only: two logins in the same second must not
+    /// yield the same token (logout revokes one). Wallet tokens keep the document's claim set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// Signs and verifies tokens with one HMAC key.
@@ -110,7 +114,8 @@ impl TokenKey {
             return Err(AuthFailure::MalformedToken);
         }
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(AuthFailure::MalformedToken);
         };
@@ -129,7 +134,10 @@ impl TokenKey {
             serde_json::from_slice(&header).map_err(|_| AuthFailure::MalformedToken)?;
         if header.alg != "HS256"
             || header.crit.is_some()
-            || header.typ.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("JWT"))
+            || header
+                .typ
+                .as_deref()
+                .is_some_and(|t| !t.eq_ignore_ascii_case("JWT"))
         {
             return Err(AuthFailure::BadSignature);
         }
@@ -138,7 +146,8 @@ impl TokenKey {
             .map_err(|_| AuthFailure::MalformedToken)?;
         let mut mac = self.mac.clone();
         mac.update(&token.as_bytes()[..h.len() + 1 + p.len()]);
-        mac.verify_slice(&sig).map_err(|_| AuthFailure::BadSignature)?;
+        mac.verify_slice(&sig)
+            .map_err(|_| AuthFailure::BadSignature)?;
         let payload = URL_SAFE_NO_PAD
             .decode(p)
             .map_err(|_| AuthFailure::MalformedToken)?;
@@ -200,11 +209,12 @@ pub struct Verified {
 impl Tokens {
     /// Loads the unexpired revocations from the database.
     pub async fn new(key: TokenKey, domain: String, db: Db, now: i64) -> Result<Tokens> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT token_hash, expires_at FROM revoked_tokens WHERE expires_at > $1")
-                .bind(now)
-                .fetch_all(db.r())
-                .await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT token_hash, expires_at FROM revoked_tokens WHERE expires_at > $1",
+        )
+        .bind(now)
+        .fetch_all(db.r())
+        .await?;
         let revoked = Arc::new(DashMap::new());
         for (h, e) in rows {
             revoked.insert(h, e);
@@ -221,16 +231,35 @@ impl Tokens {
         &self.domain
     }
 
-    /// Signs a token for `sub`, issued at `iat`, living `ttl` seconds.
+    /// Signs a token for `sub`, issued at `iat`, living `ttl` seconds, with exactly the
+    /// document's claims (wallet logins).
     pub fn issue(&self, kind: TokenKind, sub: &str, iat: i64, ttl: u64) -> String {
-        self.key.sign(&Claims {
+        self.key.sign(&self.claims(kind, sub, iat, ttl, None))
+    }
+
+    /// Same as [`Tokens::issue`] plus a random `jti`, so every issued token is distinct.
+    pub fn issue_unique(&self, kind: TokenKind, sub: &str, iat: i64, ttl: u64) -> String {
+        let jti = uuid::Uuid::new_v4().simple().to_string();
+        self.key.sign(&self.claims(kind, sub, iat, ttl, Some(jti)))
+    }
+
+    fn claims(
+        &self,
+        kind: TokenKind,
+        sub: &str,
+        iat: i64,
+        ttl: u64,
+        jti: Option<String>,
+    ) -> Claims {
+        Claims {
             kind,
             aud: self.domain.clone(),
             exp: iat.saturating_add(ttl.min(i64::MAX as u64) as i64),
             iat,
             iss: self.domain.clone(),
             sub: sub.to_string(),
-        })
+            jti,
+        }
     }
 
     /// Verifies signature, kind, audience, issuer, expiry and the revocation list.
@@ -325,10 +354,15 @@ mod tests {
             iat: 1,
             iss: "memo.io".into(),
             sub: "x".into(),
+            jti: None,
         };
         let good = key.sign(&claims);
         let (_, rest) = good.split_once('.').unwrap();
-        let none = format!("{}.{}", URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#), rest);
+        let none = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+            rest
+        );
         assert_eq!(key.decode(&none), Err(AuthFailure::BadSignature));
         let none_nosig = format!(
             "{}.{}.",
@@ -336,11 +370,18 @@ mod tests {
             rest.split_once('.').unwrap().0
         );
         assert_eq!(key.decode(&none_nosig), Err(AuthFailure::BadSignature));
-        let hs512 = format!("{}.{}", URL_SAFE_NO_PAD.encode(br#"{"alg":"HS512","typ":"JWT"}"#), rest);
+        let hs512 = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"HS512","typ":"JWT"}"#),
+            rest
+        );
         assert_eq!(key.decode(&hs512), Err(AuthFailure::BadSignature));
         assert_eq!(key.decode("a.b"), Err(AuthFailure::MalformedToken));
         assert_eq!(key.decode("a.b.c.d"), Err(AuthFailure::MalformedToken));
-        assert_eq!(key.decode(&format!("{good}=")), Err(AuthFailure::MalformedToken));
+        assert_eq!(
+            key.decode(&format!("{good}=")),
+            Err(AuthFailure::MalformedToken)
+        );
         // Tampered payload.
         let mut c2 = claims.clone();
         c2.sub = "y".into();
@@ -356,8 +397,14 @@ mod tests {
 
     #[test]
     fn authorization_forms() {
-        assert_eq!(token_from_authorization("Bearer abc").as_deref(), Some("abc"));
-        assert_eq!(token_from_authorization("bearer  abc ").as_deref(), Some("abc"));
+        assert_eq!(
+            token_from_authorization("Bearer abc").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            token_from_authorization("bearer  abc ").as_deref(),
+            Some("abc")
+        );
         assert_eq!(token_from_authorization("abc").as_deref(), Some("abc"));
         // base64("tok:unused")
         assert_eq!(

@@ -160,14 +160,18 @@ mod tests {
         assert!(recover_signer_bytes(&d, &bad_v).is_err());
 
         // The high-S twin (n - s, v flipped) recovers the same key mathematically; it is refused.
-        let n = hex::decode("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141").unwrap();
+        let n = hex::decode("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141")
+            .unwrap();
         let mut s = [0u8; 32];
         s.copy_from_slice(&sig[32..64]);
         let high = sub_be(&n, &s);
         let mut twin = sig;
         twin[32..64].copy_from_slice(&high);
         twin[64] ^= 1;
-        assert_eq!(recover_signer_bytes(&d, &twin), Err(AuthFailure::WrongSignature));
+        assert_eq!(
+            recover_signer_bytes(&d, &twin),
+            Err(AuthFailure::WrongSignature)
+        );
 
         let hexsig = format!("0x{}", hex::encode(sig));
         assert_eq!(recover_signer(&d, &hexsig).unwrap(), me);

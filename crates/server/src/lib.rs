@@ -31,8 +31,8 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets(&[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0, 30.0,
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
                 ])
                 .expect("bucket list is not empty");
             let recorder = builder.build_recorder();
@@ -72,7 +72,11 @@ pub fn router(app: Arc<App>) -> Router {
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     match sqlx_ping(&app).await {
-        Ok(()) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ok"})),
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(serde_json::json!({"status": "unavailable", "error": e})),
@@ -133,7 +137,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let background = tokio::spawn(app.clone().run_background(stop_rx));
+    let background = tokio::spawn(app.clone().run_background(stop_rx.clone()));
+    // Histogram samples accumulate until upkeep folds them in, scraped or not.
+    let upkeep = {
+        let handle = metrics_handle();
+        let mut stop = stop_rx;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => handle.run_upkeep(),
+                    _ = stop.changed() => break,
+                }
+            }
+        })
+    };
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "stratus listening");
     axum::serve(
@@ -144,6 +162,7 @@ pub async fn serve(
     .await?;
     let _ = stop_tx.send(true);
     let _ = background.await;
+    let _ = upkeep.await;
     app.close().await;
     tracing::info!("stratus stopped");
     Ok(())

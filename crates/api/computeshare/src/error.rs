@@ -107,12 +107,16 @@ impl From<Error> for CsError {
                 e.retry_after = Some(retry_after_secs);
                 e
             }
-            e @ Error::InsufficientBalance { .. } => {
-                CsError::new(StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE", e.to_string())
-            }
-            e @ Error::QuotaExceeded { .. } => {
-                CsError::new(StatusCode::INSUFFICIENT_STORAGE, "QUOTA_EXCEEDED", e.to_string())
-            }
+            e @ Error::InsufficientBalance { .. } => CsError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "INSUFFICIENT_BALANCE",
+                e.to_string(),
+            ),
+            e @ Error::QuotaExceeded { .. } => CsError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "QUOTA_EXCEEDED",
+                e.to_string(),
+            ),
             Error::Unavailable(m) => {
                 CsError::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", m)
             }
@@ -131,9 +135,11 @@ impl From<Error> for CsError {
 impl From<BodyError> for CsError {
     fn from(e: BodyError) -> Self {
         match e {
-            BodyError::TooLarge(_) => {
-                CsError::new(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", e.to_string())
-            }
+            BodyError::TooLarge(_) => CsError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BODY_TOO_LARGE",
+                e.to_string(),
+            ),
             _ => CsError::bad_request("INVALID_ARGUMENT", e.to_string()),
         }
     }

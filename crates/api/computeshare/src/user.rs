@@ -75,13 +75,9 @@ struct Profile {
 }
 
 /// `GET /v1/user`.
-pub async fn me(
-    State(app): State<Arc<App>>,
-    CsCaller(c): CsCaller,
-) -> CsResult<impl axum::response::IntoResponse> {
+pub async fn me(CsCaller(c): CsCaller) -> CsResult<impl axum::response::IntoResponse> {
     let a = &c.account;
     let username = a.username.clone().unwrap_or_default();
-    let has_password = app.auth.accounts().password_hash(&a.id).await?.is_some();
     Ok(ok(Profile {
         id: a.id.clone(),
         name: username.clone(),
@@ -92,7 +88,7 @@ pub async fn me(
         wallet_address: a.address_text(),
         create_date: a.created_at.to_string(),
         last_login_date: (c.token.claims.iat * 1000).to_string(),
-        pwd_config: has_password,
+        pwd_config: a.has_password,
     }))
 }
 

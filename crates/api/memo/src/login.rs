@@ -15,13 +15,12 @@ use crate::error::{MemoError, MemoResult};
 use crate::extract::ClientIp;
 
 /// `GET /getnonce` → 64 lower-case hex digits as `text/plain`.
-pub(crate) async fn get_nonce(State(app): State<Arc<App>>, ClientIp(ip): ClientIp) -> MemoResult<Response> {
+pub(crate) async fn get_nonce(
+    State(app): State<Arc<App>>,
+    ClientIp(ip): ClientIp,
+) -> MemoResult<Response> {
     let nonce = app.auth.new_nonce(ip)?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        nonce,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], nonce).into_response())
 }
 
 #[derive(Deserialize)]

@@ -56,8 +56,10 @@ pub async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, BodyError> 
             }
         })?
         .to_bytes();
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(BodyError::Empty);
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(BodyError::Empty),
+        Some(b'{') => {}
+        Some(_) => return Err(BodyError::Json("expected a JSON object".into())),
     }
     serde_json::from_slice(&bytes).map_err(|e| BodyError::Json(e.to_string()))
 }

@@ -15,6 +15,7 @@ pub async fn run(opts: ServerOpts, listen: Option<SocketAddr>) -> anyhow::Result
                 .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let mut cfg = super::load_config(&opts)?;
     if let Some(l) = listen {

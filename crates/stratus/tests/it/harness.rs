@@ -1,0 +1,333 @@
+//! Starting and stopping a real `stratus serve`, and small helpers shared by the tests.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_stratus");
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A running server.
+pub struct Server {
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+/// Builds a server: environment overrides and a data dir.
+#[derive(Default)]
+pub struct ServerBuilder {
+    env: Vec<(String, String)>,
+    data_dir: Option<PathBuf>,
+}
+
+impl ServerBuilder {
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+    /// Turn off the rate limits (tests that do many logins).
+    pub fn no_limits(self) -> Self {
+        self.env("STRATUS_LIMITS__DISABLED", "true")
+    }
+    pub fn data_dir(mut self, d: &Path) -> Self {
+        self.data_dir = Some(d.to_path_buf());
+        self
+    }
+    pub fn start(self) -> Server {
+        let (tmp, dir) = match self.data_dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::tempdir().unwrap();
+                let d = t.path().to_path_buf();
+                (Some(t), d)
+            }
+        };
+        let mut s = Server {
+            url: String::new(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            log: dir.join("server.log"),
+            data_dir: dir,
+            _tmp: tmp,
+            env: self.env,
+            child: None,
+        };
+        s.spawn(None);
+        s
+    }
+}
+
+impl Server {
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+            // Cheap password hashing keeps the tests fast; the parameters are not what is tested.
+            .env("STRATUS_AUTH__ARGON2_MEMORY_KIB", "1024")
+            .env("STRATUS_AUTH__ARGON2_ITERATIONS", "1")
+    }
+
+    pub fn start() -> Server {
+        Self::builder().start()
+    }
+
+    fn spawn(&mut self, listen: Option<std::net::SocketAddr>) {
+        let listen = listen
+            .map(|a| a.to_string())
+            .unwrap_or("127.0.0.1:0".into());
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(&listen)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("STRATUS_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start stratus");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let log_path = self.log.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .unwrap();
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(log, "{line}");
+                if !sent && line.contains("stratus listening") {
+                    if let Some(a) = line.split("address=").nth(1) {
+                        let a = a.split_whitespace().next().unwrap_or("").to_string();
+                        let _ = tx.send(a);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "stratus did not start; log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+        };
+        self.addr = addr.parse().unwrap();
+        self.url = format!("http://{addr}");
+        self.child = Some(child);
+    }
+
+    /// Kills the server with SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the server with SIGTERM and returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("server running");
+        unsafe_signal(c.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("server did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the server again on the same port with the same data dir.
+    pub fn restart(&mut self) {
+        self.kill();
+        let addr = self.addr;
+        self.spawn(Some(addr));
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        client().get(format!("{}{}", self.url, path))
+    }
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        client().post(format!("{}{}", self.url, path))
+    }
+    pub fn put(&self, path: &str) -> RequestBuilder {
+        client().put(format!("{}{}", self.url, path))
+    }
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        client().delete(format!("{}{}", self.url, path))
+    }
+
+    /// Creates a password account with the admin command (on the live data dir).
+    pub fn add_user(&self, username: &str, password: &str) {
+        let out = Command::new(BIN)
+            .args(["admin", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["user", "add", "--username", username, "--password-stdin"])
+            .env("STRATUS_AUTH__ARGON2_MEMORY_KIB", "1024")
+            .env("STRATUS_AUTH__ARGON2_ITERATIONS", "1")
+            .stdin_bytes(format!("{password}\n"));
+        assert!(out.status.success(), "admin user add failed: {out:?}");
+    }
+
+    /// Registers an account over HTTP and logs it in: returns the ComputeShare token.
+    pub fn user_token(&self, username: &str) -> String {
+        let r = self
+            .post("/api/v1/user/register")
+            .json(&serde_json::json!({"username": username, "password": "password-123"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+        self.login(username, "password-123")
+    }
+
+    /// `loginWithClient`; returns the token.
+    pub fn login(&self, username: &str, password: &str) -> String {
+        let (status, v) = json(
+            self.post("/api/v1/user/loginWithClient")
+                .json(&serde_json::json!({"username": username, "password": password})),
+        );
+        assert_eq!(status, 200, "{v}");
+        v["data"]["token"].as_str().unwrap().to_string()
+    }
+
+    /// A full wallet login with eth-account; returns (address, access token, fresh token).
+    pub fn wallet_login(&self, key: &str) -> (String, String, String) {
+        let nonce = self.get("/getnonce").send().unwrap().text().unwrap();
+        let addr = eth_address(key);
+        let sig = eth_sign(key, &addr, &nonce, "memo.io");
+        let (status, v) = json(self.post("/login").json(&serde_json::json!({
+            "address": addr, "nonce": nonce, "domain": "memo.io", "signature": sig["sig01"],
+        })));
+        assert_eq!(status, 200, "{v}");
+        (
+            addr,
+            v["access token"].as_str().unwrap().to_string(),
+            v["fresh token"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+trait StdinBytes {
+    fn stdin_bytes(&mut self, input: String) -> std::process::Output;
+}
+
+impl StdinBytes for Command {
+    fn stdin_bytes(&mut self, input: String) -> std::process::Output {
+        use std::io::Write;
+        let mut child = self
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+/// Runs a command with `input` on stdin.
+pub fn run_with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
+    cmd.stdin_bytes(input.to_string())
+}
+
+fn unsafe_signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+pub fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+/// Sends and returns (status, JSON body).
+pub fn json(rb: RequestBuilder) -> (u16, Value) {
+    let r: Response = rb.send().unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().unwrap();
+    let v = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("not JSON ({e}), status {status}: {text:?}"));
+    (status, v)
+}
+
+/// Signs a login with the independent implementation (eth-account).
+pub fn eth_sign(key: &str, address: &str, nonce: &str, domain: &str) -> Value {
+    let script = repo_root().join("tests/peers/eth_sign.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args([key, address, nonce, domain])
+        .output()
+        .expect("python3 with eth-account (run scripts/test.sh, which installs it)");
+    assert!(
+        out.status.success(),
+        "eth_sign.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The EIP-55 address of a key, computed by eth-account.
+pub fn eth_address(key: &str) -> String {
+    eth_sign(key, "x", "x", "x")["address"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Well-known throwaway keys (never funded anywhere that matters).
+pub const KEY_A: &str = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318";
+pub const KEY_B: &str = "0x8da4ef21b864d2cc526dbdb2a120bd2874c36c9d0a1fb7f8c63d7f7a8b41de8f";
+
+/// A 64-hex nonce string.
+pub fn is_nonce(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}

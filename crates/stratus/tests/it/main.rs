@@ -1,0 +1,10 @@
+//! Integration tests: each starts the real `stratus` binary on a free port with its own data
+//! directory and drives it over HTTP as the dialects' clients do.
+
+mod harness;
+
+mod auth_computeshare;
+mod auth_memo;
+mod auth_tokens;
+mod auth_twocloud;
+mod cli;

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds the local image the compute tests run: a rootfs holding Debian's static busybox (httpd,
+# nc, sh …), imported with `docker import` (no registry needed). Rebuilt only when missing.
+set -euo pipefail
+IMAGE=${1:-stratus-test/busybox:latest}
+if docker image inspect "$IMAGE" >/dev/null 2>&1; then exit 0; fi
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,sbin,etc,tmp,www,data,proc,sys,dev}
+cp /usr/bin/busybox "$root/bin/busybox"
+for a in $(/usr/bin/busybox --list); do
+  [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"
+done
+echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
+echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >> "$root/etc/passwd"
+echo 'root:x:0:' > "$root/etc/group"
+echo 'nogroup:x:65534:' >> "$root/etc/group"
+echo 'hello from stratus-test' > "$root/www/index.html"
+chmod 1777 "$root/tmp"
+tar -C "$root" -c . | docker import \
+  -c 'ENV PATH=/bin:/sbin' -c 'CMD ["/bin/sh"]' - "$IMAGE" >/dev/null
+echo "built $IMAGE"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs the whole stratus test suite on a fresh Debian machine: installs and starts what the tests
+# need (Docker engine, a local busybox image, eth-account, ganache/solc/@ipld/car from npm), checks
+# formatting and lints, then runs every test. Idempotent: what is already there is reused.
+#
+# usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+log() { printf '\n== %s\n' "$*"; }
+
+need_apt=()
+command -v dockerd >/dev/null || need_apt+=(docker.io)
+[ -x /usr/bin/busybox ] && /usr/bin/busybox --list 2>/dev/null | grep -qx httpd || need_apt+=(busybox-static)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v node >/dev/null || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+log "python peer: eth-account"
+python3 -c 'import eth_account' 2>/dev/null || python3 -m pip install -q eth-account
+
+log "node peers: ganache, solc, @ipld/car"
+(cd tests/peers && { [ -d node_modules/ganache ] && [ -d node_modules/solc ] && [ -d node_modules/@ipld/car ]; } \
+  || npm ci --no-audit --no-fund --loglevel=error)
+
+log "docker engine"
+"$ROOT/scripts/docker-up.sh"
+
+log "test image stratus-test/busybox"
+"$ROOT/scripts/test-image.sh"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "cargo test"
+export STRATUS_REQUIRE_PEERS=1
+cargo test --workspace "$@"
