@@ -11,9 +11,13 @@
 //! - [`gateway`]: the TCP gateway that forwards public ports ([`Gateway`]).
 
 pub mod compose;
+pub mod gateway;
 pub mod policy;
 pub mod runtime;
 
 pub use compose::{ComposeApp, ComposeError, PublishedPort};
+pub use gateway::{
+    resolver_fn, Gateway, GatewayConfig, GatewayError, MappingStats, Resolver, RuntimeResolver,
+};
 pub use policy::Policy;
 pub use runtime::{InstanceSpec, InstanceState, Runtime, RuntimeError};

@@ -1,0 +1,620 @@
+//! The TCP gateway: public ports forwarded to sandbox services.
+//!
+//! Owns one listener per mapping and the connections accepted on it. The target of each
+//! connection is resolved when the connection arrives, through the mapping's [`Resolver`] (an
+//! instance's address changes when it restarts, and a stopped instance has none: the connection
+//! is then closed at once). Bytes are moved with `splice(2)` through a kernel pipe on Linux (no
+//! copy through user space), with a large-buffer copy loop elsewhere; half-closes are forwarded
+//! (a FIN from one side becomes a write shutdown on the other). Each mapping counts its bytes in
+//! both directions, for billing and for the `stratus_mapping_bytes_total{mapping,direction}`
+//! metric, and caps its concurrent connections so one mapping cannot exhaust file descriptors.
+//!
+//! The gateway never decides which port a mapping gets, and never looks at the bytes it moves.
+
+#[cfg(target_os = "linux")]
+mod splice;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use stratus_config::ComputeConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::runtime::Runtime;
+
+/// Gateway settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// Address every mapping listens on.
+    pub bind: IpAddr,
+    /// Most concurrent connections per mapping; further ones are closed at once.
+    pub max_connections_per_mapping: usize,
+    /// Longest wait for the resolver.
+    pub resolve_timeout: Duration,
+    /// Longest wait to connect to the target.
+    pub connect_timeout: Duration,
+    /// Buffer per direction of the copy loop (used where splice is not).
+    pub buffer_size: usize,
+    /// Use `splice(2)` on Linux.
+    pub splice: bool,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            max_connections_per_mapping: 1024,
+            resolve_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            buffer_size: 256 * 1024,
+            splice: true,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Defaults with the configured bind address (`compute.gateway_bind`).
+    pub fn from_config(config: &ComputeConfig) -> Result<Self, GatewayError> {
+        let bind = config
+            .gateway_bind
+            .parse()
+            .map_err(|_| GatewayError::InvalidBind(config.gateway_bind.clone()))?;
+        Ok(GatewayConfig {
+            bind,
+            ..GatewayConfig::default()
+        })
+    }
+}
+
+/// Gateway failures.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("mapping {0} is already open")]
+    AlreadyOpen(String),
+    /// The port could not be bound (in use, privileged…): the caller picks another port.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("invalid gateway bind address {0:?}")]
+    InvalidBind(String),
+}
+
+impl GatewayError {
+    /// Whether the port is taken by someone else.
+    pub fn is_addr_in_use(&self) -> bool {
+        matches!(self, GatewayError::Bind { source, .. } if source.kind() == io::ErrorKind::AddrInUse)
+    }
+}
+
+/// Finds where a mapping's connections go, when each connection arrives.
+#[async_trait]
+pub trait Resolver: Send + Sync + 'static {
+    /// The target now, or `None` to close the connection at once (instance stopped, missing…).
+    async fn resolve(&self) -> Option<SocketAddr>;
+}
+
+type BoxedResolveFuture = Pin<Box<dyn Future<Output = Option<SocketAddr>> + Send>>;
+
+/// A [`Resolver`] made of a closure returning a future.
+pub struct FnResolver(Box<dyn Fn() -> BoxedResolveFuture + Send + Sync>);
+
+#[async_trait]
+impl Resolver for FnResolver {
+    async fn resolve(&self) -> Option<SocketAddr> {
+        (self.0)().await
+    }
+}
+
+/// Wraps `f` as a resolver: `resolver_fn(move || async move { Some(addr) })`.
+pub fn resolver_fn<F, Fut>(f: F) -> Arc<dyn Resolver>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<SocketAddr>> + Send + 'static,
+{
+    Arc::new(FnResolver(Box::new(move || Box::pin(f()))))
+}
+
+/// Resolves through [`Runtime::endpoint`], remembering the answer for `ttl` so that a burst of
+/// connections costs the container engine one query (and concurrent misses share it).
+pub struct RuntimeResolver {
+    runtime: Arc<dyn Runtime>,
+    instance_id: String,
+    port: u16,
+    ttl: Duration,
+    cache: tokio::sync::Mutex<Option<(Instant, Option<SocketAddr>)>>,
+}
+
+impl RuntimeResolver {
+    /// A resolver for `port` (a mapping's `computerPort`) of `instance_id`, cached for one second.
+    pub fn new(runtime: Arc<dyn Runtime>, instance_id: impl Into<String>, port: u16) -> Self {
+        RuntimeResolver {
+            runtime,
+            instance_id: instance_id.into(),
+            port,
+            ttl: Duration::from_secs(1),
+            cache: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Changes how long an answer is reused (zero: ask every time).
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+}
+
+#[async_trait]
+impl Resolver for RuntimeResolver {
+    async fn resolve(&self) -> Option<SocketAddr> {
+        let mut cache = self.cache.lock().await;
+        if let Some((at, addr)) = *cache {
+            if at.elapsed() < self.ttl {
+                return addr;
+            }
+        }
+        let addr = match self.runtime.endpoint(&self.instance_id, self.port).await {
+            Ok(addr) => addr,
+            Err(e) => {
+                tracing::warn!(instance = %self.instance_id, port = self.port, error = %e, "gateway: cannot resolve");
+                None
+            }
+        };
+        *cache = Some((Instant::now(), addr));
+        addr
+    }
+}
+
+/// Counters of one mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MappingStats {
+    /// Bytes from the public side to the service.
+    pub bytes_in: u64,
+    /// Bytes from the service to the public side.
+    pub bytes_out: u64,
+    /// Connections open now.
+    pub active_connections: usize,
+    /// Connections accepted since the mapping opened.
+    pub accepted_connections: u64,
+    /// Connections closed at once because the mapping was at its cap.
+    pub rejected_connections: u64,
+}
+
+struct Counters {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    active: AtomicUsize,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    metric_in: metrics::Counter,
+    metric_out: metrics::Counter,
+    metric_active: metrics::Gauge,
+}
+
+impl Counters {
+    fn new(mapping_id: &str) -> Self {
+        let id = mapping_id.to_string();
+        Counters {
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            metric_in: metrics::counter!("stratus_mapping_bytes_total", "mapping" => id.clone(), "direction" => "in"),
+            metric_out: metrics::counter!("stratus_mapping_bytes_total", "mapping" => id.clone(), "direction" => "out"),
+            metric_active: metrics::gauge!("stratus_mapping_connections", "mapping" => id),
+        }
+    }
+
+    fn add(&self, direction: Direction, n: usize) {
+        let n = n as u64;
+        match direction {
+            Direction::In => {
+                self.bytes_in.fetch_add(n, Ordering::Relaxed);
+                self.metric_in.increment(n);
+            }
+            Direction::Out => {
+                self.bytes_out.fetch_add(n, Ordering::Relaxed);
+                self.metric_out.increment(n);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> MappingStats {
+        MappingStats {
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            active_connections: self.active.load(Ordering::Relaxed),
+            accepted_connections: self.accepted.load(Ordering::Relaxed),
+            rejected_connections: self.rejected.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Which way bytes flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Public side to service.
+    In,
+    /// Service to public side.
+    Out,
+}
+
+struct Mapping {
+    local_addr: SocketAddr,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    counters: Arc<Counters>,
+}
+
+/// The TCP gateway. Cheap to clone; clones share the mappings.
+#[derive(Clone)]
+pub struct Gateway {
+    config: Arc<GatewayConfig>,
+    mappings: Arc<Mutex<HashMap<String, Mapping>>>,
+}
+
+impl Gateway {
+    /// A gateway with no mapping open. Raises the soft file-descriptor limit to the hard one
+    /// (each forwarded connection holds two sockets and, with splice, two pipes).
+    pub fn new(config: GatewayConfig) -> Self {
+        raise_fd_limit();
+        Gateway {
+            config: Arc::new(config),
+            mappings: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// Listens on `port` of the bind address (0 picks a free port) and forwards every connection
+    /// to what `resolver` answers. Returns the address listened on. A bind failure is an error
+    /// and leaves nothing open: the caller picks another port.
+    pub async fn open(
+        &self,
+        mapping_id: &str,
+        port: u16,
+        resolver: Arc<dyn Resolver>,
+    ) -> Result<SocketAddr, GatewayError> {
+        if self.is_open(mapping_id) {
+            return Err(GatewayError::AlreadyOpen(mapping_id.to_string()));
+        }
+        let addr = SocketAddr::new(self.config.bind, port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| GatewayError::Bind { addr, source })?;
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let counters = Arc::new(Counters::new(mapping_id));
+        {
+            let mut mappings = self.mappings.lock().expect("gateway lock");
+            if mappings.contains_key(mapping_id) {
+                return Err(GatewayError::AlreadyOpen(mapping_id.to_string()));
+            }
+            mappings.insert(
+                mapping_id.to_string(),
+                Mapping {
+                    local_addr,
+                    cancel: cancel.clone(),
+                    tasks: tasks.clone(),
+                    counters: counters.clone(),
+                },
+            );
+        }
+        let accept = AcceptLoop {
+            mapping_id: mapping_id.to_string(),
+            listener,
+            resolver,
+            config: self.config.clone(),
+            counters,
+            limit: Arc::new(Semaphore::new(self.config.max_connections_per_mapping)),
+            cancel,
+            tasks: tasks.clone(),
+        };
+        tasks.spawn(accept.run());
+        tracing::info!(mapping = mapping_id, %local_addr, "gateway: mapping open");
+        Ok(local_addr)
+    }
+
+    /// Stops listening and closes every live connection of the mapping; returns once the port
+    /// is released and every connection is gone. Returns whether the mapping was open.
+    pub async fn close(&self, mapping_id: &str) -> bool {
+        let mapping = self
+            .mappings
+            .lock()
+            .expect("gateway lock")
+            .remove(mapping_id);
+        let Some(mapping) = mapping else {
+            return false;
+        };
+        mapping.cancel.cancel();
+        mapping.tasks.close();
+        mapping.tasks.wait().await;
+        mapping.counters.metric_active.set(0.0);
+        tracing::info!(mapping = mapping_id, "gateway: mapping closed");
+        true
+    }
+
+    /// Closes every mapping.
+    pub async fn close_all(&self) {
+        for id in self.mappings() {
+            self.close(&id).await;
+        }
+    }
+
+    /// Whether the mapping is open.
+    pub fn is_open(&self, mapping_id: &str) -> bool {
+        self.mappings
+            .lock()
+            .expect("gateway lock")
+            .contains_key(mapping_id)
+    }
+
+    /// Ids of the open mappings.
+    pub fn mappings(&self) -> Vec<String> {
+        self.mappings
+            .lock()
+            .expect("gateway lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The address a mapping listens on.
+    pub fn local_addr(&self, mapping_id: &str) -> Option<SocketAddr> {
+        self.mappings
+            .lock()
+            .expect("gateway lock")
+            .get(mapping_id)
+            .map(|m| m.local_addr)
+    }
+
+    /// The counters of an open mapping.
+    pub fn stats(&self, mapping_id: &str) -> Option<MappingStats> {
+        self.mappings
+            .lock()
+            .expect("gateway lock")
+            .get(mapping_id)
+            .map(|m| m.counters.snapshot())
+    }
+}
+
+struct AcceptLoop {
+    mapping_id: String,
+    listener: TcpListener,
+    resolver: Arc<dyn Resolver>,
+    config: Arc<GatewayConfig>,
+    counters: Arc<Counters>,
+    limit: Arc<Semaphore>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl AcceptLoop {
+    async fn run(self) {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                r = self.listener.accept() => r,
+            };
+            let (client, peer) = match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors or a transient error: back off instead of spinning.
+                    tracing::warn!(mapping = %self.mapping_id, error = %e, "gateway: accept failed");
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                    }
+                }
+            };
+            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(mapping = %self.mapping_id, %peer, "gateway: connection cap reached");
+                continue;
+            };
+            self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            let conn = Connection {
+                client,
+                resolver: self.resolver.clone(),
+                config: self.config.clone(),
+                counters: self.counters.clone(),
+            };
+            let cancel = self.cancel.clone();
+            self.tasks.spawn(async move {
+                let _permit = permit;
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = conn.run() => {}
+                }
+            });
+        }
+    }
+}
+
+struct Connection {
+    client: TcpStream,
+    resolver: Arc<dyn Resolver>,
+    config: Arc<GatewayConfig>,
+    counters: Arc<Counters>,
+}
+
+struct ActiveGuard(Arc<Counters>);
+
+impl ActiveGuard {
+    fn new(counters: Arc<Counters>) -> Self {
+        let n = counters.active.fetch_add(1, Ordering::Relaxed) + 1;
+        counters.metric_active.set(n as f64);
+        ActiveGuard(counters)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let n = self.0.active.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.0.metric_active.set(n as f64);
+    }
+}
+
+impl Connection {
+    async fn run(self) {
+        let _active = ActiveGuard::new(self.counters.clone());
+        let target = tokio::time::timeout(self.config.resolve_timeout, self.resolver.resolve())
+            .await
+            .ok()
+            .flatten();
+        let Some(target) = target else {
+            return; // dropping the client closes it at once
+        };
+        let upstream =
+            match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(target))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%target, error = %e, "gateway: cannot connect to target");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%target, "gateway: connect timed out");
+                    return;
+                }
+            };
+        let _ = self.client.set_nodelay(true);
+        let _ = upstream.set_nodelay(true);
+        if let Err(e) = relay(self.client, upstream, &self.config, &self.counters).await {
+            tracing::debug!(%target, error = %e, "gateway: connection ended with an error");
+        }
+    }
+}
+
+/// Moves bytes both ways until both directions have ended; an error in either ends both.
+async fn relay(
+    client: TcpStream,
+    upstream: TcpStream,
+    config: &GatewayConfig,
+    counters: &Counters,
+) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if config.splice {
+        if let Ok(pipes) = splice::Pipes::new() {
+            return splice::relay(&client, &upstream, pipes, counters).await;
+        }
+    }
+    copy_relay(client, upstream, config.buffer_size, counters).await
+}
+
+async fn copy_relay(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    buffer_size: usize,
+    counters: &Counters,
+) -> io::Result<()> {
+    let (mut cr, mut cw) = client.split();
+    let (mut ur, mut uw) = upstream.split();
+    tokio::try_join!(
+        copy_one_way(&mut cr, &mut uw, buffer_size, counters, Direction::In),
+        copy_one_way(&mut ur, &mut cw, buffer_size, counters, Direction::Out),
+    )?;
+    Ok(())
+}
+
+async fn copy_one_way<R, W>(
+    r: &mut R,
+    w: &mut W,
+    buffer_size: usize,
+    counters: &Counters,
+    direction: Direction,
+) -> io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; buffer_size.max(4096)];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            // Forward the half-close.
+            w.shutdown().await?;
+            return Ok(());
+        }
+        w.write_all(&buf[..n]).await?;
+        counters.add(direction, n);
+    }
+}
+
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_from_server_config() {
+        let mut c = ComputeConfig {
+            gateway_bind: "127.0.0.1".into(),
+            ..ComputeConfig::default()
+        };
+        assert_eq!(
+            GatewayConfig::from_config(&c).unwrap().bind,
+            IpAddr::from([127, 0, 0, 1])
+        );
+        c.gateway_bind = "nope".into();
+        assert!(GatewayConfig::from_config(&c).is_err());
+    }
+
+    #[tokio::test]
+    async fn bind_conflicts_are_reported() {
+        let gw = Gateway::new(GatewayConfig {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            ..GatewayConfig::default()
+        });
+        let none = resolver_fn(|| async { None });
+        let addr = gw.open("a", 0, none.clone()).await.unwrap();
+        assert!(matches!(
+            gw.open("a", 0, none.clone()).await,
+            Err(GatewayError::AlreadyOpen(_))
+        ));
+        let e = gw.open("b", addr.port(), none.clone()).await.unwrap_err();
+        assert!(e.is_addr_in_use(), "{e}");
+        assert!(!gw.is_open("b"));
+        assert!(gw.close("a").await);
+        assert!(!gw.close("a").await);
+        // The port is free again right away.
+        gw.open("b", addr.port(), none).await.unwrap();
+        gw.close_all().await;
+        assert!(gw.mappings().is_empty());
+    }
+}
