@@ -409,6 +409,12 @@ impl Watcher {
             );
             return Ok(report);
         }
+        if cursor.is_none() && self.cfg.start_block == 0 && head > 100_000 {
+            tracing::warn!(
+                head,
+                "chain watcher starts from genesis; set chain.start_block to the deposit address's first block"
+            );
+        }
 
         while let Some(range) =
             next_range(cursor, self.cfg.start_block, safe, self.cfg.batch_blocks)
