@@ -11,6 +11,7 @@ use stratus_config::{load_or_create_jwt_key, Config};
 use stratus_model::auth::Auth;
 use stratus_model::clock::{SharedClock, SystemClock};
 use stratus_model::db::Db;
+use stratus_model::storage::{FreeTierOnly, Storage};
 use stratus_model::token::{TokenKey, Tokens};
 use stratus_model::{Error, Result};
 use tokio::sync::watch;
@@ -22,6 +23,7 @@ pub struct App {
     pub db: Db,
     pub clock: SharedClock,
     pub auth: Auth,
+    pub storage: Storage,
 }
 
 impl App {
@@ -60,11 +62,20 @@ impl App {
             tokens,
             clock.clone(),
         )?;
+        let storage = Storage::new(
+            db.clone(),
+            clock.clone(),
+            config.storage.clone(),
+            &config.data_dir,
+            Arc::new(FreeTierOnly),
+        )?;
+        storage.recover().await?;
         Ok(Arc::new(App {
             config,
             db,
             clock,
             auth,
+            storage,
         }))
     }
 

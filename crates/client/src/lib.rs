@@ -6,6 +6,7 @@
 //! token with the fresh token when the server says it expired.
 
 pub mod session;
+pub mod storage;
 
 use std::path::Path;
 

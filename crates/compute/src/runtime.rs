@@ -60,7 +60,10 @@ pub enum InstanceState {
         running: Vec<String>,
         stopped: Vec<String>,
     },
-    /// A service crashed, was killed for lack of memory, or loops restarting.
+    /// A service crashed, was killed for lack of memory, is unhealthy, loops restarting, or its
+    /// container is gone. A service that exited with a status other than 0 or a termination
+    /// signal (130, 131, 137, 143) counts as crashed, unless this runtime stopped the instance:
+    /// apps should exit cleanly on SIGTERM.
     Failed { reason: String },
 }
 

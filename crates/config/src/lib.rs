@@ -293,7 +293,7 @@ impl Default for BillingConfig {
 }
 
 /// Recharge from an Ethereum chain.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ChainConfig {
     /// JSON-RPC endpoint; no watcher runs when empty.
@@ -306,8 +306,21 @@ pub struct ChainConfig {
     pub confirmations: u64,
     /// Block to start scanning from when no cursor is stored yet.
     pub start_block: u64,
-    /// Seconds between polls.
+    /// Milliseconds between polls.
     pub poll_interval_ms: u64,
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        ChainConfig {
+            rpc_url: None,
+            deposit_address: None,
+            token_contract: None,
+            confirmations: 12,
+            start_block: 0,
+            poll_interval_ms: 5000,
+        }
+    }
 }
 
 /// A compute spec from the catalog.

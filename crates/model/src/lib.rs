@@ -12,6 +12,7 @@ pub mod error;
 pub mod nonce;
 pub mod password;
 pub mod ratelimit;
+pub mod storage;
 pub mod token;
 pub mod wallet;
 

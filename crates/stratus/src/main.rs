@@ -51,6 +51,16 @@ enum Command {
     Whoami,
     /// Revoke the saved session's token and forget it.
     Logout,
+    /// Upload a file; prints its CID.
+    Put(cmd::storage::PutArgs),
+    /// Download a file by CID (the bytes are verified against the CID).
+    Get(cmd::storage::GetArgs),
+    /// List your stored files.
+    Ls(cmd::storage::LsArgs),
+    /// Delete one of your stored files.
+    Rm(cmd::storage::RmArgs),
+    /// Compute a file's CID offline, as the server would (no server needed).
+    Cid(cmd::storage::CidArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +82,11 @@ fn main() -> ExitCode {
             Command::Login(args) => cmd::session::login(args).await,
             Command::Whoami => cmd::session::whoami().await,
             Command::Logout => cmd::session::logout().await,
+            Command::Put(a) => cmd::storage::put(a).await,
+            Command::Get(a) => cmd::storage::get(a).await,
+            Command::Ls(a) => cmd::storage::ls(a).await,
+            Command::Rm(a) => cmd::storage::rm(a).await,
+            Command::Cid(a) => cmd::storage::cid(a),
         }
     });
     match result {

@@ -124,6 +124,7 @@ impl IntoResponse for MemoError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = self.body();
+        let kind = self.kind;
         let mut resp = match self.nonce {
             Some(nonce) => (status, Json(Wrapped { nonce, error: body })).into_response(),
             None => (status, Json(body)).into_response(),
@@ -131,6 +132,13 @@ impl IntoResponse for MemoError {
         if let Some(s) = self.retry_after {
             resp.headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if status.canonical_reason().is_none() {
+            // 516–520 have no standard phrase: send the table's text rather than none.
+            let (_, _, text) = kind.parts();
+            if let Ok(p) = hyper::ext::ReasonPhrase::try_from(text.as_bytes().to_vec()) {
+                resp.extensions_mut().insert(p);
+            }
         }
         resp
     }

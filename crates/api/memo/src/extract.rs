@@ -13,7 +13,6 @@ use stratus_model::AuthFailure;
 use crate::error::MemoError;
 
 /// The authenticated caller.
-#[allow(dead_code)] // the storage routes use it
 pub struct MemoCaller(pub Caller);
 
 impl FromRequestParts<Arc<App>> for MemoCaller {

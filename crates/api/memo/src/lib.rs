@@ -8,7 +8,9 @@
 
 pub mod error;
 mod extract;
+mod gateway;
 mod login;
 mod router;
+mod storage;
 
 pub use router::{not_found_response, router};

@@ -7,7 +7,7 @@ use axum::Router;
 use stratus_app::App;
 
 use crate::error::{Kind, MemoError};
-use crate::login;
+use crate::{gateway, login, storage};
 
 /// The dialect's routes.
 pub fn router() -> Router<Arc<App>> {
@@ -15,6 +15,15 @@ pub fn router() -> Router<Arc<App>> {
         .route("/getnonce", get(login::get_nonce))
         .route("/login", post(login::login))
         .route("/fresh", get(login::fresh))
+        .route("/{target}", post(storage::upload))
+        .route("/{target}/", post(storage::upload))
+        .route("/{target}/listobjects", get(storage::list))
+        .route("/{target}/storage", get(storage::space))
+        .route("/{target}/balance", get(storage::balance))
+        .route(
+            "/{target}/{cid}",
+            get(gateway::download).delete(storage::delete),
+        )
 }
 
 /// A 404 in the MEMO format as a response (the server's fallback).

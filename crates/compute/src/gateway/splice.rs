@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use super::{Counters, Direction};
 
 /// Pipe capacity asked for (the kernel may keep its default of 64 KiB).
-const PIPE_SIZE: libc::c_int = 256 * 1024;
+const PIPE_SIZE: libc::c_int = 1024 * 1024;
 
 struct Pipe {
     read: OwnedFd,

@@ -13,6 +13,16 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Re-hash every stored blob against the metadata and report what does not match; exits
+    /// non-zero when something is wrong.
+    Fsck {
+        /// Quarantine mismatching blobs (moved aside, no longer served) and unknown files.
+        #[arg(long)]
+        repair: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -57,6 +67,7 @@ pub async fn run(opts: ServerOpts, command: AdminCommand) -> anyhow::Result<()> 
     let app = App::open(cfg).await.context("opening data directory")?;
     let result = match command {
         AdminCommand::User { command } => user(&app, command).await,
+        AdminCommand::Fsck { repair, json } => fsck(&app, repair, json).await,
     };
     app.close().await;
     result
@@ -103,6 +114,32 @@ async fn user(app: &App, command: UserCommand) -> anyhow::Result<()> {
                 }))?
             );
         }
+    }
+    Ok(())
+}
+
+async fn fsck(app: &App, repair: bool, json: bool) -> anyhow::Result<()> {
+    let report = app.storage.fsck(repair).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "checked {} blobs ({} bytes): {} problem(s){}",
+            report.checked,
+            report.bytes,
+            report.issues.len(),
+            if repair {
+                format!(", {} quarantined", report.repaired)
+            } else {
+                String::new()
+            }
+        );
+        for i in &report.issues {
+            println!("  {}", serde_json::to_string(i)?);
+        }
+    }
+    if !report.issues.is_empty() && !repair {
+        bail!("integrity check found {} problem(s)", report.issues.len());
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod serve;
 pub mod session;
+pub mod storage;
 
 use anyhow::Context;
 use stratus_config::Config;

@@ -1,0 +1,261 @@
+//! `/{mefs|ipfs}/…`: upload, listing, storage space, balance, delete.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use http::{header, HeaderMap};
+use serde::{Deserialize, Serialize};
+use stratus_app::App;
+use stratus_unixfs::{Cid, Profile};
+use time::format_description::well_known::Rfc3339;
+
+use crate::error::{Kind, MemoError, MemoResult};
+use crate::extract::MemoCaller;
+
+/// The target named in the path, or 518 `storage not support`.
+pub(crate) fn check_target(app: &App, target: &str) -> MemoResult<()> {
+    if app.storage.target(target).is_some() {
+        Ok(())
+    } else {
+        Err(MemoError::new(Kind::StorageNotSupport, "storage not support"))
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct UploadQuery {
+    profile: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Uploaded {
+    cid: String,
+}
+
+/// The last path component of an uploaded file name (browsers may send `C:\fakepath\x`).
+fn clean_name(raw: Option<&str>) -> Option<String> {
+    let raw = raw?;
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
+    (!cleaned.is_empty() && cleaned != "." && cleaned != "..").then_some(cleaned)
+}
+
+/// `POST /{target}/` with a multipart field `file` → `{"cid": …}`.
+pub(crate) async fn upload(
+    State(app): State<Arc<App>>,
+    Path(target): Path<String>,
+    Query(q): Query<UploadQuery>,
+    MemoCaller(caller): MemoCaller,
+    headers: HeaderMap,
+    body: Body,
+) -> MemoResult<Json<Uploaded>> {
+    check_target(&app, &target)?;
+    let profile = match q.profile.as_deref() {
+        None | Some("") => None,
+        Some(p) => Some(Profile::by_name(p).ok_or_else(|| {
+            MemoError::new(
+                Kind::BadRequest,
+                format!("unknown profile {p}; use memo, kubo, kubo-v0 or unixfs-v1-2025"),
+            )
+        })?),
+    };
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let boundary = multer::parse_boundary(ctype).map_err(|_| {
+        MemoError::new(
+            Kind::BadRequest,
+            "Content-Type must be multipart/form-data with a boundary",
+        )
+    })?;
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .per_field(64 * 1024)
+            .for_field("file", u64::MAX),
+    );
+    let mut form =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let bad = |e: multer::Error| MemoError::new(Kind::BadRequest, format!("malformed multipart body: {e}"));
+    let mut object = None;
+    while let Some(mut field) = form.next_field().await.map_err(bad)? {
+        if field.name() != Some("file") {
+            // Other fields (the screenshot's `paytype`) are read and ignored.
+            while field.chunk().await.map_err(bad)?.is_some() {}
+            continue;
+        }
+        if object.is_some() {
+            return Err(MemoError::new(Kind::BadRequest, "more than one file field"));
+        }
+        let name = clean_name(field.file_name());
+        let mut up = app
+            .storage
+            .begin_upload(&caller.account.id, &target, name.as_deref().unwrap_or(""), profile)
+            .await?;
+        while let Some(chunk) = field.chunk().await.map_err(bad)? {
+            up.write(chunk).await?;
+        }
+        object = Some(up);
+    }
+    // The whole form has been read (a cut-off body fails above): only now publish.
+    let up = object.ok_or_else(|| MemoError::new(Kind::BadRequest, "the form has no file field"))?;
+    let o = up.finish().await?;
+    Ok(Json(Uploaded { cid: o.cid }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+#[derive(Serialize)]
+struct UserDefined {
+    encryption: &'static str,
+    etag: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ObjectOut {
+    name: String,
+    size: u64,
+    cid: String,
+    mod_time: String,
+    user_defined: UserDefined,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Listing {
+    address: String,
+    storage: String,
+    object: Vec<ObjectOut>,
+    /// Present when more objects follow: pass it as `after` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<String>,
+}
+
+/// RFC 3339 UTC with second precision, as the original renders `ModTime`.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// `GET /{target}/listobjects[?limit=&after=]`.
+pub(crate) async fn list(
+    State(app): State<Arc<App>>,
+    Path(target): Path<String>,
+    Query(q): Query<ListQuery>,
+    MemoCaller(caller): MemoCaller,
+) -> MemoResult<Json<Listing>> {
+    check_target(&app, &target)?;
+    if let Some(a) = q.after.as_deref().filter(|a| !a.is_empty()) {
+        a.parse::<Cid>()
+            .map_err(|e| MemoError::new(Kind::BadRequest, format!("after: invalid CID: {e}")))?;
+    }
+    let page = app
+        .storage
+        .list(&caller.account.id, &target, q.limit, q.after.as_deref())
+        .await?;
+    Ok(Json(Listing {
+        address: caller.address_text(),
+        storage: target,
+        object: page
+            .objects
+            .into_iter()
+            .map(|o| ObjectOut {
+                name: o.name,
+                size: o.size,
+                cid: o.cid,
+                mod_time: rfc3339(o.created_at),
+                user_defined: UserDefined {
+                    encryption: "none",
+                    etag: "cid",
+                },
+            })
+            .collect(),
+        next_after: page.next,
+    }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Space {
+    used: String,
+    available: String,
+    free: String,
+    files: String,
+}
+
+/// `GET /{target}/storage` → `{"Used","Available","Free","Files"}` as decimal strings.
+pub(crate) async fn space(
+    State(app): State<Arc<App>>,
+    Path(target): Path<String>,
+    MemoCaller(caller): MemoCaller,
+) -> MemoResult<Json<Space>> {
+    check_target(&app, &target)?;
+    let usage = app.storage.usage(&caller.account.id, &target).await?;
+    let (free, extra) = app.storage.limit(&caller.account.id, &target).await?;
+    Ok(Json(Space {
+        used: usage.used.to_string(),
+        available: extra.to_string(),
+        free: free.to_string(),
+        files: usage.files.to_string(),
+    }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Balance {
+    address: String,
+    balance: String,
+}
+
+/// `GET /{target}/balance` → `{"Address","Balance"}`.
+pub(crate) async fn balance(
+    State(app): State<Arc<App>>,
+    Path(target): Path<String>,
+    MemoCaller(caller): MemoCaller,
+) -> MemoResult<Json<Balance>> {
+    check_target(&app, &target)?;
+    Ok(Json(Balance {
+        address: caller.address_text(),
+        balance: "0".to_string(),
+    }))
+}
+
+#[derive(Serialize)]
+pub(crate) struct Deleted {
+    state: &'static str,
+    cid: String,
+}
+
+/// `DELETE /{target}/{cid}`: removes the caller's object.
+pub(crate) async fn delete(
+    State(app): State<Arc<App>>,
+    Path((target, cid)): Path<(String, String)>,
+    MemoCaller(caller): MemoCaller,
+) -> MemoResult<Json<Deleted>> {
+    check_target(&app, &target)?;
+    let parsed: Cid = cid
+        .parse()
+        .map_err(|e| MemoError::new(Kind::BadRequest, format!("invalid CID {cid:?}: {e}")))?;
+    let canonical = parsed.to_string();
+    app.storage
+        .delete(&caller.account.id, &target, &canonical)
+        .await
+        .map_err(|e| match e {
+            stratus_model::Error::NotFound(_) => {
+                MemoError::new(Kind::NotFound, format!("you store no object {canonical}"))
+            }
+            other => other.into(),
+        })?;
+    Ok(Json(Deleted {
+        state: "success",
+        cid: canonical,
+    }))
+}

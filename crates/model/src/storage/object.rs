@@ -1,0 +1,128 @@
+//! Object records: who stored what, under which name, when.
+
+use serde::Serialize;
+
+use super::Storage;
+use crate::{Error, Result};
+
+/// One owner's record of a stored file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Object {
+    pub id: i64,
+    pub target: String,
+    pub cid: String,
+    pub name: String,
+    pub size: u64,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+type Row = (i64, String, String, String, i64, i64);
+
+fn from_row((id, target, cid, name, size, created_at): Row) -> Object {
+    Object {
+        id,
+        target,
+        cid,
+        name,
+        size: size as u64,
+        created_at,
+    }
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub objects: Vec<Object>,
+    /// The CID to pass as `after` for the next page, when there is one.
+    pub next: Option<String>,
+}
+
+/// What an account stores in a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub used: u64,
+    pub files: u64,
+}
+
+impl Storage {
+    /// The account's objects in `target`, in upload order, after the object with CID `after`.
+    pub async fn list(
+        &self,
+        account_id: &str,
+        target: &str,
+        limit: Option<u32>,
+        after: Option<&str>,
+    ) -> Result<Page> {
+        let after_id = match after {
+            None | Some("") => 0,
+            Some(cid) => {
+                let row: Option<(i64,)> = sqlx::query_as(
+                    "SELECT id FROM objects WHERE account_id = $1 AND target = $2 AND cid = $3",
+                )
+                .bind(account_id)
+                .bind(target)
+                .bind(cid)
+                .fetch_optional(self.db.r())
+                .await?;
+                row.ok_or_else(|| Error::invalid("after", format!("no object {cid} to list after")))?
+                    .0
+            }
+        };
+        let limit = match limit {
+            Some(0) | None if self.cfg.list_default_limit == 0 => i64::MAX,
+            Some(0) | None => self.cfg.list_default_limit as i64,
+            Some(n) => n.min(10_000) as i64,
+        };
+        let mut rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, target, cid, name, size, created_at FROM objects \
+             WHERE account_id = $1 AND target = $2 AND id > $3 ORDER BY id LIMIT $4",
+        )
+        .bind(account_id)
+        .bind(target)
+        .bind(after_id)
+        .bind(limit.saturating_add(1))
+        .fetch_all(self.db.r())
+        .await?;
+        let more = rows.len() as i64 > limit;
+        if more {
+            rows.truncate(limit as usize);
+        }
+        let objects: Vec<Object> = rows.into_iter().map(from_row).collect();
+        let next = if more {
+            objects.last().map(|o| o.cid.clone())
+        } else {
+            None
+        };
+        Ok(Page { objects, next })
+    }
+
+    /// Bytes and files the account stores in `target`.
+    pub async fn usage(&self, account_id: &str, target: &str) -> Result<Usage> {
+        let (used, files): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM objects WHERE account_id = $1 AND target = $2",
+        )
+        .bind(account_id)
+        .bind(target)
+        .fetch_one(self.db.r())
+        .await?;
+        Ok(Usage {
+            used: used as u64,
+            files: files as u64,
+        })
+    }
+
+    /// One of the account's objects.
+    pub async fn object(&self, account_id: &str, target: &str, cid: &str) -> Result<Option<Object>> {
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT id, target, cid, name, size, created_at FROM objects \
+             WHERE account_id = $1 AND target = $2 AND cid = $3",
+        )
+        .bind(account_id)
+        .bind(target)
+        .bind(cid)
+        .fetch_optional(self.db.r())
+        .await?;
+        Ok(row.map(from_row))
+    }
+}

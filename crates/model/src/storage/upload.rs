@@ -1,0 +1,472 @@
+//! Streaming upload: hash while the bytes arrive, commit atomically at the end.
+//!
+//! [`Upload::write`] hands each received piece to one blocking worker thread that appends it to
+//! the blob store's staging area and feeds the UnixFS importer (whose leaf hashing runs on every
+//! core); the DAG's index rows go to an anonymous spill file, so memory stays bounded whatever the
+//! file size. The quota is enforced on every piece. [`Upload::finish`] makes the bytes durable and
+//! publishes blob, block index and object in the order that keeps every crash harmless; dropping
+//! an unfinished [`Upload`] removes everything it wrote.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+
+use bytes::Bytes;
+use sqlx::QueryBuilder;
+use stratus_block::Staging;
+use stratus_unixfs::{Cid, DagPbNode, Event, Importer, LeafFormat, Profile};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::read::BlockKind;
+use super::{Object, Storage, Target};
+use crate::{Error, Result};
+
+enum Msg {
+    Data(Bytes),
+    Finish,
+}
+
+/// What the worker produced.
+struct Staged {
+    staging: Box<dyn Staging>,
+    root: Cid,
+    size: u64,
+    profile: Profile,
+    spill: File,
+}
+
+/// An upload in progress.
+pub struct Upload {
+    storage: Storage,
+    account_id: String,
+    target: Target,
+    name: String,
+    tx: Option<mpsc::Sender<Msg>>,
+    worker: Option<JoinHandle<Result<Staged>>>,
+    received: u64,
+    used: u64,
+    limit: u64,
+    max_upload: u64,
+}
+
+/// One index row of the spill file.
+struct BlockRow {
+    cid: String,
+    kind: BlockKind,
+    offset: u64,
+    len: u64,
+    data: Option<Vec<u8>>,
+}
+
+fn write_row(w: &mut impl Write, r: &BlockRow) -> std::io::Result<()> {
+    let cid = r.cid.as_bytes();
+    w.write_all(&[r.kind as u8, cid.len() as u8])?;
+    w.write_all(cid)?;
+    w.write_all(&r.offset.to_le_bytes())?;
+    w.write_all(&r.len.to_le_bytes())?;
+    let data = r.data.as_deref().unwrap_or(&[]);
+    w.write_all(&(data.len() as u32).to_le_bytes())?;
+    w.write_all(data)
+}
+
+fn read_row(r: &mut impl Read) -> std::io::Result<Option<BlockRow>> {
+    let mut head = [0u8; 2];
+    match r.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut cid = vec![0u8; head[1] as usize];
+    r.read_exact(&mut cid)?;
+    let mut n8 = [0u8; 8];
+    r.read_exact(&mut n8)?;
+    let offset = u64::from_le_bytes(n8);
+    r.read_exact(&mut n8)?;
+    let len = u64::from_le_bytes(n8);
+    let mut n4 = [0u8; 4];
+    r.read_exact(&mut n4)?;
+    let dlen = u32::from_le_bytes(n4) as usize;
+    let data = if dlen > 0 {
+        let mut d = vec![0u8; dlen];
+        r.read_exact(&mut d)?;
+        Some(d)
+    } else {
+        None
+    };
+    Ok(Some(BlockRow {
+        cid: String::from_utf8(cid).map_err(std::io::Error::other)?,
+        kind: BlockKind::from_code(head[0]).ok_or_else(|| std::io::Error::other("bad kind"))?,
+        offset,
+        len,
+        data,
+    }))
+}
+
+/// Turns importer events into index rows. Leaves arrive in file order and a node right after
+/// the last leaf under it, so a node covers the `filesize` bytes ending at the last leaf's end.
+struct Indexer {
+    leaves: LeafFormat,
+    leaf_end: u64,
+}
+
+impl Indexer {
+    fn row(&mut self, ev: Event) -> Result<BlockRow> {
+        Ok(match ev {
+            Event::Leaf { cid, offset, len } => {
+                self.leaf_end = offset + len as u64;
+                BlockRow {
+                    cid: cid.to_string(),
+                    kind: match self.leaves {
+                        LeafFormat::Raw => BlockKind::RawLeaf,
+                        LeafFormat::DagPb => BlockKind::PbLeaf,
+                    },
+                    offset,
+                    len: len as u64,
+                    data: None,
+                }
+            }
+            Event::Node { cid, bytes } => {
+                let size = DagPbNode::decode(&bytes)
+                    .and_then(|n| n.unixfs())
+                    .map_err(Error::internal)?
+                    .filesize
+                    .unwrap_or(0);
+                BlockRow {
+                    cid: cid.to_string(),
+                    kind: BlockKind::Node,
+                    offset: self.leaf_end - size,
+                    len: size,
+                    data: Some(bytes.to_vec()),
+                }
+            }
+        })
+    }
+}
+
+fn worker(
+    target: Target,
+    profile: Profile,
+    tmp_dir: std::path::PathBuf,
+    mut rx: mpsc::Receiver<Msg>,
+) -> Result<Staged> {
+    let mut staging = target.store.stage().map_err(Error::internal)?;
+    let mut spill = BufWriter::with_capacity(256 << 10, tempfile::tempfile_in(&tmp_dir)?);
+    let mut importer = Importer::new(profile);
+    let mut indexer = Indexer {
+        leaves: profile.leaves,
+        leaf_end: 0,
+    };
+    loop {
+        match rx.blocking_recv() {
+            Some(Msg::Data(b)) => {
+                staging.write(&b).map_err(Error::internal)?;
+                importer.write(&b);
+                for ev in importer.drain_events() {
+                    write_row(&mut spill, &indexer.row(ev)?)?;
+                }
+            }
+            Some(Msg::Finish) => break,
+            // The upload was abandoned: dropping `staging` removes what it wrote.
+            None => return Err(Error::Invalid {
+                field: "file",
+                message: "upload abandoned".into(),
+            }),
+        }
+    }
+    let imported = importer.finish();
+    for ev in imported.events {
+        write_row(&mut spill, &indexer.row(ev)?)?;
+    }
+    let mut spill = spill.into_inner().map_err(|e| e.into_error())?;
+    spill.seek(SeekFrom::Start(0))?;
+    Ok(Staged {
+        staging,
+        root: imported.root,
+        size: imported.size,
+        profile,
+        spill,
+    })
+}
+
+impl Storage {
+    /// Starts an upload of a file called `name` into `target` for `account_id`.
+    pub async fn begin_upload(
+        &self,
+        account_id: &str,
+        target: &str,
+        name: &str,
+        profile: Option<Profile>,
+    ) -> Result<Upload> {
+        let target = self
+            .target(target)
+            .ok_or_else(|| Error::NotFound(format!("storage target {target}")))?
+            .clone();
+        let profile = profile.unwrap_or(target.profile);
+        let usage = self.usage(account_id, &target.name).await?;
+        let (free, extra) = self.limit(account_id, &target.name).await?;
+        let (tx, rx) = mpsc::channel(32);
+        let tmp = self.tmp_dir.clone();
+        let t2 = target.clone();
+        let worker = tokio::task::spawn_blocking(move || worker(t2, profile, tmp, rx));
+        Ok(Upload {
+            storage: self.clone(),
+            account_id: account_id.to_string(),
+            target,
+            name: name.to_string(),
+            tx: Some(tx),
+            worker: Some(worker),
+            received: 0,
+            used: usage.used,
+            limit: free.saturating_add(extra),
+            max_upload: self.cfg.max_upload_bytes,
+        })
+    }
+
+    /// Publishes a staged upload: blob durable first, then index and record in one transaction.
+    async fn commit(&self, account_id: &str, target: &Target, name: &str, staged: Staged) -> Result<Object> {
+        let cid = staged.root.to_string();
+        let backend = target.store.id().to_string();
+        let guard = self.lock_blob(&backend, &cid).await;
+        let now = self.clock.now_ms();
+        let state: Option<(String,)> =
+            sqlx::query_as("SELECT state FROM blobs WHERE backend = $1 AND cid = $2")
+                .bind(&backend)
+                .bind(&cid)
+                .fetch_optional(self.db.w())
+                .await?;
+        let write_blob = state.map(|s| s.0) != Some("live".to_string());
+        let Staged {
+            staging,
+            size,
+            profile,
+            spill,
+            ..
+        } = staged;
+        if write_blob {
+            sqlx::query(
+                "INSERT INTO blobs (backend, cid, size, profile, state, created_at) \
+                 VALUES ($1, $2, $3, $4, 'pending', $5) \
+                 ON CONFLICT (backend, cid) DO UPDATE SET state = 'pending', size = excluded.size, \
+                 profile = excluded.profile",
+            )
+            .bind(&backend)
+            .bind(&cid)
+            .bind(size as i64)
+            .bind(profile.name)
+            .bind(now)
+            .execute(self.db.w())
+            .await?;
+            let key = cid.clone();
+            tokio::task::spawn_blocking(move || staging.commit(&key))
+                .await
+                .map_err(Error::internal)?
+                .map_err(Error::internal)?;
+        } else {
+            // Identical content is already durable: the staged copy is not needed.
+            tokio::task::spawn_blocking(move || drop(staging))
+                .await
+                .map_err(Error::internal)?;
+        }
+        let published = self
+            .publish(account_id, target, name, &backend, &cid, size, now, write_blob.then_some(spill))
+            .await;
+        drop(guard);
+        match published {
+            Ok(o) => Ok(o),
+            Err(e) => {
+                if write_blob {
+                    // Nothing references the blob we just wrote: remove it.
+                    if let Err(gc) = self.collect_if_unreferenced(&backend, &cid).await {
+                        tracing::error!(error = %gc, %cid, "cannot remove an unpublished blob");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn publish(
+        &self,
+        account_id: &str,
+        target: &Target,
+        name: &str,
+        backend: &str,
+        cid: &str,
+        size: u64,
+        now: i64,
+        spill: Option<File>,
+    ) -> Result<Object> {
+        // A file sent without a name is named by its CID.
+        let name = if name.is_empty() { cid } else { name };
+        let (free, extra) = self.limit(account_id, &target.name).await?;
+        let limit = free.saturating_add(extra);
+        let mut tx = self.db.w().begin().await?;
+        let (used,): (i64,) = sqlx::query_as(
+            "SELECT COALESCE(SUM(size), 0) FROM objects WHERE account_id = $1 AND target = $2 AND cid <> $3",
+        )
+        .bind(account_id)
+        .bind(&target.name)
+        .bind(cid)
+        .fetch_one(&mut *tx)
+        .await?;
+        let used = used as u64;
+        if used.saturating_add(size) > limit {
+            return Err(Error::QuotaExceeded {
+                used,
+                limit,
+                wanted: size,
+            });
+        }
+        if let Some(spill) = spill {
+            sqlx::query("DELETE FROM blocks WHERE backend = $1 AND root = $2")
+                .bind(backend)
+                .bind(cid)
+                .execute(&mut *tx)
+                .await?;
+            let (btx, mut brx) = mpsc::channel::<std::io::Result<Vec<BlockRow>>>(2);
+            let reader = tokio::task::spawn_blocking(move || {
+                let mut r = BufReader::with_capacity(256 << 10, spill);
+                loop {
+                    let mut batch = Vec::with_capacity(256);
+                    while batch.len() < 256 {
+                        match read_row(&mut r) {
+                            Ok(Some(row)) => batch.push(row),
+                            Ok(None) => break,
+                            Err(e) => {
+                                let _ = btx.blocking_send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    let last = batch.len() < 256;
+                    if !batch.is_empty() && btx.blocking_send(Ok(batch)).is_err() {
+                        return;
+                    }
+                    if last {
+                        return;
+                    }
+                }
+            });
+            while let Some(batch) = brx.recv().await {
+                let batch = batch?;
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO blocks (backend, root, cid, kind, file_offset, file_len, data) ",
+                );
+                q.push_values(batch, |mut b, r| {
+                    b.push_bind(backend)
+                        .push_bind(cid)
+                        .push_bind(r.cid)
+                        .push_bind(r.kind as i16)
+                        .push_bind(r.offset as i64)
+                        .push_bind(r.len as i64)
+                        .push_bind(r.data);
+                });
+                q.push(" ON CONFLICT (backend, root, cid) DO NOTHING");
+                q.build().execute(&mut *tx).await?;
+            }
+            reader.await.map_err(Error::internal)?;
+            sqlx::query("UPDATE blobs SET state = 'live' WHERE backend = $1 AND cid = $2")
+                .bind(backend)
+                .bind(cid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO objects (account_id, target, cid, backend, name, size, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (account_id, target, cid) DO UPDATE SET name = excluded.name, \
+             created_at = excluded.created_at \
+             RETURNING id",
+        )
+        .bind(account_id)
+        .bind(&target.name)
+        .bind(cid)
+        .bind(backend)
+        .bind(name)
+        .bind(size as i64)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Object {
+            id,
+            target: target.name.clone(),
+            cid: cid.to_string(),
+            name: name.to_string(),
+            size,
+            created_at: now,
+        })
+    }
+}
+
+impl Upload {
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Appends a piece of the file. Fails (and the upload must be dropped) when the quota or the
+    /// size limit would be exceeded, or when storing failed.
+    pub async fn write(&mut self, data: Bytes) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.received += data.len() as u64;
+        if self.used.saturating_add(self.received) > self.limit {
+            return Err(Error::QuotaExceeded {
+                used: self.used,
+                limit: self.limit,
+                wanted: self.received,
+            });
+        }
+        if self.max_upload > 0 && self.received > self.max_upload {
+            return Err(Error::invalid(
+                "file",
+                format!("larger than the {} byte upload limit", self.max_upload),
+            ));
+        }
+        let tx = self.tx.as_ref().expect("open until finish");
+        if tx.send(Msg::Data(data)).await.is_err() {
+            return Err(self.worker_error().await);
+        }
+        Ok(())
+    }
+
+    async fn worker_error(&mut self) -> Error {
+        match self.worker.take() {
+            Some(w) => match w.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(_)) => Error::internal("upload worker stopped early"),
+                Err(e) => Error::internal(e),
+            },
+            None => Error::internal("upload worker gone"),
+        }
+    }
+
+    /// Ends the upload: the object is durable and visible when this returns `Ok`.
+    pub async fn finish(mut self) -> Result<Object> {
+        let tx = self.tx.take().expect("open until finish");
+        if tx.send(Msg::Finish).await.is_err() {
+            return Err(self.worker_error().await);
+        }
+        drop(tx);
+        let staged = match self.worker.take().expect("worker").await {
+            Ok(r) => r?,
+            Err(e) => return Err(Error::internal(e)),
+        };
+        let storage = self.storage.clone();
+        let target = self.target.clone();
+        let result = storage
+            .commit(&self.account_id, &target, &self.name, staged)
+            .await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("stratus_storage_uploads_total", "target" => target.name.clone(), "result" => outcome)
+            .increment(1);
+        if result.is_ok() {
+            metrics::counter!("stratus_storage_upload_bytes_total", "target" => target.name)
+                .increment(self.received);
+        }
+        result
+    }
+}
