@@ -123,7 +123,17 @@ pub(crate) fn check_service_key(key: &str, value: &Node) -> Verdict {
             }
             HOST_NAMESPACES
         }
-        "security_opt" => "security options are fixed by stratus",
+        "security_opt" => {
+            // Asking for what every sandbox gets anyway is fine.
+            if let Node::Seq(items) = value {
+                if items.iter().all(|i| {
+                    matches!(i, Node::Str(s) if s == "no-new-privileges" || s == "no-new-privileges:true")
+                }) {
+                    return Verdict::Harmless;
+                }
+            }
+            "security options are fixed by stratus"
+        }
         "sysctls" => "kernel parameters cannot be changed on a shared host",
         "cgroup_parent" => "resource groups are set by stratus",
         "volumes_from" => "mounting another container's volumes is not allowed",
@@ -248,6 +258,20 @@ mod tests {
         assert!(refused("pid", Node::Str("host".into())));
         assert!(refused("ipc", Node::Str("container:x".into())));
         assert!(refused("use_api_socket", Node::Bool(true)));
+        assert_eq!(
+            check_service_key(
+                "security_opt",
+                &Node::Seq(vec![Node::Str("no-new-privileges:true".into())])
+            ),
+            Harmless
+        );
+        assert!(refused(
+            "security_opt",
+            Node::Seq(vec![
+                Node::Str("no-new-privileges:true".into()),
+                Node::Str("apparmor:unconfined".into())
+            ])
+        ));
     }
 
     #[test]

@@ -16,6 +16,7 @@ const APP: &str = r#"
 services:
   web:
     image: stratus-test/busybox:latest
+    container_name: chosen-by-the-user
     command: ["httpd", "-f", "-p", "80", "-h", "/www"]
     ports: ["80:80"]
     volumes: ["data:/data"]
@@ -54,7 +55,11 @@ async fn end_to_end_lifecycle() {
     let (containers, networks, volumes) = labelled_objects(docker, &id).await;
     assert_eq!((containers, networks, volumes), (3, 1, 1));
     let info = docker.inspect_container(&web, None).await.unwrap();
-    assert_eq!(info.name.as_deref(), Some(format!("/{web}").as_str()));
+    assert_eq!(
+        info.name.as_deref(),
+        Some(format!("/{web}").as_str()),
+        "container_name is ignored"
+    );
     let labels = info.config.unwrap().labels.unwrap();
     assert_eq!(labels["io.stratus.instance"], id);
     assert_eq!(labels["io.stratus.service"], "web");
@@ -468,5 +473,58 @@ async fn a_bad_command_fails_start_with_the_engine_reason() {
         "{err:?}"
     );
     assert!(err.is_user_error());
+    rt.remove(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_forwards_to_an_instance_and_follows_its_state() {
+    use std::net::IpAddr;
+    use stratus_compute::{Gateway, GatewayConfig, RuntimeResolver};
+    use tokio::io::AsyncReadExt;
+
+    let rt = runtime().await;
+    let id = unique_id("gw");
+    let _cleanup = Cleanup(id.clone());
+    let yaml = r#"
+services:
+  web:
+    image: stratus-test/busybox:latest
+    command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+    ports: ["80:80"]
+"#;
+    rt.create(&spec(&id, yaml)).await.unwrap();
+    rt.start(&id).await.unwrap();
+
+    let gw = Gateway::new(GatewayConfig {
+        bind: IpAddr::from([127, 0, 0, 1]),
+        ..GatewayConfig::default()
+    });
+    let runtime: std::sync::Arc<dyn Runtime> = rt.clone();
+    let resolver = RuntimeResolver::new(runtime, id.clone(), 80).with_ttl(Duration::ZERO);
+    let public = gw
+        .open("m-1", 0, std::sync::Arc::new(resolver))
+        .await
+        .unwrap();
+    let body = http_get_eventually(public).await;
+    assert!(body.contains("hello from stratus-test"), "{body}");
+    let stats = gw.stats("m-1").unwrap();
+    assert!(stats.bytes_in > 0 && stats.bytes_out > body.len() as u64 / 2);
+
+    // Stopped instance: connections are accepted and closed at once.
+    rt.stop(&id).await.unwrap();
+    let mut c = tokio::net::TcpStream::connect(public).await.unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
+        .await
+        .expect("closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+
+    // Started again: the same mapping serves the new container address.
+    rt.start(&id).await.unwrap();
+    assert!(http_get_eventually(public)
+        .await
+        .contains("hello from stratus-test"));
+    gw.close("m-1").await;
     rt.remove(&id).await.unwrap();
 }

@@ -178,7 +178,8 @@ impl Resolver for RuntimeResolver {
     }
 }
 
-/// Counters of one mapping.
+/// Counters of one mapping since it was opened (the `stratus_mapping_bytes_total` metric keeps
+/// counting across re-opens of the same mapping id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MappingStats {
     /// Bytes from the public side to the service.
