@@ -69,7 +69,6 @@ impl App {
             &config.data_dir,
             Arc::new(FreeTierOnly),
         )?;
-        storage.recover().await?;
         Ok(Arc::new(App {
             config,
             db,
@@ -77,6 +76,12 @@ impl App {
             auth,
             storage,
         }))
+    }
+
+    /// Finishes what a crash interrupted (uploads, deletes). The server calls this once before it
+    /// listens; operator tools that may run beside a live server never do.
+    pub async fn recover(&self) -> Result<()> {
+        self.storage.recover().await
     }
 
     /// Runs periodic housekeeping until `shutdown` flips to true.

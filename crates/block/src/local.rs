@@ -69,7 +69,9 @@ struct LocalStaging {
 
 impl LocalStaging {
     fn file(&mut self) -> &mut BufWriter<File> {
-        self.file.as_mut().expect("staging file is open until commit")
+        self.file
+            .as_mut()
+            .expect("staging file is open until commit")
     }
 }
 
@@ -123,7 +125,10 @@ impl BlobStore for LocalBlobs {
 
     fn stage(&self) -> Result<Box<dyn Staging>, BlobError> {
         let path = self.staging.join(uuid::Uuid::new_v4().simple().to_string());
-        let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         Ok(Box::new(LocalStaging {
             file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
             path,
@@ -296,7 +301,10 @@ mod tests {
         assert_eq!(std::fs::read_dir(s.staging_dir()).unwrap().count(), 0);
         assert_eq!(s.size(key).await.unwrap(), Some(data.len() as u64));
         assert_eq!(read_all(&s, key, 0..data.len() as u64).await.unwrap(), data);
-        assert_eq!(read_all(&s, key, 5..1_500_000).await.unwrap(), &data[5..1_500_000]);
+        assert_eq!(
+            read_all(&s, key, 5..1_500_000).await.unwrap(),
+            &data[5..1_500_000]
+        );
         // Reading past the end is an error, never a short answer.
         assert!(read_all(&s, key, 0..data.len() as u64 + 1).await.is_err());
         assert_eq!(s.keys().await.unwrap(), vec![key.to_string()]);

@@ -206,7 +206,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn the_adapter_round_trips_through_an_object_store() {
-        let s = Arc::new(ObjectStoreBlobs::new("mem".into(), Arc::new(InMemory::new())));
+        let s = Arc::new(ObjectStoreBlobs::new(
+            "mem".into(),
+            Arc::new(InMemory::new()),
+        ));
         let data: Vec<u8> = (0..(PART * 2 + 12345)).map(|i| (i % 253) as u8).collect();
         let s2 = s.clone();
         let d2 = data.clone();
@@ -219,7 +222,10 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(s.size("bafybeiremotetest").await.unwrap(), Some(data.len() as u64));
+        assert_eq!(
+            s.size("bafybeiremotetest").await.unwrap(),
+            Some(data.len() as u64)
+        );
         let got: Vec<u8> = s
             .read("bafybeiremotetest", 10..(PART as u64 + 10))
             .await
@@ -229,7 +235,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got, &data[10..PART + 10]);
-        assert_eq!(s.keys().await.unwrap(), vec!["bafybeiremotetest".to_string()]);
+        assert_eq!(
+            s.keys().await.unwrap(),
+            vec!["bafybeiremotetest".to_string()]
+        );
         // An abandoned staging area is aborted.
         let s3 = s.clone();
         tokio::task::spawn_blocking(move || {

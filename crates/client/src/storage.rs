@@ -25,7 +25,10 @@ impl Authed {
     ) -> Result<String> {
         let meta = tokio::fs::metadata(path).await?;
         if !meta.is_file() {
-            return Err(ClientError::Usage(format!("{} is not a file", path.display())));
+            return Err(ClientError::Usage(format!(
+                "{} is not a file",
+                path.display()
+            )));
         }
         let name = path
             .file_name()
@@ -92,7 +95,8 @@ impl Authed {
         let mut got = 0u64;
         let result: Result<()> = async {
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| ClientError::Protocol(format!("download cut off: {e}")))?;
+                let chunk =
+                    chunk.map_err(|e| ClientError::Protocol(format!("download cut off: {e}")))?;
                 file.write_all(&chunk).await?;
                 got += chunk.len() as u64;
                 progress(got);
@@ -146,7 +150,10 @@ impl Authed {
 }
 
 fn partial_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".partial");
     out.with_file_name(name)
 }
@@ -165,7 +172,8 @@ async fn verify(path: &Path, cid: &str) -> Result<Option<&'static str>> {
     tokio::task::spawn_blocking(move || {
         for p in Profile::ALL {
             let f = std::fs::File::open(&path)?;
-            let got = stratus_unixfs::import_reader(p, std::io::BufReader::with_capacity(1 << 20, f))?;
+            let got =
+                stratus_unixfs::import_reader(p, std::io::BufReader::with_capacity(1 << 20, f))?;
             if got.root == want || got.root.to_v1() == want.to_v1() {
                 return Ok(Some(p.name));
             }

@@ -169,9 +169,7 @@ impl From<Error> for MemoError {
                 e
             }
             e @ Error::InsufficientBalance { .. } => MemoError::new(Kind::Balance, e.to_string()),
-            Error::QuotaExceeded { .. } => {
-                MemoError::new(Kind::Storage, "insufficient space or balance")
-            }
+            Error::QuotaExceeded { .. } => MemoError::new(Kind::Storage, "insufficient space"),
             Error::Unavailable(m) => MemoError::new(Kind::Unavailable, m),
             Error::Internal(m) => {
                 tracing::error!(error = %m, "internal error");

@@ -176,11 +176,10 @@ pub(crate) async fn download(
         .parse()
         .map_err(|e| MemoError::new(Kind::BadRequest, format!("invalid CID {cid_text:?}: {e}")))?;
     let format = requested_format(&q, &headers)?;
-    let r = app
-        .storage
-        .resolve(&target, &cid)
-        .await?
-        .ok_or_else(|| MemoError::new(Kind::NotFound, format!("no object {cid} in {target}")))?;
+    let r =
+        app.storage.resolve(&target, &cid).await?.ok_or_else(|| {
+            MemoError::new(Kind::NotFound, format!("no object {cid} in {target}"))
+        })?;
     let head = method == Method::HEAD;
     let resp = match format {
         Format::File => file(&app, &r, &headers, head).await?,
@@ -244,7 +243,10 @@ async fn raw(app: &App, r: &Resolved, headers: &HeaderMap, head: bool) -> MemoRe
     }
     let b = base(StatusCode::OK, &etag)
         .header(header::CONTENT_TYPE, RAW_TYPE)
-        .header(header::CONTENT_DISPOSITION, disposition(&format!("{}.bin", r.cid)))
+        .header(
+            header::CONTENT_DISPOSITION,
+            disposition(&format!("{}.bin", r.cid)),
+        )
         .header(header::CONTENT_LENGTH, r.block_len())
         .header(header::VARY, "Accept");
     let body = if head {
@@ -264,7 +266,10 @@ fn car(app: &App, r: Resolved, headers: &HeaderMap, head: bool) -> Response {
     }
     let b = base(StatusCode::OK, &etag)
         .header(header::CONTENT_TYPE, CAR_TYPE)
-        .header(header::CONTENT_DISPOSITION, disposition(&format!("{}.car", r.cid)))
+        .header(
+            header::CONTENT_DISPOSITION,
+            disposition(&format!("{}.car", r.cid)),
+        )
         .header(header::VARY, "Accept");
     let body = if head {
         Body::empty()

@@ -19,7 +19,10 @@ pub(crate) fn check_target(app: &App, target: &str) -> MemoResult<()> {
     if app.storage.target(target).is_some() {
         Ok(())
     } else {
-        Err(MemoError::new(Kind::StorageNotSupport, "storage not support"))
+        Err(MemoError::new(
+            Kind::StorageNotSupport,
+            "storage not support",
+        ))
     }
 }
 
@@ -41,6 +44,41 @@ fn clean_name(raw: Option<&str>) -> Option<String> {
     (!cleaned.is_empty() && cleaned != "." && cleaned != "..").then_some(cleaned)
 }
 
+/// A request body that can be drained after the multipart parser gave up on it.
+#[derive(Clone)]
+struct SharedBody(Arc<std::sync::Mutex<axum::body::BodyDataStream>>);
+
+impl futures::Stream for SharedBody {
+    type Item = Result<bytes::Bytes, axum::Error>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let mut inner = self.0.lock().expect("body lock");
+        std::pin::Pin::new(&mut *inner).poll_next(cx)
+    }
+}
+
+/// Up to this much of an unread body (or this long) is discarded before an error is sent (so a
+/// client that is still sending reads the answer instead of a connection reset).
+const DRAIN_BYTES: u64 = 1 << 30;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn drain(body: SharedBody) {
+    use futures::StreamExt;
+    let mut body = body;
+    let mut left = DRAIN_BYTES;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = body.next().await {
+            left = left.saturating_sub(chunk.len() as u64);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// `POST /{target}/` with a multipart field `file` → `{"cid": …}`.
 pub(crate) async fn upload(
     State(app): State<Arc<App>>,
@@ -49,59 +87,125 @@ pub(crate) async fn upload(
     MemoCaller(caller): MemoCaller,
     headers: HeaderMap,
     body: Body,
-) -> MemoResult<Json<Uploaded>> {
-    check_target(&app, &target)?;
-    let profile = match q.profile.as_deref() {
-        None | Some("") => None,
-        Some(p) => Some(Profile::by_name(p).ok_or_else(|| {
+) -> Result<Json<Uploaded>, axum::response::Response> {
+    use axum::response::IntoResponse;
+    let body = SharedBody(Arc::new(std::sync::Mutex::new(body.into_data_stream())));
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let (result, body_touched) = receive(&app, &target, q, &caller, &headers, body.clone()).await;
+    match result {
+        Ok(cid) => Ok(Json(Uploaded { cid })),
+        Err(e) => {
+            // A client waiting for `100 Continue` has sent nothing: nothing to drain.
+            if body_touched || !expects_continue {
+                drain(body).await;
+            }
+            let mut resp = e.into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            Err(resp)
+        }
+    }
+}
+
+/// Reads the form and stores the file; says whether the body was read at all.
+async fn receive(
+    app: &App,
+    target: &str,
+    q: UploadQuery,
+    caller: &stratus_model::auth::Caller,
+    headers: &HeaderMap,
+    body: SharedBody,
+) -> (MemoResult<String>, bool) {
+    let early = async {
+        check_target(app, target)?;
+        let profile = match q.profile.as_deref() {
+            None | Some("") => None,
+            Some(p) => Some(Profile::by_name(p).ok_or_else(|| {
+                MemoError::new(
+                    Kind::BadRequest,
+                    format!("unknown profile {p}; use memo, kubo, kubo-v0 or unixfs-v1-2025"),
+                )
+            })?),
+        };
+        let ctype = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let boundary = multer::parse_boundary(ctype).map_err(|_| {
             MemoError::new(
                 Kind::BadRequest,
-                format!("unknown profile {p}; use memo, kubo, kubo-v0 or unixfs-v1-2025"),
+                "Content-Type must be multipart/form-data with a boundary",
             )
-        })?),
+        })?;
+        // A declared length far beyond the space left is refused before any byte is read.
+        if let Some(len) = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            let usage = app.storage.usage(&caller.account.id, target).await?;
+            let (free, extra) = app.storage.limit(&caller.account.id, target).await?;
+            let left = free.saturating_add(extra).saturating_sub(usage.used);
+            if len > left.saturating_add(1 << 20) {
+                return Err(stratus_model::Error::QuotaExceeded {
+                    used: usage.used,
+                    limit: free.saturating_add(extra),
+                    wanted: len,
+                }
+                .into());
+            }
+        }
+        Ok::<_, MemoError>((profile, boundary))
     };
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let boundary = multer::parse_boundary(ctype).map_err(|_| {
-        MemoError::new(
-            Kind::BadRequest,
-            "Content-Type must be multipart/form-data with a boundary",
-        )
-    })?;
+    let (profile, boundary) = match early.await {
+        Ok(v) => v,
+        Err(e) => return (Err(e), false),
+    };
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
             .per_field(64 * 1024)
             .for_field("file", u64::MAX),
     );
-    let mut form =
-        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
-    let bad = |e: multer::Error| MemoError::new(Kind::BadRequest, format!("malformed multipart body: {e}"));
-    let mut object = None;
-    while let Some(mut field) = form.next_field().await.map_err(bad)? {
-        if field.name() != Some("file") {
-            // Other fields (the screenshot's `paytype`) are read and ignored.
-            while field.chunk().await.map_err(bad)?.is_some() {}
-            continue;
+    let mut form = multer::Multipart::with_constraints(body, boundary, constraints);
+    let bad = |e: multer::Error| {
+        MemoError::new(Kind::BadRequest, format!("malformed multipart body: {e}"))
+    };
+    let result = async {
+        let mut upload = None;
+        while let Some(mut field) = form.next_field().await.map_err(bad)? {
+            if field.name() != Some("file") {
+                // Other fields (the screenshot's `paytype`) are read and ignored.
+                while field.chunk().await.map_err(bad)?.is_some() {}
+                continue;
+            }
+            if upload.is_some() {
+                return Err(MemoError::new(Kind::BadRequest, "more than one file field"));
+            }
+            let name = clean_name(field.file_name());
+            let mut up = app
+                .storage
+                .begin_upload(
+                    &caller.account.id,
+                    target,
+                    name.as_deref().unwrap_or(""),
+                    profile,
+                )
+                .await?;
+            while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                up.write(chunk).await?;
+            }
+            upload = Some(up);
         }
-        if object.is_some() {
-            return Err(MemoError::new(Kind::BadRequest, "more than one file field"));
-        }
-        let name = clean_name(field.file_name());
-        let mut up = app
-            .storage
-            .begin_upload(&caller.account.id, &target, name.as_deref().unwrap_or(""), profile)
-            .await?;
-        while let Some(chunk) = field.chunk().await.map_err(bad)? {
-            up.write(chunk).await?;
-        }
-        object = Some(up);
+        // The whole form has been read (a cut-off body fails above): only now publish.
+        let up =
+            upload.ok_or_else(|| MemoError::new(Kind::BadRequest, "the form has no file field"))?;
+        Ok(up.finish().await?.cid)
     }
-    // The whole form has been read (a cut-off body fails above): only now publish.
-    let up = object.ok_or_else(|| MemoError::new(Kind::BadRequest, "the form has no file field"))?;
-    let o = up.finish().await?;
-    Ok(Json(Uploaded { cid: o.cid }))
+    .await;
+    (result, true)
 }
 
 #[derive(Deserialize)]

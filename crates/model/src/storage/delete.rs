@@ -18,12 +18,14 @@ impl Storage {
         let unreferenced = {
             let _guard = self.lock_blob(&backend, cid).await;
             let mut tx = self.db.w().begin().await?;
-            let r = sqlx::query("DELETE FROM objects WHERE account_id = $1 AND target = $2 AND cid = $3")
-                .bind(account_id)
-                .bind(target)
-                .bind(cid)
-                .execute(&mut *tx)
-                .await?;
+            let r = sqlx::query(
+                "DELETE FROM objects WHERE account_id = $1 AND target = $2 AND cid = $3",
+            )
+            .bind(account_id)
+            .bind(target)
+            .bind(cid)
+            .execute(&mut *tx)
+            .await?;
             if r.rows_affected() == 0 {
                 return Err(Error::NotFound(format!("object {cid}")));
             }
@@ -78,6 +80,20 @@ impl Storage {
             // Re-uploaded in the meantime: keep it.
             return Ok(());
         }
+        // Never remove bytes that a record references, whatever the state says.
+        let referenced = sqlx::query(
+            "UPDATE blobs SET state = 'live' WHERE backend = $1 AND cid = $2 \
+             AND EXISTS (SELECT 1 FROM objects WHERE backend = $1 AND cid = $2)",
+        )
+        .bind(backend)
+        .bind(cid)
+        .execute(self.db.w())
+        .await?
+        .rows_affected();
+        if referenced > 0 {
+            tracing::warn!(%cid, "a referenced blob was marked for deletion; kept");
+            return Ok(());
+        }
         let store = self
             .targets()
             .find(|t| t.store.id() == backend)
@@ -105,9 +121,23 @@ impl Storage {
     }
 
     /// Finishes deletes and commits a crash interrupted: unreferenced `pending` and `deleting`
-    /// blobs are removed; a `pending` blob that is referenced cannot exist (the record is
-    /// published with the blob's `live` state in one transaction).
+    /// blobs are removed. A referenced one cannot arise (records are published with the `live`
+    /// state in one transaction, and marked only when unreferenced); should one exist anyway, it
+    /// is made `live` again rather than removed.
     pub(super) async fn finish_pending_deletes(&self) -> Result<()> {
+        let repaired = sqlx::query(
+            "UPDATE blobs SET state = 'live' WHERE state IN ('pending', 'deleting') \
+             AND EXISTS (SELECT 1 FROM objects o WHERE o.backend = blobs.backend AND o.cid = blobs.cid)",
+        )
+        .execute(self.db.w())
+        .await?
+        .rows_affected();
+        if repaired > 0 {
+            tracing::warn!(
+                blobs = repaired,
+                "referenced blobs were left half-deleted; kept"
+            );
+        }
         sqlx::query(
             "UPDATE blobs SET state = 'deleting' WHERE state IN ('pending', 'deleting') \
              AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.backend = blobs.backend AND o.cid = blobs.cid)",

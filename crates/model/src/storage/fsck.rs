@@ -56,15 +56,14 @@ impl Storage {
             .bind(&backend)
             .fetch_all(self.db.r())
             .await?;
-            let known: std::collections::HashSet<String> = sqlx::query_as::<_, (String,)>(
-                "SELECT cid FROM blobs WHERE backend = $1",
-            )
-            .bind(&backend)
-            .fetch_all(self.db.r())
-            .await?
-            .into_iter()
-            .map(|r| r.0)
-            .collect();
+            let known: std::collections::HashSet<String> =
+                sqlx::query_as::<_, (String,)>("SELECT cid FROM blobs WHERE backend = $1")
+                    .bind(&backend)
+                    .fetch_all(self.db.r())
+                    .await?
+                    .into_iter()
+                    .map(|r| r.0)
+                    .collect();
             for (cid, size, profile) in blobs {
                 report.checked += 1;
                 let issue = match t.store.size(&cid).await.map_err(Error::internal)? {

@@ -128,7 +128,9 @@ impl Storage {
     async fn lock_blob(&self, backend: &str, cid: &str) -> MutexGuard<'_, ()> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (backend, cid).hash(&mut h);
-        self.locks[(h.finish() as usize) % LOCK_STRIPES].lock().await
+        self.locks[(h.finish() as usize) % LOCK_STRIPES]
+            .lock()
+            .await
     }
 
     /// Bytes the account may store in `target`: the free tier plus unexpired packages.

@@ -65,8 +65,10 @@ impl Storage {
                 .bind(cid)
                 .fetch_optional(self.db.r())
                 .await?;
-                row.ok_or_else(|| Error::invalid("after", format!("no object {cid} to list after")))?
-                    .0
+                row.ok_or_else(|| {
+                    Error::invalid("after", format!("no object {cid} to list after"))
+                })?
+                .0
             }
         };
         let limit = match limit {
@@ -113,7 +115,12 @@ impl Storage {
     }
 
     /// One of the account's objects.
-    pub async fn object(&self, account_id: &str, target: &str, cid: &str) -> Result<Option<Object>> {
+    pub async fn object(
+        &self,
+        account_id: &str,
+        target: &str,
+        cid: &str,
+    ) -> Result<Option<Object>> {
         let row: Option<Row> = sqlx::query_as(
             "SELECT id, target, cid, name, size, created_at FROM objects \
              WHERE account_id = $1 AND target = $2 AND cid = $3",

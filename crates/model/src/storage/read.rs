@@ -248,7 +248,9 @@ impl Storage {
                     let decoded = DagPbNode::decode(&data).map_err(Error::internal)?;
                     let sizes = decoded.unixfs().map_err(Error::internal)?.blocksizes;
                     if sizes.len() != decoded.links.len() {
-                        return Err(Error::internal(format!("node {cid}: blocksizes do not match links")));
+                        return Err(Error::internal(format!(
+                            "node {cid}: blocksizes do not match links"
+                        )));
                     }
                     send(Bytes::from(car::block_frame(&cid, data.len()))).await?;
                     send(data).await?;

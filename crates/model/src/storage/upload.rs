@@ -167,10 +167,12 @@ fn worker(
             }
             Some(Msg::Finish) => break,
             // The upload was abandoned: dropping `staging` removes what it wrote.
-            None => return Err(Error::Invalid {
-                field: "file",
-                message: "upload abandoned".into(),
-            }),
+            None => {
+                return Err(Error::Invalid {
+                    field: "file",
+                    message: "upload abandoned".into(),
+                })
+            }
         }
     }
     let imported = importer.finish();
@@ -223,7 +225,13 @@ impl Storage {
     }
 
     /// Publishes a staged upload: blob durable first, then index and record in one transaction.
-    async fn commit(&self, account_id: &str, target: &Target, name: &str, staged: Staged) -> Result<Object> {
+    async fn commit(
+        &self,
+        account_id: &str,
+        target: &Target,
+        name: &str,
+        staged: Staged,
+    ) -> Result<Object> {
         let cid = staged.root.to_string();
         let backend = target.store.id().to_string();
         let guard = self.lock_blob(&backend, &cid).await;
@@ -268,7 +276,16 @@ impl Storage {
                 .map_err(Error::internal)?;
         }
         let published = self
-            .publish(account_id, target, name, &backend, &cid, size, now, write_blob.then_some(spill))
+            .publish(
+                account_id,
+                target,
+                name,
+                &backend,
+                &cid,
+                size,
+                now,
+                write_blob.then_some(spill),
+            )
             .await;
         drop(guard);
         match published {

@@ -24,6 +24,9 @@ pub async fn run(opts: ServerOpts, listen: Option<SocketAddr>) -> anyhow::Result
     let listen = cfg.listen;
     tracing::info!(data_dir = %cfg.data_dir.display(), "opening data directory");
     let app = App::open(cfg).await.context("starting services")?;
+    app.recover()
+        .await
+        .context("recovering from an interrupted run")?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -92,12 +92,17 @@ pub async fn get(a: GetArgs) -> anyhow::Result<()> {
     let pb = bar(0);
     let pb2 = pb.clone();
     let result = s
-        .get(&a.cid, &a.target, &out, progress_of(&pb), &move |n| pb2.set_length(n))
+        .get(&a.cid, &a.target, &out, progress_of(&pb), &move |n| {
+            pb2.set_length(n)
+        })
         .await;
     pb.finish_and_clear();
     let (n, verified) = result?;
     match verified {
-        Some(p) => eprintln!("{n} bytes written to {} (verified, profile {p})", out.display()),
+        Some(p) => eprintln!(
+            "{n} bytes written to {} (verified, profile {p})",
+            out.display()
+        ),
         None => eprintln!("{n} bytes written to {} (not verified)", out.display()),
     }
     Ok(())
@@ -130,7 +135,10 @@ pub async fn rm(a: RmArgs) -> anyhow::Result<()> {
 
 pub fn cid(a: CidArgs) -> anyhow::Result<()> {
     let Some(profile) = Profile::by_name(&a.profile) else {
-        bail!("unknown profile {}; use memo, kubo, kubo-v0 or unixfs-v1-2025", a.profile);
+        bail!(
+            "unknown profile {}; use memo, kubo, kubo-v0 or unixfs-v1-2025",
+            a.profile
+        );
     };
     let len = std::fs::metadata(&a.file)
         .with_context(|| format!("cannot read {}", a.file.display()))?

@@ -183,6 +183,9 @@ impl Server {
     pub fn put(&self, path: &str) -> RequestBuilder {
         client().put(format!("{}{}", self.url, path))
     }
+    pub fn head(&self, path: &str) -> RequestBuilder {
+        client().head(format!("{}{}", self.url, path))
+    }
     pub fn delete(&self, path: &str) -> RequestBuilder {
         client().delete(format!("{}{}", self.url, path))
     }
@@ -330,4 +333,89 @@ pub fn is_nonce(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different for each seed.
+pub fn data(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// `POST /{target}/[?profile=]` with a multipart `file` field; returns (status, JSON body).
+pub fn upload(
+    s: &Server,
+    token: &str,
+    target: &str,
+    name: &str,
+    bytes: Vec<u8>,
+    profile: Option<&str>,
+) -> (u16, Value) {
+    let url = match profile {
+        Some(p) => format!("/{target}/?profile={p}"),
+        None => format!("/{target}/"),
+    };
+    let part = reqwest::blocking::multipart::Part::bytes(bytes).file_name(name.to_string());
+    json(
+        s.post(&url)
+            .header("Authorization", token)
+            .multipart(reqwest::blocking::multipart::Form::new().part("file", part)),
+    )
+}
+
+/// Uploads and returns the CID (asserting success).
+pub fn put(s: &Server, token: &str, target: &str, name: &str, bytes: Vec<u8>) -> String {
+    let (st, v) = upload(s, token, target, name, bytes, None);
+    assert_eq!(st, 200, "{v}");
+    v["cid"].as_str().unwrap().to_string()
+}
+
+/// Runs a node script from tests/peers (installed by scripts/test.sh) and parses its JSON output.
+pub fn node_peer(script: &str, args: &[&str]) -> Value {
+    let dir = repo_root().join("tests/peers");
+    assert!(
+        dir.join("node_modules").exists(),
+        "tests/peers/node_modules is missing: run scripts/test.sh (or npm ci in tests/peers)"
+    );
+    let out = Command::new("node")
+        .current_dir(&dir)
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("node (run scripts/test.sh, which installs it)");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Number of entries in a directory (0 if it does not exist).
+pub fn count_entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Every blob file under the default local backend.
+pub fn blob_files(data_dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(data_dir.join("blobs")) {
+        for shard in rd.flatten() {
+            if shard.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
+                out.push(f.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
 }

@@ -8,3 +8,5 @@ mod auth_memo;
 mod auth_tokens;
 mod auth_twocloud;
 mod cli;
+mod storage;
+mod storage_crash;
