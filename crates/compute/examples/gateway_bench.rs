@@ -12,7 +12,7 @@
 //!
 //! ```sh
 //! cargo run --release -p stratus-compute --example gateway_bench -- --container
-//! cargo run --release -p stratus-compute --example gateway_bench -- --size-mib 256 --rounds 5
+//! cargo run --release -p stratus-compute --example gateway_bench -- --size-mib 256 --rounds 9
 //! ```
 
 use std::io::{Read, Write};
@@ -43,7 +43,7 @@ fn args() -> Args {
     let mut a = Args {
         size_mib: 1024,
         conns: 200,
-        rounds: 3,
+        rounds: 5,
         container: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -156,12 +156,9 @@ async fn stream(addr: SocketAddr, bytes: usize) -> f64 {
     bytes as f64 / MIB as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn best_of(rounds: usize, addr: SocketAddr, bytes: usize) -> f64 {
-    let mut best = 0f64;
-    for _ in 0..rounds {
-        best = best.max(stream(addr, bytes).await);
-    }
-    best
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
 }
 
 /// Opens a mapping to `target` on the gateway's own runtime.
@@ -181,7 +178,8 @@ fn open(gw_rt: &Tokio, splice: bool, target: SocketAddr) -> (Gateway, SocketAddr
     (gw, addr)
 }
 
-/// Direct versus gateway (splice, copy) to `target`; returns the ratios.
+/// Direct versus gateway (splice, copy) to `target`, interleaved round by round so that load
+/// from elsewhere hits every variant alike; prints medians and returns the ratios.
 fn compare(
     label: &str,
     target: SocketAddr,
@@ -190,19 +188,32 @@ fn compare(
     gw_rt: &Tokio,
 ) -> Vec<(String, f64)> {
     let bytes = a.size_mib * MIB;
-    let direct = client.block_on(best_of(a.rounds, target, bytes));
+    let (splice_gw, splice_addr) = open(gw_rt, true, target);
+    let (copy_gw, copy_addr) = open(gw_rt, false, target);
+    let mut direct = Vec::new();
+    let mut via_splice = Vec::new();
+    let mut via_copy = Vec::new();
+    let (mut cpu_splice, mut cpu_copy) = (0.0, 0.0);
+    for _ in 0..a.rounds {
+        direct.push(client.block_on(stream(target, bytes)));
+        let before = cpu_seconds("gateway");
+        via_splice.push(client.block_on(stream(splice_addr, bytes)));
+        let middle = cpu_seconds("gateway");
+        via_copy.push(client.block_on(stream(copy_addr, bytes)));
+        cpu_splice += middle - before;
+        cpu_copy += cpu_seconds("gateway") - middle;
+    }
+    let gib = (bytes * a.rounds) as f64 / (1u64 << 30) as f64;
+    let direct = median(direct);
     println!(
-        "{label:<9} direct           {direct:>6.0} MiB/s  ({} MiB, best of {})",
+        "{label:<9} direct           {direct:>6.0} MiB/s  ({} MiB, median of {})",
         a.size_mib, a.rounds
     );
     let mut out = Vec::new();
-    for splice in [true, false] {
-        let (gw, addr) = open(gw_rt, splice, target);
-        let cpu = cpu_seconds("gateway");
-        let via = client.block_on(best_of(a.rounds, addr, bytes));
-        let cpu = cpu_seconds("gateway") - cpu;
-        let gib = (bytes * a.rounds) as f64 / (1u64 << 30) as f64;
-        let mode = if splice { "splice" } else { "copy" };
+    for (mode, via, cpu, gw) in [
+        ("splice", median(via_splice), cpu_splice, splice_gw),
+        ("copy", median(via_copy), cpu_copy, copy_gw),
+    ] {
         println!(
             "{label:<9} gateway ({mode:<6}) {via:>6.0} MiB/s  ratio {:.2}  gateway CPU {:.2} s/GiB",
             via / direct,
