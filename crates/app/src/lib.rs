@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use stratus_config::{load_or_create_jwt_key, Config};
 use stratus_model::auth::Auth;
+use stratus_model::billing::{self, Billing, ChainDeposits};
 use stratus_model::clock::{SharedClock, SystemClock};
 use stratus_model::db::Db;
-use stratus_model::storage::{FreeTierOnly, Storage};
+use stratus_model::storage::Storage;
 use stratus_model::token::{TokenKey, Tokens};
 use stratus_model::{Error, Result};
 use tokio::sync::watch;
@@ -24,6 +25,8 @@ pub struct App {
     pub clock: SharedClock,
     pub auth: Auth,
     pub storage: Storage,
+    pub billing: Billing,
+    pub deposits: ChainDeposits,
 }
 
 impl App {
@@ -62,19 +65,23 @@ impl App {
             tokens,
             clock.clone(),
         )?;
+        let billing = Billing::new(db.clone(), clock.clone(), config.billing.clone());
         let storage = Storage::new(
             db.clone(),
             clock.clone(),
             config.storage.clone(),
             &config.data_dir,
-            Arc::new(FreeTierOnly),
+            billing::allowance(&billing),
         )?;
+        let deposits = ChainDeposits::new(db.clone(), clock.clone());
         Ok(Arc::new(App {
             config,
             db,
             clock,
             auth,
             storage,
+            billing,
+            deposits,
         }))
     }
 
@@ -84,8 +91,10 @@ impl App {
         self.storage.recover().await
     }
 
-    /// Runs periodic housekeeping until `shutdown` flips to true.
+    /// Runs periodic housekeeping (and the chain watcher, when configured) until `shutdown`
+    /// flips to true.
     pub async fn run_background(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let watcher = self.start_watcher(shutdown.clone());
         let nonce_every = Duration::from_secs(self.config.auth.nonce_ttl.clamp(1, 10));
         let mut nonce_tick = tokio::time::interval(nonce_every);
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -101,6 +110,37 @@ impl App {
                     }
                 }
                 _ = shutdown.changed() => break,
+            }
+        }
+        if let Some(w) = watcher {
+            match w.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "chain watcher stopped"),
+                Err(e) => tracing::error!(error = %e, "chain watcher panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    fn start_watcher(
+        &self,
+        shutdown: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<Result<(), stratus_chain::WatchError>>> {
+        let cfg = match stratus_chain::WatcherConfig::from_chain_config(&self.config.chain) {
+            Ok(Some(c)) => c,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!(error = %e, "chain watcher not started: bad configuration");
+                return None;
+            }
+        };
+        match stratus_chain::Watcher::new(cfg, Arc::new(self.deposits.clone())) {
+            Ok(w) => {
+                tracing::info!("chain watcher started");
+                Some(w.spawn(shutdown))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "chain watcher not started");
+                None
             }
         }
     }

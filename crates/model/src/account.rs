@@ -95,6 +95,11 @@ impl Accounts {
         &self.db
     }
 
+    /// Drops cached copies of `a` (after another service changed its row).
+    pub fn forget(&self, a: &Account) {
+        self.invalidate(a);
+    }
+
     fn invalidate(&self, a: &Account) {
         self.by_id.remove(&a.id);
         if let Some(w) = a.wallet {
@@ -262,40 +267,6 @@ impl Accounts {
             .bind(&account.id)
             .execute(self.db.w())
             .await?;
-        self.invalidate(account);
-        Ok(())
-    }
-
-    /// Links `wallet` to a password account. Fails if the wallet belongs to another account.
-    pub async fn link_wallet(&self, account: &Account, wallet: Address) -> Result<()> {
-        if let Some(other) = self.by_wallet_uncached(wallet, true).await? {
-            if other.id == account.id {
-                return Ok(());
-            }
-            return Err(Error::Conflict(format!(
-                "wallet {} is already linked to another account",
-                wallet.to_checksum()
-            )));
-        }
-        if account.wallet.is_some() {
-            return Err(Error::Conflict("this account already has a wallet".into()));
-        }
-        let r = sqlx::query(
-            "UPDATE accounts SET wallet_address = $1 WHERE id = $2 AND wallet_address IS NULL",
-        )
-        .bind(wallet.to_lower())
-        .bind(&account.id)
-        .execute(self.db.w())
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                Error::Conflict("wallet is already linked to another account".into())
-            }
-            _ => e.into(),
-        })?;
-        if r.rows_affected() == 0 {
-            return Err(Error::Conflict("this account already has a wallet".into()));
-        }
         self.invalidate(account);
         Ok(())
     }

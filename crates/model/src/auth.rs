@@ -240,10 +240,10 @@ impl Auth {
         self.nonces.issue().unwrap_or_default()
     }
 
-    /// Verifies a signed nonce and returns the wallet's account and tokens.
-    pub async fn wallet_login(&self, ip: IpAddr, req: &WalletLogin) -> Result<WalletSession> {
-        let ipk = ip_key(ip);
-        self.tokens_ip.check(&ipk)?;
+    /// Checks a signed nonce (`keccak256(address ‖ nonce ‖ domain)`, go-ethereum signature) and
+    /// uses the nonce up; returns the proven address. Shared by wallet login and wallet linking.
+    pub fn prove_wallet(&self, ip: IpAddr, req: &WalletLogin) -> Result<Address> {
+        self.tokens_ip.check(&ip_key(ip))?;
         if req.address.is_empty()
             || req.nonce.is_empty()
             || req.domain.is_empty()
@@ -267,6 +267,12 @@ impl Auth {
             // Raced with another attempt that used the same nonce.
             return Err(AuthFailure::WrongNonce.into());
         }
+        Ok(claimed)
+    }
+
+    /// Verifies a signed nonce and returns the wallet's account and tokens.
+    pub async fn wallet_login(&self, ip: IpAddr, req: &WalletLogin) -> Result<WalletSession> {
+        let claimed = self.prove_wallet(ip, req)?;
         self.tokens_account.check(&claimed.to_lower())?;
         let account = self
             .accounts

@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod billing;
 pub mod clock;
 pub mod db;
 pub mod error;

@@ -61,6 +61,14 @@ enum Command {
     Rm(cmd::storage::RmArgs),
     /// Compute a file's CID offline, as the server would (no server needed).
     Cid(cmd::storage::CidArgs),
+    /// Show your balance.
+    Balance,
+    /// List the storage packages for sale.
+    Packages(cmd::billing::PackagesArgs),
+    /// Buy a storage package.
+    Buy(cmd::billing::BuyArgs),
+    /// Show your ledger (newest first).
+    Ledger(cmd::billing::LedgerArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +95,10 @@ fn main() -> ExitCode {
             Command::Ls(a) => cmd::storage::ls(a).await,
             Command::Rm(a) => cmd::storage::rm(a).await,
             Command::Cid(a) => cmd::storage::cid(a),
+            Command::Balance => cmd::billing::balance().await,
+            Command::Packages(a) => cmd::billing::packages(a).await,
+            Command::Buy(a) => cmd::billing::buy(a).await,
+            Command::Ledger(a) => cmd::billing::ledger(a).await,
         }
     });
     match result {

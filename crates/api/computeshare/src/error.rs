@@ -84,6 +84,16 @@ impl From<AuthFailure> for CsError {
             AuthFailure::BadCredentials => {
                 return CsError::bad_request("PASSWORD_ERROR", "wrong username or password")
             }
+            // Proving a wallet (linking): the token is fine, the proof is not.
+            AuthFailure::EmptyParameter => {
+                return CsError::bad_request("INVALID_ARGUMENT", f.message())
+            }
+            AuthFailure::WrongDomain
+            | AuthFailure::WrongNonce
+            | AuthFailure::WrongAddress
+            | AuthFailure::WrongSignature => {
+                return CsError::bad_request("WALLET_VERIFICATION_FAILED", f.message())
+            }
             _ => "Token is invalid",
         };
         CsError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", msg)

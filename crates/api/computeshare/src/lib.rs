@@ -5,6 +5,8 @@
 //! lowerCamelCase and snake_case and ignores unknown fields. This crate only translates: every
 //! decision is made by the core services in [`stratus_app::App`].
 
+mod billing;
+mod catalog;
 pub mod error;
 mod extract;
 mod router;

@@ -8,7 +8,7 @@ use http::StatusCode;
 use stratus_app::App;
 
 use crate::error::CsError;
-use crate::user;
+use crate::{billing, catalog, user};
 
 /// The dialect's routes; mount under `/api`.
 pub fn router() -> Router<Arc<App>> {
@@ -18,6 +18,12 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/user", get(user::me))
         .route("/v1/user/password", put(user::change_password))
         .route("/v1/user/logout", post(user::logout))
+        .route("/v1/user/wallet", post(billing::link_wallet))
+        .route("/v1/balance", get(billing::balance))
+        .route("/v1/ledger", get(billing::ledger))
+        .route("/v1/compute/spec", get(catalog::specs))
+        .route("/v1/compute/image", get(catalog::images))
+        .route("/v1/compute/spec/price", get(catalog::spec_price))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

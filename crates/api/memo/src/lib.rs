@@ -6,10 +6,12 @@
 //! on authenticated routes are wrapped as `{"Nonce":"<fresh nonce>","Error":{…}}` so the client
 //! can log in again at once. See [`error`].
 
+mod billing;
 pub mod error;
 mod extract;
 mod gateway;
 mod login;
+mod multipart;
 mod router;
 mod storage;
 

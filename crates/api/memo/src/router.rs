@@ -7,7 +7,7 @@ use axum::Router;
 use stratus_app::App;
 
 use crate::error::{Kind, MemoError};
-use crate::{gateway, login, storage};
+use crate::{billing, gateway, login, storage};
 
 /// The dialect's routes.
 pub fn router() -> Router<Arc<App>> {
@@ -19,7 +19,14 @@ pub fn router() -> Router<Arc<App>> {
         .route("/{target}/", post(storage::upload))
         .route("/{target}/listobjects", get(storage::list))
         .route("/{target}/storage", get(storage::space))
-        .route("/{target}/balance", get(storage::balance))
+        .route("/{target}/balance", get(billing::balance))
+        .route("/{target}/getprice", get(billing::get_price))
+        .route("/{target}/pkginfos", get(billing::pkg_infos))
+        .route(
+            "/{target}/buypkg",
+            get(billing::buy_pkg).post(billing::buy_pkg),
+        )
+        .route("/{target}/getbuypkgs", get(billing::get_buy_pkgs))
         .route(
             "/{target}/{cid}",
             get(gateway::download).delete(storage::delete),

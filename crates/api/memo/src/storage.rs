@@ -313,26 +313,6 @@ pub(crate) async fn space(
 }
 
 #[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct Balance {
-    address: String,
-    balance: String,
-}
-
-/// `GET /{target}/balance` → `{"Address","Balance"}`.
-pub(crate) async fn balance(
-    State(app): State<Arc<App>>,
-    Path(target): Path<String>,
-    MemoCaller(caller): MemoCaller,
-) -> MemoResult<Json<Balance>> {
-    check_target(&app, &target)?;
-    Ok(Json(Balance {
-        address: caller.address_text(),
-        balance: "0".to_string(),
-    }))
-}
-
-#[derive(Serialize)]
 pub(crate) struct Deleted {
     state: &'static str,
     cid: String,

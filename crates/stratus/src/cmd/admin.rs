@@ -13,6 +13,30 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Credit an account (operators): a ledger entry with your reason.
+    Credit {
+        /// Username, wallet address or account id.
+        #[arg(long)]
+        account: String,
+        /// Amount in the smallest unit of the asset (decimal).
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        reason: String,
+        /// External reference; the same reference is applied at most once (safe to retry).
+        #[arg(long)]
+        reference: Option<String>,
+    },
+    /// Ledger tools.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+    /// Chain watcher tools.
+    Chain {
+        #[command(subcommand)]
+        command: ChainCommand,
+    },
     /// Re-hash every stored blob against the metadata and report what does not match; exits
     /// non-zero when something is wrong.
     Fsck {
@@ -23,6 +47,23 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerCommand {
+    /// Re-derive every balance from the entries; exits non-zero on a mismatch.
+    Verify,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ChainCommand {
+    /// Scan again from a block (deposits already recorded are never credited twice).
+    Rescan {
+        #[arg(long)]
+        from: u64,
+    },
+    /// Show the watcher's cursor.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,6 +109,16 @@ pub async fn run(opts: ServerOpts, command: AdminCommand) -> anyhow::Result<()> 
     let result = match command {
         AdminCommand::User { command } => user(&app, command).await,
         AdminCommand::Fsck { repair, json } => fsck(&app, repair, json).await,
+        AdminCommand::Credit {
+            account,
+            amount,
+            reason,
+            reference,
+        } => credit(&app, &account, &amount, &reason, reference).await,
+        AdminCommand::Ledger {
+            command: LedgerCommand::Verify,
+        } => verify(&app).await,
+        AdminCommand::Chain { command } => chain(&app, command).await,
     };
     app.close().await;
     result
@@ -140,6 +191,77 @@ async fn fsck(app: &App, repair: bool, json: bool) -> anyhow::Result<()> {
     }
     if !report.issues.is_empty() && !repair {
         bail!("integrity check found {} problem(s)", report.issues.len());
+    }
+    Ok(())
+}
+
+async fn credit(
+    app: &App,
+    account: &str,
+    amount: &str,
+    reason: &str,
+    reference: Option<String>,
+) -> anyhow::Result<()> {
+    let a = app
+        .auth
+        .accounts()
+        .find_any(account)
+        .await?
+        .with_context(|| format!("no account {account}"))?;
+    let amount: stratus_config::Amount = amount
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--amount: {e}"))?;
+    if reason.trim().is_empty() {
+        bail!("--reason must not be empty");
+    }
+    let reference = format!(
+        "admin:{}",
+        reference.unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+    );
+    let posted = app
+        .billing
+        .ledger()
+        .post(stratus_model::billing::Posting {
+            account_id: &a.id,
+            kind: stratus_model::billing::EntryKind::Credit,
+            amount,
+            reason: "admin",
+            reference: &reference,
+            memo: reason,
+        })
+        .await?;
+    match posted {
+        stratus_model::billing::Posted::New(e) => println!(
+            "credited {} to {}; balance {} (entry {}, reference {})",
+            e.amount, a.id, e.balance_after, e.id, e.reference
+        ),
+        stratus_model::billing::Posted::Duplicate(e) => println!(
+            "reference {} was applied before (entry {}); nothing changed",
+            e.reference, e.id
+        ),
+    }
+    Ok(())
+}
+
+async fn verify(app: &App) -> anyhow::Result<()> {
+    let v = app.billing.ledger().verify().await?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    if !v.mismatches.is_empty() {
+        bail!("{} account(s) do not balance", v.mismatches.len());
+    }
+    Ok(())
+}
+
+async fn chain(app: &App, command: ChainCommand) -> anyhow::Result<()> {
+    match command {
+        ChainCommand::Rescan { from } => {
+            app.deposits.rescan_from(from).await?;
+            println!("the watcher will scan again from block {from}");
+        }
+        ChainCommand::Status => match app.deposits.cursor_block().await? {
+            Some(b) => println!("processed up to block {b}"),
+            None => println!("nothing processed yet"),
+        },
     }
     Ok(())
 }

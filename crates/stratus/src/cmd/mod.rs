@@ -1,6 +1,7 @@
 //! One module per group of subcommands.
 
 pub mod admin;
+pub mod billing;
 pub mod serve;
 pub mod session;
 pub mod storage;
