@@ -419,3 +419,121 @@ pub fn blob_files(data_dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A real Ethereum dev node (ganache from tests/peers), killed on drop. Accounts are given
+/// explicitly (funded, unlocked) so tests know their keys; blocks are mined per transaction and
+/// on demand with `evm_mine`.
+pub struct Ganache {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Ganache {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Ganache {
+    pub fn start(funded_keys: &[&str]) -> Ganache {
+        let cli = repo_root().join("tests/peers/node_modules/ganache/dist/node/cli.js");
+        assert!(
+            cli.exists(),
+            "ganache is missing: run scripts/test.sh (or npm ci in tests/peers)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new("node");
+        cmd.arg(&cli)
+            .args(["--server.host", "127.0.0.1", "--server.port", &port.to_string()])
+            .args(["--chain.chainId", "1337", "--miner.instamine", "eager"])
+            .args(["--logging.quiet", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for k in funded_keys {
+            cmd.arg("--wallet.accounts")
+                .arg(format!("{k},1000000000000000000000"));
+        }
+        let child = cmd.spawn().expect("node");
+        let g = Ganache {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while g.try_rpc("eth_blockNumber", serde_json::json!([])).is_none() {
+            assert!(Instant::now() < deadline, "ganache did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        g
+    }
+
+    fn try_rpc(&self, method: &str, params: Value) -> Option<Value> {
+        let v: Value = client()
+            .post(&self.url)
+            .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        Some(v)
+    }
+
+    /// A JSON-RPC call; panics on an error answer.
+    pub fn rpc(&self, method: &str, params: Value) -> Value {
+        let v = self.try_rpc(method, params).expect("ganache answers");
+        assert!(v.get("error").is_none(), "{method}: {v}");
+        v["result"].clone()
+    }
+
+    pub fn block_number(&self) -> u64 {
+        let h = self.rpc("eth_blockNumber", serde_json::json!([]));
+        u64::from_str_radix(h.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    }
+
+    pub fn mine(&self, blocks: u32) {
+        for _ in 0..blocks {
+            self.rpc("evm_mine", serde_json::json!([]));
+        }
+    }
+
+    /// Sends a transaction from an unlocked account; returns its receipt.
+    pub fn send(&self, tx: Value) -> Value {
+        let hash = self.rpc("eth_sendTransaction", serde_json::json!([tx]));
+        self.rpc("eth_getTransactionReceipt", serde_json::json!([hash]))
+    }
+
+    /// Deploys tests/peers/TestToken.sol (compiled with solc-js) minting `supply` to `from`.
+    pub fn deploy_token(&self, from: &str, supply: u128) -> String {
+        let out = Command::new("node")
+            .current_dir(repo_root().join("tests/peers"))
+            .args(["compile.js", "TestToken.sol", "TestToken"])
+            .output()
+            .expect("node");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let compiled: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let data = format!(
+            "{}{:064x}",
+            compiled["bytecode"].as_str().unwrap(),
+            supply
+        );
+        let r = self.send(serde_json::json!({"from": from, "data": data, "gas": "0x2dc6c0"}));
+        assert_eq!(r["status"], "0x1", "{r}");
+        r["contractAddress"].as_str().unwrap().to_string()
+    }
+
+    /// `transfer(to, amount)` on an ERC-20 contract.
+    pub fn token_transfer(&self, token: &str, from: &str, to: &str, amount: u128) -> Value {
+        let data = format!(
+            "0xa9059cbb{:0>64}{:064x}",
+            to.trim_start_matches("0x").to_lowercase(),
+            amount
+        );
+        let r = self.send(serde_json::json!({"from": from, "to": token, "data": data, "gas": "0x186a0"}));
+        assert_eq!(r["status"], "0x1", "{r}");
+        r
+    }
+}

@@ -7,6 +7,8 @@ mod auth_computeshare;
 mod auth_memo;
 mod auth_tokens;
 mod auth_twocloud;
+mod billing;
+mod chain;
 mod cli;
 mod storage;
 mod storage_crash;
