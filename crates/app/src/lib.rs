@@ -7,9 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use stratus_config::{load_or_create_jwt_key, Config};
+use stratus_config::{load_or_create_jwt_key, load_or_create_server_id, Config};
 use stratus_model::auth::Auth;
 use stratus_model::billing::{self, Billing, ChainDeposits};
+use stratus_model::compute::Compute;
 use stratus_model::clock::{SharedClock, SystemClock};
 use stratus_model::db::Db;
 use stratus_model::storage::Storage;
@@ -27,6 +28,7 @@ pub struct App {
     pub storage: Storage,
     pub billing: Billing,
     pub deposits: ChainDeposits,
+    pub compute: Compute,
 }
 
 impl App {
@@ -74,6 +76,12 @@ impl App {
             billing::allowance(&billing),
         )?;
         let deposits = ChainDeposits::new(db.clone(), clock.clone());
+        let mut compute_cfg = config.compute.clone();
+        if compute_cfg.owner.is_none() {
+            compute_cfg.owner =
+                Some(load_or_create_server_id(&config.data_dir).map_err(Error::internal)?);
+        }
+        let compute = Compute::new(db.clone(), clock.clone(), compute_cfg, billing.clone())?;
         Ok(Arc::new(App {
             config,
             db,
@@ -82,19 +90,33 @@ impl App {
             storage,
             billing,
             deposits,
+            compute,
         }))
     }
 
     /// Finishes what a crash interrupted (uploads, deletes). The server calls this once before it
     /// listens; operator tools that may run beside a live server never do.
     pub async fn recover(&self) -> Result<()> {
-        self.storage.recover().await
+        self.storage.recover().await?;
+        // Compute: connect the runtime and re-attach every instance, so mappings listen again
+        // before the server answers. An unreachable runtime is retried by the sweeper.
+        match self.compute.connect_runtime().await {
+            Ok(true) => self.compute.reconcile().await?,
+            Ok(false) => tracing::info!("compute is disabled (compute.runtime = \"none\")"),
+            Err(e) => tracing::warn!(error = %e, "compute runtime unavailable; retrying in the background"),
+        }
+        Ok(())
     }
 
     /// Runs periodic housekeeping (and the chain watcher, when configured) until `shutdown`
     /// flips to true.
     pub async fn run_background(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let watcher = self.start_watcher(shutdown.clone());
+        let sweeper = {
+            let compute = self.compute.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move { compute.run_sweeper(Duration::from_secs(2), stop).await })
+        };
         let nonce_every = Duration::from_secs(self.config.auth.nonce_ttl.clamp(1, 10));
         let mut nonce_tick = tokio::time::interval(nonce_every);
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -112,6 +134,7 @@ impl App {
                 _ = shutdown.changed() => break,
             }
         }
+        let _ = sweeper.await;
         if let Some(w) = watcher {
             match w.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "chain watcher stopped"),

@@ -18,7 +18,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use amount::{Amount, ParseAmountError};
-pub use secrets::{load_or_create_jwt_key, SecretError};
+pub use secrets::{load_or_create_jwt_key, load_or_create_server_id, SecretError};
 
 /// Errors while loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -352,6 +352,10 @@ pub struct ComputeConfig {
     pub runtime: String,
     /// Docker endpoint; empty means the local socket or `DOCKER_HOST`.
     pub docker_host: Option<String>,
+    /// Owner label of this server's runtime objects; by default the server id kept in the data
+    /// dir, so servers sharing an engine never touch each other's instances.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub specs: Vec<SpecConfig>,
     pub images: Vec<ImageConfig>,
     /// Public IP reported as `serverIp`.
@@ -372,6 +376,7 @@ impl Default for ComputeConfig {
         ComputeConfig {
             runtime: "docker".to_string(),
             docker_host: None,
+            owner: None,
             specs: vec![
                 SpecConfig {
                     id: 1,

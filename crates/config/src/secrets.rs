@@ -64,6 +64,27 @@ pub fn load_or_create_jwt_key(
     Ok(text.into_bytes())
 }
 
+/// The id of this server (`data_dir/server.id`, 16 random bytes in hex, made on first use).
+/// Not a secret: it names what this server owns in shared places (container labels).
+pub fn load_or_create_server_id(data_dir: &Path) -> Result<String, SecretError> {
+    let path = data_dir.join("server.id");
+    if path.exists() {
+        return read_secret(&path).map(|b| String::from_utf8_lossy(&b).into_owned());
+    }
+    let io = |source| SecretError::Io {
+        path: path.clone(),
+        source,
+    };
+    fs::create_dir_all(data_dir).map_err(io)?;
+    let mut raw = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let id = hex::encode(raw);
+    let tmp = data_dir.join(".server.id.tmp");
+    fs::write(&tmp, &id).map_err(io)?;
+    fs::rename(&tmp, &path).map_err(io)?;
+    Ok(id)
+}
+
 fn read_secret(path: &Path) -> Result<Vec<u8>, SecretError> {
     let raw = fs::read(path).map_err(|source| SecretError::Io {
         path: path.to_path_buf(),

@@ -8,6 +8,7 @@ pub mod account;
 pub mod auth;
 pub mod billing;
 pub mod clock;
+pub mod compute;
 pub mod db;
 pub mod error;
 pub mod nonce;

@@ -69,6 +69,11 @@ enum Command {
     Buy(cmd::billing::BuyArgs),
     /// Show your ledger (newest first).
     Ledger(cmd::billing::LedgerArgs),
+    /// Rent sandbox machines that run your docker-compose app behind public TCP ports.
+    Sandbox {
+        #[command(subcommand)]
+        command: cmd::sandbox::SandboxCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -99,6 +104,7 @@ fn main() -> ExitCode {
             Command::Packages(a) => cmd::billing::packages(a).await,
             Command::Buy(a) => cmd::billing::buy(a).await,
             Command::Ledger(a) => cmd::billing::ledger(a).await,
+            Command::Sandbox { command } => cmd::sandbox::run(command).await,
         }
     });
     match result {

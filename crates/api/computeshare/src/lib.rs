@@ -7,6 +7,7 @@
 
 mod billing;
 mod catalog;
+mod compute;
 pub mod error;
 mod extract;
 mod router;

@@ -8,7 +8,7 @@ use http::StatusCode;
 use stratus_app::App;
 
 use crate::error::CsError;
-use crate::{billing, catalog, user};
+use crate::{billing, catalog, compute, user};
 
 /// The dialect's routes; mount under `/api`.
 pub fn router() -> Router<Arc<App>> {
@@ -24,6 +24,22 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/compute/spec", get(catalog::specs))
         .route("/v1/compute/image", get(catalog::images))
         .route("/v1/compute/spec/price", get(catalog::spec_price))
+        .route("/v1/sandbox", post(compute::sandbox))
+        .route("/v1/instance", post(compute::create).get(compute::list))
+        .route("/v1/instance/{id}", get(compute::get).delete(compute::delete))
+        .route("/v1/instance/{id}/wait", get(compute::wait))
+        .route("/v1/instance/{id}/{action}", put(compute::action))
+        .route(
+            "/v1/network-mappings",
+            post(compute::create_mapping).get(compute::list_mappings),
+        )
+        .route("/v1/network-mappings/page", get(compute::list_mappings))
+        .route(
+            "/v1/network-mappings/{id}",
+            get(compute::get_mapping)
+                .put(compute::update_mapping)
+                .delete(compute::delete_mapping),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

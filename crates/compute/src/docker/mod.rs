@@ -51,7 +51,7 @@ use cgroup::{CgroupTree, GroupLimits};
 use spec::{
     container_body, container_name, network_name, parse_depends_label, parse_limits_label,
     parse_ports_label, split_reference, volume_name, Bounding, Fixed, LABEL_DEPENDS, LABEL_INDEX,
-    LABEL_INSTANCE, LABEL_LIMITS, LABEL_PORTS, LABEL_SERVICE, LABEL_SERVICES, LABEL_VOLUME,
+    LABEL_INSTANCE, LABEL_LIMITS, LABEL_OWNER, LABEL_PORTS, LABEL_SERVICE, LABEL_SERVICES, LABEL_VOLUME,
 };
 
 /// How instance-wide CPU and memory bounds are enforced.
@@ -85,6 +85,10 @@ pub struct DockerConfig {
     pub log_max_size: String,
     /// `max-file` of each container's json-file log.
     pub log_max_files: u32,
+    /// Who owns the instances this runtime makes: every object is labelled
+    /// `io.stratus.owner=<owner>` and [`Runtime::instances`] lists only that owner's, so several
+    /// stratus servers can share one engine without touching each other's instances.
+    pub owner: Option<String>,
 }
 
 impl Default for DockerConfig {
@@ -98,6 +102,7 @@ impl Default for DockerConfig {
             request_timeout: Duration::from_secs(120),
             log_max_size: "10m".into(),
             log_max_files: 3,
+            owner: None,
         }
     }
 }
@@ -108,6 +113,7 @@ impl DockerConfig {
         DockerConfig {
             host: config.docker_host.clone().filter(|h| !h.is_empty()),
             start_timeout: Duration::from_secs(config.transition_timeout_secs.max(10)),
+            owner: config.owner.clone().filter(|o| !o.is_empty()),
             ..DockerConfig::default()
         }
     }
@@ -437,7 +443,10 @@ impl DockerRuntime {
             }
             None => Bounding::Split,
         };
-        let labels = HashMap::from([(LABEL_INSTANCE.to_string(), id.clone())]);
+        let mut labels = HashMap::from([(LABEL_INSTANCE.to_string(), id.clone())]);
+        if let Some(owner) = &self.config.owner {
+            labels.insert(LABEL_OWNER.to_string(), owner.clone());
+        }
         self.docker
             .create_network(NetworkCreateRequest {
                 name: network_name(id),
@@ -476,6 +485,7 @@ impl DockerRuntime {
         let fixed = Fixed {
             log_max_size: self.config.log_max_size.clone(),
             log_max_files: self.config.log_max_files,
+            owner: self.config.owner.clone(),
         };
         for (index, svc) in spec.app.services.iter().enumerate() {
             let body = container_body(spec, index, &bounding, &fixed);
@@ -1001,7 +1011,11 @@ impl Runtime for DockerRuntime {
     }
 
     async fn instances(&self) -> Result<Vec<String>, RuntimeError> {
-        let filter = HashMap::from([("label".to_string(), vec![LABEL_INSTANCE.to_string()])]);
+        let mut wanted = vec![LABEL_INSTANCE.to_string()];
+        if let Some(owner) = &self.config.owner {
+            wanted.push(format!("{LABEL_OWNER}={owner}"));
+        }
+        let filter = HashMap::from([("label".to_string(), wanted)]);
         let mut ids = BTreeMap::new();
         let containers = self
             .docker

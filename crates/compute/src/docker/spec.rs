@@ -26,6 +26,8 @@ pub const LABEL_INSTANCE: &str = "io.stratus.instance";
 pub const LABEL_SERVICE: &str = "io.stratus.service";
 /// Label carrying the compose volume name of a volume.
 pub const LABEL_VOLUME: &str = "io.stratus.volume";
+/// Label naming the stratus server that owns an object (see `DockerConfig::owner`).
+pub const LABEL_OWNER: &str = "io.stratus.owner";
 /// Position of the service in the compose file.
 pub(crate) const LABEL_INDEX: &str = "io.stratus.index";
 /// Every service of the instance, comma-separated, in file order.
@@ -67,6 +69,7 @@ pub(crate) enum Bounding {
 pub(crate) struct Fixed {
     pub log_max_size: String,
     pub log_max_files: u32,
+    pub owner: Option<String>,
 }
 
 /// The instance-wide bounds as a label value.
@@ -185,6 +188,9 @@ pub(crate) fn container_body(
     labels.insert(LABEL_DEPENDS.into(), depends_label(svc));
     labels.insert(LABEL_PORTS.into(), ports_label(svc));
     labels.insert(LABEL_LIMITS.into(), limits_label(spec));
+    if let Some(owner) = &fixed.owner {
+        labels.insert(LABEL_OWNER.into(), owner.clone());
+    }
 
     let env: Vec<String> = svc
         .environment
@@ -458,6 +464,7 @@ volumes:
 
     fn fixed() -> Fixed {
         Fixed {
+            owner: None,
             log_max_size: "10m".into(),
             log_max_files: 3,
         }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod billing;
+pub mod sandbox;
 pub mod serve;
 pub mod session;
 pub mod storage;

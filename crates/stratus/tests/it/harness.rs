@@ -537,3 +537,51 @@ impl Ganache {
         r
     }
 }
+
+/// The local test image (busybox with httpd and nc); built by scripts/test-image.sh once.
+pub const TEST_IMAGE: &str = "stratus-test/busybox:latest";
+
+/// Makes sure Docker answers and the test image exists (scripts/test.sh starts dockerd).
+pub fn require_docker() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let ok = Command::new("docker")
+            .arg("info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "Docker is not running: run scripts/test.sh (it installs and starts dockerd)");
+        let st = Command::new(repo_root().join("scripts/test-image.sh"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "cannot build the test image");
+    });
+}
+
+/// A server for compute tests: Docker runtime, a public port range of its own on loopback.
+pub fn compute_server() -> ServerBuilder {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    require_docker();
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let min = 43000 + n * 40;
+    Server::builder()
+        .env("STRATUS_COMPUTE__GATEWAY_BIND", "127.0.0.1")
+        .env("STRATUS_COMPUTE__SERVER_IP", "127.0.0.1")
+        .env("STRATUS_COMPUTE__PORT_MIN", &min.to_string())
+        .env("STRATUS_COMPUTE__PORT_MAX", &(min + 39).to_string())
+}
+
+/// Base64 of a compose file.
+pub fn b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Runs `docker` with args; returns stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

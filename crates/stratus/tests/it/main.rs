@@ -10,5 +10,6 @@ mod auth_twocloud;
 mod billing;
 mod chain;
 mod cli;
+mod compute;
 mod storage;
 mod storage_crash;

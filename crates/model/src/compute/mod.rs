@@ -1,0 +1,280 @@
+//! Compute sandboxes: instances that run a user's docker-compose app, with public TCP ports.
+//!
+//! This is the orchestration over `stratus_compute` (the runtime layer): it owns the records,
+//! charges the balance, allocates public ports race-free, drives the runtime in the background
+//! and keeps records and runtime in step — after a restart, when an instance expires, and when a
+//! transition takes too long. API calls only check and move statuses (compare-and-set in the
+//! database) and return at once; the slow work happens in per-instance tasks that are
+//! serialized by an instance lock, so a delete can never interleave with a boot.
+
+mod mappings;
+mod ops;
+mod records;
+mod sandbox;
+mod sweep;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use stratus_compute::{Gateway, GatewayConfig, Policy, Resolver, Runtime, RuntimeResolver};
+use stratus_config::ComputeConfig;
+use tokio::sync::{Mutex, Notify, RwLock};
+
+pub use mappings::MappingRequest;
+pub use records::{Instance, Mapping, Status};
+pub use sandbox::SandboxRequest;
+
+use crate::billing::Billing;
+use crate::clock::SharedClock;
+use crate::db::Db;
+use crate::{Error, Result};
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+/// A "month" of `duration`: the catalog prices specs per 30 days.
+pub const MONTH_MS: i64 = 30 * DAY_MS;
+
+/// The compute service.
+#[derive(Clone)]
+pub struct Compute {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    clock: SharedClock,
+    cfg: ComputeConfig,
+    billing: Billing,
+    policy: Policy,
+    runtime: RwLock<Option<Arc<dyn Runtime>>>,
+    gateway: Gateway,
+    /// Serializes port allocation (the unique index is the final guard).
+    ports: Mutex<()>,
+    /// One lock per instance serializes its runtime operations.
+    locks: DashMap<String, Arc<Mutex<()>>>,
+    /// The status of every instance that has mappings, for the gateway's resolvers.
+    live: DashMap<String, Status>,
+    /// Woken whenever a status changes (waiters re-read).
+    changed: Notify,
+}
+
+impl std::fmt::Debug for Compute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compute").finish_non_exhaustive()
+    }
+}
+
+/// Resolves a mapping's connections: nowhere unless the instance runs, else the container.
+struct InstanceResolver {
+    compute: std::sync::Weak<Inner>,
+    instance_id: String,
+    runtime: RuntimeResolver,
+}
+
+#[async_trait::async_trait]
+impl Resolver for InstanceResolver {
+    async fn resolve(&self) -> Option<SocketAddr> {
+        let inner = self.compute.upgrade()?;
+        if inner.live.get(&self.instance_id).map(|s| *s) != Some(Status::Running) {
+            return None;
+        }
+        self.runtime.resolve().await
+    }
+}
+
+impl Compute {
+    /// Builds the service; the runtime is connected by [`Compute::connect_runtime`].
+    pub fn new(db: Db, clock: SharedClock, cfg: ComputeConfig, billing: Billing) -> Result<Compute> {
+        let gateway = Gateway::new(
+            GatewayConfig::from_config(&cfg).map_err(|e| Error::Internal(format!("gateway: {e}")))?,
+        );
+        Ok(Compute {
+            inner: Arc::new(Inner {
+                policy: Policy::from_config(&cfg),
+                db,
+                clock,
+                cfg,
+                billing,
+                runtime: RwLock::new(None),
+                gateway,
+                ports: Mutex::new(()),
+                locks: DashMap::new(),
+                live: DashMap::new(),
+                changed: Notify::new(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ComputeConfig {
+        &self.inner.cfg
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        &self.inner.gateway
+    }
+
+    /// Installs a runtime (tests can install their own).
+    pub async fn set_runtime(&self, rt: Arc<dyn Runtime>) {
+        *self.inner.runtime.write().await = Some(rt);
+    }
+
+    /// Connects the configured runtime (`docker`); `Ok(false)` when compute is disabled.
+    pub async fn connect_runtime(&self) -> Result<bool> {
+        match self.inner.cfg.runtime.as_str() {
+            "none" | "" => Ok(false),
+            "docker" => {
+                let rt = stratus_compute::DockerRuntime::from_config(&self.inner.cfg)
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("docker: {e}")))?;
+                tracing::info!(bounds = ?rt.bounds(), "docker runtime connected");
+                self.set_runtime(Arc::new(rt)).await;
+                Ok(true)
+            }
+            other => Err(Error::Internal(format!("unknown compute runtime {other:?}"))),
+        }
+    }
+
+    async fn runtime(&self) -> Result<Arc<dyn Runtime>> {
+        self.inner
+            .runtime
+            .read()
+            .await
+            .clone()
+            .ok_or_else(|| Error::Unavailable("the compute runtime is not available".into()))
+    }
+
+    pub async fn runtime_available(&self) -> bool {
+        self.inner.runtime.read().await.is_some()
+    }
+
+    fn lock_of(&self, id: &str) -> Arc<Mutex<()>> {
+        self.inner
+            .locks
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(())))
+            .clone()
+    }
+
+    fn resolver(&self, rt: Arc<dyn Runtime>, instance_id: &str, port: u16) -> Arc<dyn Resolver> {
+        Arc::new(InstanceResolver {
+            compute: Arc::downgrade(&self.inner),
+            instance_id: instance_id.to_string(),
+            runtime: RuntimeResolver::new(rt, instance_id, port)
+                .with_ttl(Duration::from_millis(500)),
+        })
+    }
+
+    /// One of the account's instances (deleted ones included), or NotFound — never another
+    /// account's.
+    pub async fn instance(&self, account_id: &str, id: &str) -> Result<Instance> {
+        let row: Option<records::InstanceRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM instances WHERE id = $1 AND account_id = $2",
+            records::INSTANCE_COLUMNS
+        ))
+        .bind(id)
+        .bind(account_id)
+        .fetch_optional(self.inner.db.r())
+        .await?;
+        row.map(records::instance_from_row)
+            .transpose()?
+            .ok_or_else(|| Error::NotFound(format!("instance {id}")))
+    }
+
+    async fn instance_any(&self, id: &str) -> Result<Option<Instance>> {
+        let row: Option<records::InstanceRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM instances WHERE id = $1",
+            records::INSTANCE_COLUMNS
+        ))
+        .bind(id)
+        .fetch_optional(self.inner.db.w())
+        .await?;
+        row.map(records::instance_from_row).transpose()
+    }
+
+    /// The account's instances, newest first; deleted ones only when asked for by status.
+    pub async fn instances(&self, account_id: &str, status: Option<Status>) -> Result<Vec<Instance>> {
+        let rows: Vec<records::InstanceRow> = match status {
+            Some(s) => {
+                sqlx::query_as(&format!(
+                    "SELECT {} FROM instances WHERE account_id = $1 AND status = $2 ORDER BY created_at DESC",
+                    records::INSTANCE_COLUMNS
+                ))
+                .bind(account_id)
+                .bind(s.code())
+                .fetch_all(self.inner.db.r())
+                .await?
+            }
+            None => {
+                sqlx::query_as(&format!(
+                    "SELECT {} FROM instances WHERE account_id = $1 AND status <> 7 ORDER BY created_at DESC",
+                    records::INSTANCE_COLUMNS
+                ))
+                .bind(account_id)
+                .fetch_all(self.inner.db.r())
+                .await?
+            }
+        };
+        rows.into_iter().map(records::instance_from_row).collect()
+    }
+
+    /// The `image:tag` of a catalog image.
+    pub fn image_name(&self, image_id: i64) -> String {
+        self.inner
+            .cfg
+            .images
+            .iter()
+            .find(|i| i.id == image_id)
+            .map(|i| format!("{}:{}", i.image, i.tag))
+            .unwrap_or_default()
+    }
+
+    /// Moves an instance from one of `from` to `to` (compare-and-set); false when its status was
+    /// not one of `from`.
+    async fn transition(&self, id: &str, from: &[Status], to: Status, reason: &str) -> Result<bool> {
+        let now = self.inner.clock.now_ms();
+        let deadline = to
+            .is_transitional()
+            .then(|| now + (self.inner.cfg.transition_timeout_secs as i64) * 1000);
+        let list = from
+            .iter()
+            .map(|s| s.code().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let r = sqlx::query(&format!(
+            "UPDATE instances SET status = $1, status_reason = $2, updated_at = $3, deadline = $4 \
+             WHERE id = $5 AND status IN ({list})"
+        ))
+        .bind(to.code())
+        .bind(reason)
+        .bind(now)
+        .bind(deadline)
+        .bind(id)
+        .execute(self.inner.db.w())
+        .await?;
+        let moved = r.rows_affected() > 0;
+        if moved {
+            if self.inner.live.contains_key(id) || to == Status::Running {
+                self.inner.live.insert(id.to_string(), to);
+            }
+            self.inner.changed.notify_waiters();
+            tracing::info!(instance = %id, status = to.name(), %reason, "instance status");
+        }
+        Ok(moved)
+    }
+
+    /// Waits until the instance reaches `status`, a final status, or `timeout`.
+    pub async fn wait(&self, account_id: &str, id: &str, status: Status, timeout: Duration) -> Result<Instance> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.inner.changed.notified();
+            let i = self.instance(account_id, id).await?;
+            if i.status == status || i.status.is_final() {
+                return Ok(i);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(self.instance(account_id, id).await?);
+            }
+        }
+    }
+}

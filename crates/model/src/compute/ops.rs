@@ -1,0 +1,171 @@
+//! Start, stop, restart, delete: a compare-and-set of the status at once, the runtime work in a
+//! background task under the instance lock, then the final status.
+
+use super::records::{Instance, Status};
+use super::Compute;
+use crate::{Error, Result};
+
+/// What a lifecycle task does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Start,
+    Stop,
+    Restart,
+    Delete,
+}
+
+fn refused(i: &Instance, what: &str) -> Error {
+    let why = match i.status {
+        Status::Expired => "it has expired".to_string(),
+        Status::Failed => format!("it failed to start ({})", i.status_reason),
+        Status::Creating => "it is still being created".to_string(),
+        s => format!("it is {}", s.name()),
+    };
+    Error::Conflict(format!("cannot {what} instance {}: {why}", i.id))
+}
+
+impl Compute {
+    /// Starts a closed instance. Starting a running (or starting) instance changes nothing.
+    pub async fn start(&self, account_id: &str, id: &str) -> Result<Instance> {
+        let i = self.instance(account_id, id).await?;
+        match i.status {
+            Status::Running | Status::Starting | Status::Restarting => return Ok(i),
+            Status::Closed => {}
+            _ => return Err(refused(&i, "start")),
+        }
+        if !self.transition(id, &[Status::Closed], Status::Starting, "").await? {
+            return Err(refused(&self.instance(account_id, id).await?, "start"));
+        }
+        self.spawn_op(id, Op::Start);
+        self.instance(account_id, id).await
+    }
+
+    /// Stops a running instance. Stopping a closed (or closing) instance changes nothing.
+    pub async fn stop(&self, account_id: &str, id: &str) -> Result<Instance> {
+        let i = self.instance(account_id, id).await?;
+        match i.status {
+            Status::Closed | Status::Closing => return Ok(i),
+            Status::Running | Status::Starting | Status::Restarting => {}
+            _ => return Err(refused(&i, "stop")),
+        }
+        if !self
+            .transition(id, &[Status::Running, Status::Starting, Status::Restarting], Status::Closing, "")
+            .await?
+        {
+            return Err(refused(&self.instance(account_id, id).await?, "stop"));
+        }
+        self.spawn_op(id, Op::Stop);
+        self.instance(account_id, id).await
+    }
+
+    /// Restarts a running or closed instance.
+    pub async fn restart(&self, account_id: &str, id: &str) -> Result<Instance> {
+        let i = self.instance(account_id, id).await?;
+        if !matches!(i.status, Status::Running | Status::Closed) {
+            return Err(refused(&i, "restart"));
+        }
+        if !self
+            .transition(id, &[Status::Running, Status::Closed], Status::Restarting, "")
+            .await?
+        {
+            return Err(refused(&self.instance(account_id, id).await?, "restart"));
+        }
+        self.spawn_op(id, Op::Restart);
+        self.instance(account_id, id).await
+    }
+
+    /// Deletes an instance: closes its mappings (freeing the ports), removes its containers,
+    /// network and volumes. Deleting a deleted instance changes nothing.
+    pub async fn delete(&self, account_id: &str, id: &str) -> Result<Instance> {
+        let i = self.instance(account_id, id).await?;
+        if matches!(i.status, Status::Deleted | Status::Deleting) {
+            return Ok(i);
+        }
+        let from = [
+            Status::Creating,
+            Status::Running,
+            Status::Starting,
+            Status::Closing,
+            Status::Closed,
+            Status::Restarting,
+            Status::Expired,
+            Status::Recreating,
+            Status::Failed,
+        ];
+        if !self.transition(id, &from, Status::Deleting, "").await? {
+            return Ok(self.instance(account_id, id).await?);
+        }
+        // The public ports stop answering at once.
+        let maps = self.mappings_of(id).await?;
+        self.close_listeners(&maps).await;
+        self.spawn_op(id, Op::Delete);
+        self.instance(account_id, id).await
+    }
+
+    fn spawn_op(&self, id: &str, op: Op) {
+        let this = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = this.run_op(&id, op).await {
+                tracing::error!(instance = %id, ?op, error = %e, "instance operation failed");
+            }
+        });
+    }
+
+    async fn run_op(&self, id: &str, op: Op) -> Result<()> {
+        let lock = self.lock_of(id);
+        let _g = lock.lock().await;
+        let rt = self.runtime().await?;
+        match op {
+            Op::Start => {
+                let r = rt.start(id).await;
+                self.settle(id, Status::Starting, r.map_err(|e| e.to_string())).await
+            }
+            Op::Restart => {
+                let r = rt.restart(id).await;
+                self.settle(id, Status::Restarting, r.map_err(|e| e.to_string())).await
+            }
+            Op::Stop => {
+                let reason = match rt.stop(id).await {
+                    Ok(()) => String::new(),
+                    Err(e) => format!("stop: {e}"),
+                };
+                self.transition(id, &[Status::Closing], Status::Closed, &reason).await?;
+                Ok(())
+            }
+            Op::Delete => self.finish_delete(id, &rt).await,
+        }
+    }
+
+    /// After a start or restart: Running, or Closed with the reason.
+    async fn settle(&self, id: &str, from: Status, r: std::result::Result<(), String>) -> Result<()> {
+        match r {
+            Ok(()) => {
+                self.transition(id, &[from], Status::Running, "").await?;
+            }
+            Err(reason) => {
+                tracing::warn!(instance = %id, %reason, "instance did not start");
+                self.transition(id, &[from], Status::Closed, &reason).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes everything of a `Deleting` instance and marks it `Deleted`.
+    pub(super) async fn finish_delete(&self, id: &str, rt: &std::sync::Arc<dyn stratus_compute::Runtime>) -> Result<()> {
+        let maps = self.mappings_of(id).await?;
+        self.close_listeners(&maps).await;
+        if let Err(e) = rt.remove(id).await {
+            // Leave it `Deleting`: the sweeper retries until the runtime lets go.
+            tracing::warn!(instance = %id, error = %e, "remove failed; will retry");
+            return Ok(());
+        }
+        let mut tx = self.inner.db.w().begin().await?;
+        self.delete_mapping_rows(&mut tx, id).await?;
+        tx.commit().await?;
+        self.transition(id, &[Status::Deleting], Status::Deleted, "").await?;
+        self.inner.live.remove(id);
+        self.inner.locks.remove(id);
+        Ok(())
+    }
+}
