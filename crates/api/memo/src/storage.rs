@@ -13,6 +13,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Kind, MemoError, MemoResult};
 use crate::extract::MemoCaller;
+use crate::multipart::{self, Multipart, MultipartError};
 
 /// The target named in the path, or 518 `storage not support`.
 pub(crate) fn check_target(app: &App, target: &str) -> MemoResult<()> {
@@ -134,7 +135,7 @@ async fn receive(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let boundary = multer::parse_boundary(ctype).map_err(|_| {
+        let boundary = multipart::boundary_of(ctype).ok_or_else(|| {
             MemoError::new(
                 Kind::BadRequest,
                 "Content-Type must be multipart/form-data with a boundary",
@@ -164,27 +165,35 @@ async fn receive(
         Ok(v) => v,
         Err(e) => return (Err(e), false),
     };
-    let constraints = multer::Constraints::new().size_limit(
-        multer::SizeLimit::new()
-            .per_field(64 * 1024)
-            .for_field("file", u64::MAX),
-    );
-    let mut form = multer::Multipart::with_constraints(body, boundary, constraints);
-    let bad = |e: multer::Error| {
-        MemoError::new(Kind::BadRequest, format!("malformed multipart body: {e}"))
+    // Largest form field other than `file`.
+    const FIELD_LIMIT: usize = 64 << 10;
+    let mut form = Multipart::new(body, &boundary);
+    let malformed = |why: &dyn std::fmt::Display| {
+        MemoError::new(Kind::BadRequest, format!("malformed multipart body: {why}"))
     };
+    let bad = |e: MultipartError| malformed(&e);
     let result = async {
         let mut upload = None;
-        while let Some(mut field) = form.next_field().await.map_err(bad)? {
-            if field.name() != Some("file") {
+        while let Some(part) = form.next_part().await.map_err(bad)? {
+            if part.name != "file" {
                 // Other fields (the screenshot's `paytype`) are read and ignored.
-                while field.chunk().await.map_err(bad)?.is_some() {}
+                let mut size = 0;
+                while let Some(chunk) = form.chunk().await.map_err(bad)? {
+                    size += chunk.len();
+                    if size > FIELD_LIMIT {
+                        return Err(malformed(&format_args!(
+                            "field {:?} is larger than {} KiB",
+                            part.name,
+                            FIELD_LIMIT >> 10
+                        )));
+                    }
+                }
                 continue;
             }
             if upload.is_some() {
                 return Err(MemoError::new(Kind::BadRequest, "more than one file field"));
             }
-            let name = clean_name(field.file_name());
+            let name = clean_name(part.filename.as_deref());
             let mut up = app
                 .storage
                 .begin_upload(
@@ -194,7 +203,7 @@ async fn receive(
                     profile,
                 )
                 .await?;
-            while let Some(chunk) = field.chunk().await.map_err(bad)? {
+            while let Some(chunk) = form.chunk().await.map_err(bad)? {
                 up.write(chunk).await?;
             }
             upload = Some(up);
