@@ -4,14 +4,19 @@
 //! Owns chunking, leaf hashing and the flow control between the caller and the worker pool.
 //! It never does I/O of its own (the `read_from`/`import_reader*` helpers only read from the
 //! reader they are given) and never keeps more than a bounded number of chunks in memory:
-//! at most `max_in_flight + 1` chunk buffers plus O(depth × max_links) links, whatever the file
+//! at most `max_in_flight + 1` chunks plus O(depth × max_links) links, whatever the file
 //! size. Events are kept until the caller drains them.
+//!
+//! A chunk is either a buffer the bytes were copied into ([`Importer::write`],
+//! [`Importer::read_from`]) or the list of [`Bytes`] pieces it was given
+//! ([`Importer::write_bytes`]), hashed where they lie: no copy at all. Pieces share the memory
+//! they were cut from, which stays alive until the chunk is hashed.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::sync::mpsc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use sha2::{Digest, Sha256};
 
 use crate::cid::{Cid, Codec, Version, DIGEST_LEN};
@@ -91,11 +96,29 @@ struct Pending {
     done: mpsc::Receiver<Hashed>,
 }
 
-/// A hashed chunk, with its buffer handed back for reuse.
+/// The bytes of one chunk.
+enum Chunk {
+    /// Copied into a buffer of `chunk_size` bytes.
+    Buffer(Box<[u8]>),
+    /// The pieces given to [`Importer::write_bytes`], in order.
+    Pieces(Vec<Bytes>),
+}
+
+impl Chunk {
+    /// Digest and block length of the leaf holding the first `len` bytes.
+    fn hash(&self, format: LeafFormat, len: usize) -> ([u8; DIGEST_LEN], u64) {
+        match self {
+            Chunk::Buffer(buf) => hash_leaf(format, len, [&buf[..len]]),
+            Chunk::Pieces(pieces) => hash_leaf(format, len, pieces.iter().map(|p| &p[..])),
+        }
+    }
+}
+
+/// A hashed chunk, with its buffer (if it had one) handed back for reuse.
 struct Hashed {
     digest: [u8; DIGEST_LEN],
     block_len: u64,
-    buf: Box<[u8]>,
+    buf: Option<Box<[u8]>>,
 }
 
 /// Event storage that can be switched off for CID-only imports.
@@ -112,17 +135,20 @@ impl NodeSink for Events {
     }
 }
 
-/// Streaming UnixFS file importer. Feed it with [`write`](Importer::write) (or
-/// [`read_from`](Importer::read_from)), drain [`Event`]s to persist blocks as they appear, and
-/// call [`finish`](Importer::finish) for the root.
+/// Streaming UnixFS file importer. Feed it with [`write`](Importer::write),
+/// [`write_bytes`](Importer::write_bytes) (no copy) or [`read_from`](Importer::read_from), drain
+/// [`Event`]s to persist blocks as they appear, and call [`finish`](Importer::finish) for the
+/// root.
 ///
-/// `write` blocks while too many chunks are waiting to be hashed; from async code, call it in
-/// a blocking section. Do not call it from inside a one-thread rayon pool.
+/// Feeding blocks while too many chunks are waiting to be hashed; from async code, do it in a
+/// blocking section. Do not call it from inside a one-thread rayon pool.
 pub struct Importer {
     profile: Profile,
     chunk_size: usize,
-    /// The chunk being filled, and how much of it is filled.
+    /// The chunk being filled, and how much of it is filled: a buffer, or (when `pieces` is not
+    /// empty) pieces. `current` may hold an empty buffer while pieces are in use.
     current: Option<Box<[u8]>>,
+    pieces: Vec<Bytes>,
     filled: usize,
     /// Buffers handed back by the workers.
     spare: Vec<Box<[u8]>>,
@@ -158,6 +184,7 @@ impl Importer {
             profile,
             chunk_size,
             current: None,
+            pieces: Vec::new(),
             filled: 0,
             spare: Vec::new(),
             in_flight: VecDeque::new(),
@@ -184,6 +211,7 @@ impl Importer {
 
     /// Feeds the next bytes of the file, in pieces of any size.
     pub fn write(&mut self, mut data: &[u8]) {
+        self.pieces_to_buffer();
         while !data.is_empty() {
             let filled = self.filled;
             let buf = self.buffer();
@@ -201,6 +229,7 @@ impl Importer {
     /// Returns the number of bytes read; 0 means end of input. Errors, `Interrupted` included,
     /// are returned as they are.
     pub fn read_from<R: Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<usize> {
+        self.pieces_to_buffer();
         let filled = self.filled;
         let buf = self.buffer();
         let n = reader.read(&mut buf[filled..])?;
@@ -209,6 +238,28 @@ impl Importer {
             self.submit();
         }
         Ok(n)
+    }
+
+    /// Feeds the next bytes of the file without copying them: chunks are made of the pieces
+    /// given (split where chunks end) and hashed from there. Same events and CIDs as
+    /// [`write`](Importer::write) of the same bytes, however they are cut.
+    ///
+    /// Each piece keeps the memory it shares alive until its chunk is hashed. A chunk begun by
+    /// `write` or `read_from` is completed by copying.
+    pub fn write_bytes(&mut self, mut data: Bytes) {
+        if self.pieces.is_empty() && self.filled > 0 {
+            let n = (self.chunk_size - self.filled).min(data.len());
+            self.write(&data[..n]);
+            data.advance(n);
+        }
+        while !data.is_empty() {
+            let n = (self.chunk_size - self.filled).min(data.len());
+            self.pieces.push(data.split_to(n));
+            self.filled += n;
+            if self.filled == self.chunk_size {
+                self.submit();
+            }
+        }
     }
 
     /// Blocks produced so far, in creation order (children before parents). Persist them
@@ -222,9 +273,10 @@ impl Importer {
     pub fn finish(mut self) -> Imported {
         self.collect(0);
         if self.filled > 0 || self.leaves == 0 {
-            let buf = self.current.take();
-            let chunk = buf.as_deref().map_or(&[][..], |b| &b[..self.filled]);
-            let (digest, block_len) = hash_leaf(self.profile.leaves, chunk);
+            let (digest, block_len) = match self.take_chunk() {
+                Some(chunk) => chunk.hash(self.profile.leaves, self.filled),
+                None => hash_leaf(self.profile.leaves, 0, []),
+            };
             let (offset, len) = (self.offset, self.filled as u32);
             self.offset += u64::from(len);
             self.filled = 0;
@@ -257,24 +309,54 @@ impl Importer {
             .as_mut()
     }
 
-    /// Sends the full current chunk to the pool, then waits while too many are in flight.
-    fn submit(&mut self) {
-        if self.chunk_size < POOL_MIN_CHUNK {
-            let (digest, block_len) = hash_leaf(
-                self.profile.leaves,
-                self.current.as_deref().expect("a full chunk"),
-            );
-            let offset = self.offset;
-            self.offset += self.chunk_size as u64;
-            self.filled = 0;
-            self.add_leaf(offset, self.chunk_size as u32, digest, block_len);
+    /// Makes the chunk being filled a buffer, copying the pieces it has (if any) into it.
+    fn pieces_to_buffer(&mut self) {
+        if self.pieces.is_empty() {
             return;
         }
-        let buf = self.current.take().expect("a full chunk");
-        let (tx, rx) = mpsc::sync_channel(1);
+        let pieces = std::mem::take(&mut self.pieces);
+        let buf = self.buffer();
+        let mut at = 0;
+        for piece in &pieces {
+            buf[at..at + piece.len()].copy_from_slice(piece);
+            at += piece.len();
+        }
+        debug_assert_eq!(at, self.filled);
+    }
+
+    /// The chunk being filled, taken out (`None` when nothing was ever written to it).
+    fn take_chunk(&mut self) -> Option<Chunk> {
+        if self.pieces.is_empty() {
+            self.current.take().map(Chunk::Buffer)
+        } else {
+            Some(Chunk::Pieces(std::mem::take(&mut self.pieces)))
+        }
+    }
+
+    /// Sends the full current chunk to the pool, then waits while too many are in flight.
+    fn submit(&mut self) {
+        let chunk = self.take_chunk().expect("a full chunk");
+        let len = self.chunk_size;
         let format = self.profile.leaves;
+        if len < POOL_MIN_CHUNK {
+            let (digest, block_len) = chunk.hash(format, len);
+            if let Chunk::Buffer(buf) = chunk {
+                self.current = Some(buf);
+            }
+            let offset = self.offset;
+            self.offset += len as u64;
+            self.filled = 0;
+            self.add_leaf(offset, len as u32, digest, block_len);
+            return;
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
         rayon::spawn(move || {
-            let (digest, block_len) = hash_leaf(format, &buf);
+            let (digest, block_len) = chunk.hash(format, len);
+            // Pieces are let go of here, as soon as they are hashed.
+            let buf = match chunk {
+                Chunk::Buffer(buf) => Some(buf),
+                Chunk::Pieces(_) => None,
+            };
             // The importer may have been dropped; then nobody wants the result.
             let _ = tx.send(Hashed {
                 digest,
@@ -307,7 +389,7 @@ impl Importer {
             };
             let Pending { offset, len, .. } = self.in_flight.pop_front().expect("front exists");
             self.add_leaf(offset, len, hashed.digest, hashed.block_len);
-            self.spare.push(hashed.buf);
+            self.spare.extend(hashed.buf);
         }
     }
 
@@ -355,20 +437,29 @@ fn wait(done: &mpsc::Receiver<Hashed>) -> Hashed {
     }
 }
 
-/// Digest and block length of the leaf holding `chunk`.
-fn hash_leaf(format: LeafFormat, chunk: &[u8]) -> ([u8; DIGEST_LEN], u64) {
-    match format {
-        LeafFormat::Raw => (Sha256::digest(chunk).into(), chunk.len() as u64),
-        LeafFormat::DagPb => {
-            let (prefix, suffix) = v0_leaf_envelope(chunk.len());
-            let mut hasher = Sha256::new();
-            hasher.update(&prefix);
-            hasher.update(chunk);
-            hasher.update(&suffix);
-            let len = prefix.len() + chunk.len() + suffix.len();
-            (hasher.finalize().into(), len as u64)
-        }
+/// Digest and block length of the leaf holding a chunk of `len` bytes made of `parts`.
+fn hash_leaf<'a>(
+    format: LeafFormat,
+    len: usize,
+    parts: impl IntoIterator<Item = &'a [u8]>,
+) -> ([u8; DIGEST_LEN], u64) {
+    let mut hasher = Sha256::new();
+    let envelope = match format {
+        LeafFormat::Raw => None,
+        LeafFormat::DagPb => Some(v0_leaf_envelope(len)),
+    };
+    if let Some((prefix, _)) = &envelope {
+        hasher.update(prefix);
     }
+    for part in parts {
+        hasher.update(part);
+    }
+    let mut block_len = len;
+    if let Some((prefix, suffix)) = &envelope {
+        hasher.update(suffix);
+        block_len += prefix.len() + suffix.len();
+    }
+    (hasher.finalize().into(), block_len as u64)
 }
 
 /// Computes a file's CID from `reader`, reading straight into chunk buffers. No events are

@@ -1,10 +1,12 @@
 //! The importer's answer does not depend on how the bytes arrive: random piece sizes, reads
-//! straight into chunk buffers, short and interrupted reads.
+//! straight into chunk buffers, short and interrupted reads, shared `Bytes` pieces (alone or
+//! mixed with the other ways).
 
 mod common;
 
 use std::io::{self, Read};
 
+use bytes::Bytes;
 use proptest::prelude::*;
 use stratus_unixfs::{
     import_reader, import_reader_with, Event, Importer, LeafFormat, Profile, Version,
@@ -31,6 +33,42 @@ fn import_pieces(profile: Profile, data: &[u8], pieces: &[usize]) -> (String, Ve
             events.extend(importer.drain_events());
         }
     }
+    let imported = importer.finish();
+    events.extend(imported.events);
+    (imported.root.to_string(), events)
+}
+
+/// Feeds `data` through `write_bytes` in pieces cut from one shared buffer. With `mixed`, every
+/// third piece goes through `write` and every fifth through `read_from` instead.
+fn import_bytes(
+    profile: Profile,
+    data: &[u8],
+    pieces: &[usize],
+    mixed: bool,
+) -> (String, Vec<Event>) {
+    let mut importer = Importer::new(profile);
+    let mut events = Vec::new();
+    let mut rest = Bytes::copy_from_slice(data);
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = pieces[i % pieces.len()].min(rest.len());
+        let piece = rest.split_to(n);
+        i += 1;
+        if mixed && i % 3 == 0 {
+            importer.write(&piece);
+        } else if mixed && i % 5 == 0 {
+            let mut reader = &piece[..];
+            while !reader.is_empty() {
+                importer.read_from(&mut reader).unwrap();
+            }
+        } else {
+            importer.write_bytes(piece);
+        }
+        if i % 4 == 0 {
+            events.extend(importer.drain_events());
+        }
+    }
+    assert_eq!(importer.bytes_written(), data.len() as u64);
     let imported = importer.finish();
     events.extend(imported.events);
     (imported.root.to_string(), events)
@@ -93,6 +131,17 @@ proptest! {
     }
 
     #[test]
+    fn shared_pieces_match_write(
+        profile in small_profile(),
+        data in proptest::collection::vec(any::<u8>(), 0..4000),
+        pieces in proptest::collection::vec(1usize..500, 1..8),
+        mixed: bool,
+    ) {
+        let whole = import_whole(profile, &data);
+        prop_assert_eq!(import_bytes(profile, &data, &pieces, mixed), whole);
+    }
+
+    #[test]
     fn reader_paths_match_write(
         profile in small_profile(),
         data in proptest::collection::vec(any::<u8>(), 0..3000),
@@ -129,6 +178,8 @@ proptest! {
         let profile = Profile::ALL[which];
         let data = common::Source::bytes(&common::Pattern::new(seed), 0, len);
         let whole = import_whole(profile, &data);
+        prop_assert_eq!(import_bytes(profile, &data, &pieces, false), whole.clone());
+        prop_assert_eq!(import_bytes(profile, &data, &pieces, true), whole.clone());
         let pieces = import_pieces(profile, &data, &pieces);
         prop_assert_eq!(whole, pieces);
     }
@@ -197,6 +248,34 @@ fn importer_can_move_to_a_blocking_task() {
     fn assert_send<T: Send>() {}
     assert_send::<Importer>();
     assert_send::<Event>();
+}
+
+#[test]
+fn shared_pieces_of_one_byte_and_empty_ones() {
+    let data = common::Source::bytes(&common::Pattern::new(3), 0, 70_000);
+    for profile in [Profile::KUBO_V0, Profile::MEMO] {
+        let small = Profile {
+            chunk_size: 20_000,
+            ..profile
+        };
+        let mut importer = Importer::new(small);
+        for (i, b) in data.iter().enumerate() {
+            if i % 1000 == 0 {
+                importer.write_bytes(Bytes::new());
+            }
+            importer.write_bytes(Bytes::copy_from_slice(&[*b]));
+        }
+        let imported = importer.finish();
+        let whole = import_whole(small, &data);
+        assert_eq!((imported.root.to_string(), imported.events), whole);
+    }
+    // Nothing at all, and an empty piece only: the empty file.
+    let mut importer = Importer::new(Profile::MEMO);
+    importer.write_bytes(Bytes::new());
+    assert_eq!(
+        importer.finish().root.to_string(),
+        import_whole(Profile::MEMO, &[]).0
+    );
 }
 
 #[test]

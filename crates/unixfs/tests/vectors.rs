@@ -23,6 +23,32 @@ fn parse_input(input: &str) -> Input {
     }
 }
 
+/// Root CID of `input` under `profile` fed as shared pieces of uneven sizes
+/// ([`Importer::write_bytes`]).
+fn root_of_shared(profile: Profile, input: &Input) -> Cid {
+    let mut importer = Importer::without_events(profile);
+    let whole = match input {
+        Input::Zeros(n) => {
+            let zeros = bytes::Bytes::from(vec![0u8; 1 << 20]);
+            let mut left = *n;
+            let mut i = 0;
+            while left > 0 {
+                let piece = left.min(100_003 + (i % 7) * 150_001) as usize;
+                let piece = piece.min(zeros.len());
+                importer.write_bytes(zeros.slice(..piece));
+                left -= piece as u64;
+                i += 1;
+            }
+            return importer.finish().root;
+        }
+        Input::Text(text) => bytes::Bytes::copy_from_slice(text.as_bytes()),
+    };
+    for piece in whole.chunks(7).map(|c| whole.slice_ref(c)) {
+        importer.write_bytes(piece);
+    }
+    importer.finish().root
+}
+
 /// Root CID of `input` under `profile`; zeros are streamed from a small buffer.
 fn root_of(profile: Profile, input: &Input) -> Cid {
     let mut importer = Importer::without_events(profile);
@@ -59,6 +85,13 @@ fn all_root_cids() {
         if got != parsed {
             failures.push(format!(
                 "{input} / {}: got {got}, want {expected}",
+                profile.name
+            ));
+        }
+        let shared = root_of_shared(profile, &parse_input(input));
+        if shared != parsed {
+            failures.push(format!(
+                "{input} / {} (shared pieces): got {shared}, want {expected}",
                 profile.name
             ));
         }
