@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Builds the local image the compute tests run: a rootfs holding Debian's static busybox (httpd,
-# nc, sh …), imported with `docker import` (no registry needed). Rebuilt only when missing.
+# nc, sh …) and tests/peers/tcpd.c (a concurrent echo/sink server) compiled statically, imported
+# with `docker import` (no registry needed). Rebuilt when missing or out of date.
 set -euo pipefail
 IMAGE=${1:-stratus-test/busybox:latest}
-if docker image inspect "$IMAGE" >/dev/null 2>&1; then exit 0; fi
+VERSION=2
+have=$(docker image inspect -f '{{index .Config.Labels "io.stratus.test-image"}}' "$IMAGE" 2>/dev/null || true)
+if [ "$have" = "$VERSION" ]; then exit 0; fi
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,sbin,etc,tmp,www,data,proc,sys,dev}
@@ -17,6 +20,8 @@ echo 'root:x:0:' > "$root/etc/group"
 echo 'nogroup:x:65534:' >> "$root/etc/group"
 echo 'hello from stratus-test' > "$root/www/index.html"
 chmod 1777 "$root/tmp"
+gcc -static -O2 -o "$root/bin/tcpd" "$(dirname "$0")/../tests/peers/tcpd.c"
 tar -C "$root" -c . | docker import \
-  -c 'ENV PATH=/bin:/sbin' -c 'CMD ["/bin/sh"]' - "$IMAGE" >/dev/null
+  -c 'ENV PATH=/bin:/sbin' -c 'CMD ["/bin/sh"]' -c "LABEL io.stratus.test-image=$VERSION" \
+  - "$IMAGE" >/dev/null
 echo "built $IMAGE"
