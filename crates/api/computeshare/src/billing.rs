@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use stratus_app::App;
 use stratus_model::auth::WalletLogin;
 
 use crate::error::CsResult;
-use crate::extract::{ok, Body, ClientIp, CsCaller};
+use crate::extract::{ok, Body, ClientIp, CsCaller, Q};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -68,7 +68,7 @@ struct PageOut<T> {
 pub async fn ledger(
     State(app): State<Arc<App>>,
     CsCaller(c): CsCaller,
-    Query(q): Query<PageQuery>,
+    Q(q): Q<PageQuery>,
 ) -> CsResult<impl IntoResponse> {
     let page = q.page.unwrap_or(1).max(1);
     let size = q.size.unwrap_or(20).clamp(1, 1000);

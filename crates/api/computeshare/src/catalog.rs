@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use stratus_app::App;
 
 use crate::error::{CsError, CsResult};
-use crate::extract::ok;
+use crate::extract::{ok, Q};
 
 #[derive(Serialize)]
 struct SpecOut {
@@ -79,7 +79,7 @@ struct PriceOut {
 /// `GET /v1/compute/spec/price?specId=` → `{day, cycle}`: the price of a spec per 30 days.
 pub async fn spec_price(
     State(app): State<Arc<App>>,
-    Query(q): Query<PriceQuery>,
+    Q(q): Q<PriceQuery>,
 ) -> CsResult<impl IntoResponse> {
     let raw = q
         .spec_id

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::Json;
 use base64::Engine;
@@ -16,7 +16,7 @@ use stratus_model::compute::{Instance, Mapping, MappingRequest, SandboxRequest, 
 use stratus_model::Error;
 
 use crate::error::{CsError, CsResult};
-use crate::extract::{done, ok, Body, CsCaller};
+use crate::extract::{done, ok, Body, CsCaller, P, Q};
 
 /// A JSON integer that may also arrive as a numeric string.
 #[derive(Debug, Clone, Default)]
@@ -25,9 +25,16 @@ pub struct Int(pub Option<i64>);
 impl<'de> Deserialize<'de> for Int {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(Int(match Value::deserialize(d)? {
-            Value::Number(n) => Some(n.as_i64().ok_or_else(|| serde::de::Error::custom("not a whole number"))?),
+            Value::Number(n) => Some(
+                n.as_i64()
+                    .ok_or_else(|| serde::de::Error::custom("not a whole number"))?,
+            ),
             Value::String(s) if s.trim().is_empty() => None,
-            Value::String(s) => Some(s.trim().parse().map_err(|_| serde::de::Error::custom("not a whole number"))?),
+            Value::String(s) => Some(
+                s.trim()
+                    .parse()
+                    .map_err(|_| serde::de::Error::custom("not a whole number"))?,
+            ),
             Value::Null => None,
             _ => return Err(serde::de::Error::custom("not a whole number")),
         }))
@@ -86,13 +93,17 @@ fn decode_compose(b64: Option<&str>) -> CsResult<String> {
         .filter(|c| !c.is_whitespace())
         .collect();
     if text.is_empty() {
-        return Err(CsError::invalid("instance.dockerCompose", "is required (base64 of a docker-compose.yml)"));
+        return Err(CsError::invalid(
+            "instance.dockerCompose",
+            "is required (base64 of a docker-compose.yml)",
+        ));
     }
     let bytes = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
         .iter()
         .find_map(|e| e.decode(&text).ok())
         .ok_or_else(|| CsError::invalid("instance.dockerCompose", "is not valid base64"))?;
-    String::from_utf8(bytes).map_err(|_| CsError::invalid("instance.dockerCompose", "does not decode to UTF-8 text"))
+    String::from_utf8(bytes)
+        .map_err(|_| CsError::invalid("instance.dockerCompose", "does not decode to UTF-8 text"))
 }
 
 fn mapping_requests(list: Vec<MappingIn>) -> CsResult<Vec<MappingRequest>> {
@@ -275,7 +286,10 @@ pub async fn create(
 ) -> CsResult<impl IntoResponse> {
     let req = sandbox_request(i, Vec::new())?;
     let (i, _) = app.compute.create_sandbox(&c.account.id, req).await?;
-    Ok(ok(Created { id: i.id, name: i.name }))
+    Ok(ok(Created {
+        id: i.id,
+        name: i.name,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -295,7 +309,7 @@ fn parse_status(field: &'static str, s: &str) -> CsResult<Status> {
 pub async fn list(
     State(app): State<Arc<App>>,
     CsCaller(c): CsCaller,
-    Query(q): Query<ListQuery>,
+    Q(q): Q<ListQuery>,
 ) -> CsResult<impl IntoResponse> {
     // The original treats status 0 or absent as "all".
     let status = match q.status.as_deref().map(str::trim) {
@@ -313,7 +327,7 @@ pub async fn list(
 pub async fn get(
     State(app): State<Arc<App>>,
     CsCaller(c): CsCaller,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> CsResult<impl IntoResponse> {
     let i = app
         .compute
@@ -327,7 +341,7 @@ pub async fn get(
 pub async fn delete(
     State(app): State<Arc<App>>,
     CsCaller(c): CsCaller,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> CsResult<impl IntoResponse> {
     app.compute
         .delete(&c.account.id, &id)
@@ -340,7 +354,7 @@ pub async fn delete(
 pub async fn action(
     State(app): State<Arc<App>>,
     CsCaller(c): CsCaller,
-    Path((id, action)): Path<(String, String)>,
+    P((id, action)): P<(String, String)>,
 ) -> CsResult<impl IntoResponse> {
     let r = match action.as_str() {
         "start" => app.compute.start(&c.account.id, &id).await,
@@ -363,8 +377,8 @@ pub struct WaitQuery {
 pub async fn wait(
     State(app): State<Arc<App>>,
     CsCaller(c): CsCaller,
-    Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    P(id): P<String>,
+    Q(q): Q<WaitQuery>,
 ) -> CsResult<axum::response::Response> {
     let want = parse_status("status", q.status.as_deref().unwrap_or("1"))?;
     let secs: f64 = match q.timeout.as_deref() {
@@ -378,7 +392,12 @@ pub async fn wait(
     };
     let i = app
         .compute
-        .wait(&c.account.id, &id, want, Duration::from_secs_f64(secs.min(300.0)))
+        .wait(
+            &c.account.id,
+            &id,
+            want,
+            Duration::from_secs_f64(secs.min(300.0)),
+        )
         .await
         .map_err(not_found("INSTANCE_NOT_FOUND"))?;
     if i.status == want {
@@ -397,7 +416,11 @@ pub async fn wait(
             i.id,
             i.status.name(),
             i.status.code(),
-            if i.status_reason.is_empty() { String::new() } else { format!(": {}", i.status_reason) }
+            if i.status_reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", i.status_reason)
+            }
         ),
     );
     e.metadata.insert("status", i.status.code().to_string());
@@ -444,7 +467,10 @@ pub async fn create_mapping(
     Body(req): Body<MappingCreate>,
 ) -> CsResult<impl IntoResponse> {
     if req.computer_id.trim().is_empty() {
-        return Err(CsError::invalid("computerId", "is required (the instance id)"));
+        return Err(CsError::invalid(
+            "computerId",
+            "is required (the instance id)",
+        ));
     }
     let m = app
         .compute
@@ -482,18 +508,27 @@ struct MappingPage {
 pub async fn list_mappings(
     State(app): State<Arc<App>>,
     CsCaller(c): CsCaller,
-    Query(q): Query<MappingListQuery>,
+    Q(q): Q<MappingListQuery>,
 ) -> CsResult<impl IntoResponse> {
     let num = |f: &'static str, v: Option<&str>, d: u32| -> CsResult<u32> {
         match v.map(str::trim) {
             None | Some("") => Ok(d),
-            Some(s) => s.parse().map_err(|_| CsError::invalid(f, "must be a whole number")),
+            Some(s) => s
+                .parse()
+                .map_err(|_| CsError::invalid(f, "must be a whole number")),
         }
     };
     let page = num("page", q.page.as_deref(), 1)?.max(1);
     let size = num("size", q.size.as_deref(), 20)?.clamp(1, 1000);
-    let instance = q.instance_id.as_deref().map(str::trim).filter(|s| !s.is_empty());
-    let (list, total) = app.compute.mappings(&c.account.id, instance, page, size).await?;
+    let instance = q
+        .instance_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let (list, total) = app
+        .compute
+        .mappings(&c.account.id, instance, page, size)
+        .await?;
     Ok(ok(MappingPage {
         list: list.into_iter().map(mapping_out).collect(),
         total,
@@ -506,7 +541,7 @@ pub async fn list_mappings(
 pub async fn get_mapping(
     State(app): State<Arc<App>>,
     CsCaller(c): CsCaller,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> CsResult<impl IntoResponse> {
     let m = app
         .compute
@@ -530,7 +565,7 @@ pub struct MappingUpdate {
 pub async fn update_mapping(
     State(app): State<Arc<App>>,
     CsCaller(c): CsCaller,
-    Path(id): Path<String>,
+    P(id): P<String>,
     Body(u): Body<MappingUpdate>,
 ) -> CsResult<impl IntoResponse> {
     let m = app
@@ -545,7 +580,7 @@ pub async fn update_mapping(
 pub async fn delete_mapping(
     State(app): State<Arc<App>>,
     CsCaller(c): CsCaller,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> CsResult<impl IntoResponse> {
     app.compute
         .delete_mapping(&c.account.id, &id)

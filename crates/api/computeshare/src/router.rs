@@ -26,7 +26,10 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/compute/spec/price", get(catalog::spec_price))
         .route("/v1/sandbox", post(compute::sandbox))
         .route("/v1/instance", post(compute::create).get(compute::list))
-        .route("/v1/instance/{id}", get(compute::get).delete(compute::delete))
+        .route(
+            "/v1/instance/{id}",
+            get(compute::get).delete(compute::delete),
+        )
         .route("/v1/instance/{id}/wait", get(compute::wait))
         .route("/v1/instance/{id}/{action}", put(compute::action))
         .route(

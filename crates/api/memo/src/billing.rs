@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
 use http::Method;
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,7 @@ use stratus_config::PackageConfig;
 
 use crate::error::{Kind, MemoError, MemoResult};
 use crate::extract::MemoCaller;
+use crate::extract::{P, Q};
 use crate::storage::check_target;
 
 const DAY_SECS: u64 = 24 * 3600;
@@ -41,7 +42,7 @@ pub(crate) struct Price {
 /// `GET /{target}/getprice`.
 pub(crate) async fn get_price(
     State(app): State<Arc<App>>,
-    Path(target): Path<String>,
+    P(target): P<String>,
 ) -> MemoResult<Json<Price>> {
     check_target(&app, &target)?;
     let c = app.billing.config();
@@ -84,7 +85,7 @@ fn package_out(p: &PackageConfig, target: &str) -> PackageOut {
 /// `GET /{target}/pkginfos`: the packages for sale (no token needed).
 pub(crate) async fn pkg_infos(
     State(app): State<Arc<App>>,
-    Path(target): Path<String>,
+    P(target): P<String>,
 ) -> MemoResult<Json<Vec<PackageOut>>> {
     check_target(&app, &target)?;
     Ok(Json(
@@ -143,8 +144,8 @@ pub(crate) struct PurchaseOut {
 /// `POST /{target}/buypkg {pkgid, amount}` (or `GET ?pkgid=&amount=` as the original).
 pub(crate) async fn buy_pkg(
     State(app): State<Arc<App>>,
-    Path(target): Path<String>,
-    Query(q): Query<BuyRequest>,
+    P(target): P<String>,
+    Q(q): Q<BuyRequest>,
     method: Method,
     MemoCaller(caller): MemoCaller,
     body: Body,
@@ -181,7 +182,7 @@ pub(crate) async fn buy_pkg(
 /// `GET /{target}/getbuypkgs`: the caller's purchases with start and end times.
 pub(crate) async fn get_buy_pkgs(
     State(app): State<Arc<App>>,
-    Path(target): Path<String>,
+    P(target): P<String>,
     MemoCaller(caller): MemoCaller,
 ) -> MemoResult<Json<Vec<PurchaseOut>>> {
     check_target(&app, &target)?;
@@ -218,7 +219,7 @@ pub(crate) struct Balance {
 /// `GET /{target}/balance` → `{"Address","Balance"}` (the ledger balance, smallest unit).
 pub(crate) async fn balance(
     State(app): State<Arc<App>>,
-    Path(target): Path<String>,
+    P(target): P<String>,
     MemoCaller(caller): MemoCaller,
 ) -> MemoResult<Json<Balance>> {
     check_target(&app, &target)?;

@@ -39,3 +39,39 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
         Ok(ClientIp(stratus_api_request::client_ip(parts)))
     }
 }
+
+/// `Query` whose failure is a MEMO 400.
+pub struct Q<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Q<T> {
+    type Rejection = MemoError;
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, MemoError> {
+        axum::extract::Query::<T>::from_request_parts(parts, s)
+            .await
+            .map(|q| Q(q.0))
+            .map_err(|e| {
+                MemoError::new(
+                    crate::error::Kind::BadRequest,
+                    format!("query string: {}", e.body_text()),
+                )
+            })
+    }
+}
+
+/// `Path` whose failure is a MEMO 400.
+pub struct P<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for P<T> {
+    type Rejection = MemoError;
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, MemoError> {
+        axum::extract::Path::<T>::from_request_parts(parts, s)
+            .await
+            .map(|p| P(p.0))
+            .map_err(|e| {
+                MemoError::new(
+                    crate::error::Kind::BadRequest,
+                    format!("path: {}", e.body_text()),
+                )
+            })
+    }
+}

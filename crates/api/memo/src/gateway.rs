@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use serde::Deserialize;
@@ -19,6 +19,7 @@ use stratus_model::storage::Resolved;
 use stratus_unixfs::Cid;
 
 use crate::error::{Kind, MemoError, MemoResult};
+use crate::extract::{P, Q};
 use crate::storage::check_target;
 
 const IMMUTABLE: &str = "public, max-age=29030400, immutable";
@@ -166,8 +167,8 @@ fn base(status: StatusCode, etag: &str) -> http::response::Builder {
 /// `GET|HEAD /{target}/{cid}`.
 pub(crate) async fn download(
     State(app): State<Arc<App>>,
-    Path((target, cid_text)): Path<(String, String)>,
-    Query(q): Query<GetQuery>,
+    P((target, cid_text)): P<(String, String)>,
+    Q(q): Q<GetQuery>,
     method: Method,
     headers: HeaderMap,
 ) -> MemoResult<Response> {
