@@ -10,8 +10,8 @@ use std::time::Duration;
 use stratus_config::{load_or_create_jwt_key, load_or_create_server_id, Config};
 use stratus_model::auth::Auth;
 use stratus_model::billing::{self, Billing, ChainDeposits};
-use stratus_model::compute::Compute;
 use stratus_model::clock::{SharedClock, SystemClock};
+use stratus_model::compute::Compute;
 use stratus_model::db::Db;
 use stratus_model::storage::Storage;
 use stratus_model::token::{TokenKey, Tokens};
@@ -103,7 +103,9 @@ impl App {
         match self.compute.connect_runtime().await {
             Ok(true) => self.compute.reconcile().await?,
             Ok(false) => tracing::info!("compute is disabled (compute.runtime = \"none\")"),
-            Err(e) => tracing::warn!(error = %e, "compute runtime unavailable; retrying in the background"),
+            Err(e) => {
+                tracing::warn!(error = %e, "compute runtime unavailable; retrying in the background")
+            }
         }
         Ok(())
     }

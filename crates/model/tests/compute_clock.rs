@@ -33,7 +33,11 @@ async fn world(port_min: u16, timeout_secs: u64) -> World {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("c.db")).await.unwrap();
     let clock = ManualClock::new(1_700_000_000_000);
-    let billing = Billing::new(db.clone(), Arc::new(clock.clone()), BillingConfig::default());
+    let billing = Billing::new(
+        db.clone(),
+        Arc::new(clock.clone()),
+        BillingConfig::default(),
+    );
     let cfg = ComputeConfig {
         gateway_bind: "127.0.0.1".into(),
         port_min,
@@ -43,7 +47,11 @@ async fn world(port_min: u16, timeout_secs: u64) -> World {
         ..ComputeConfig::default()
     };
     let compute = Compute::new(db.clone(), Arc::new(clock.clone()), cfg, billing.clone()).unwrap();
-    let account = Accounts::new(db).create_with_password("owner", "h", 0).await.unwrap().id;
+    let account = Accounts::new(db)
+        .create_with_password("owner", "h", 0)
+        .await
+        .unwrap()
+        .id;
     billing
         .ledger()
         .post(Posting {
@@ -56,7 +64,13 @@ async fn world(port_min: u16, timeout_secs: u64) -> World {
         })
         .await
         .unwrap();
-    World { _dir: dir, clock, billing, compute, account }
+    World {
+        _dir: dir,
+        clock,
+        billing,
+        compute,
+        account,
+    }
 }
 
 fn request() -> SandboxRequest {
@@ -66,31 +80,51 @@ fn request() -> SandboxRequest {
         image_id: 1,
         duration_months: 1,
         compose: WEB.into(),
-        mappings: vec![MappingRequest { name: "web".into(), protocol: "TCP".into(), computer_port: 80 }],
+        mappings: vec![MappingRequest {
+            name: "web".into(),
+            protocol: "TCP".into(),
+            computer_port: 80,
+        }],
         ..SandboxRequest::default()
     }
 }
 
 async fn get(port: u16) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     c.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
     let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(10), c.read_to_string(&mut out)).await.ok()?.ok()?;
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_string(&mut out))
+        .await
+        .ok()?
+        .ok()?;
     (!out.is_empty()).then_some(out)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_expires_when_its_duration_is_over() {
-    let st = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/test-image.sh"))
-        .status()
-        .expect("scripts/test-image.sh (needs Docker: run scripts/test.sh)");
+    let st = std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/test-image.sh"
+    ))
+    .status()
+    .expect("scripts/test-image.sh (needs Docker: run scripts/test.sh)");
     assert!(st.success());
     let w = world(44900, 300).await;
     assert!(w.compute.connect_runtime().await.unwrap());
-    let (i, maps) = w.compute.create_sandbox(&w.account, request()).await.unwrap();
+    let (i, maps) = w
+        .compute
+        .create_sandbox(&w.account, request())
+        .await
+        .unwrap();
     let port = maps[0].server_port;
-    let i = w.compute.wait(&w.account, &i.id, Status::Running, Duration::from_secs(60)).await.unwrap();
+    let i = w
+        .compute
+        .wait(&w.account, &i.id, Status::Running, Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(i.status, Status::Running);
     assert!(get(port).await.unwrap().contains("hello from stratus-test"));
     assert_eq!(i.expires_at - i.created_at, MONTH_MS);
@@ -98,7 +132,10 @@ async fn an_instance_expires_when_its_duration_is_over() {
     // One day before the end nothing happens.
     w.clock.advance_ms(MONTH_MS - 24 * 3600 * 1000);
     w.compute.sweep().await.unwrap();
-    assert_eq!(w.compute.instance(&w.account, &i.id).await.unwrap().status, Status::Running);
+    assert_eq!(
+        w.compute.instance(&w.account, &i.id).await.unwrap().status,
+        Status::Running
+    );
     // At the end: stopped, marked expired, mappings closed and their ports free.
     w.clock.advance_ms(24 * 3600 * 1000);
     w.compute.sweep().await.unwrap();
@@ -107,12 +144,20 @@ async fn an_instance_expires_when_its_duration_is_over() {
     assert!(w.compute.mappings_of(&i.id).await.unwrap().is_empty());
     assert!(get(port).await.is_none());
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("port freed");
-    let rt = stratus_compute::DockerRuntime::from_config(&ComputeConfig::default()).await.unwrap();
+    let rt = stratus_compute::DockerRuntime::from_config(&ComputeConfig::default())
+        .await
+        .unwrap();
     assert_eq!(rt.state(&i.id).await.unwrap(), InstanceState::Stopped);
     // It cannot be started again; deleting frees everything.
-    assert!(matches!(w.compute.start(&w.account, &i.id).await, Err(Error::Conflict(_))));
+    assert!(matches!(
+        w.compute.start(&w.account, &i.id).await,
+        Err(Error::Conflict(_))
+    ));
     w.compute.delete(&w.account, &i.id).await.unwrap();
-    w.compute.wait(&w.account, &i.id, Status::Deleted, Duration::from_secs(60)).await.unwrap();
+    w.compute
+        .wait(&w.account, &i.id, Status::Deleted, Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(rt.state(&i.id).await.unwrap(), InstanceState::Missing);
     let _ = w.clock.now_ms();
 }
@@ -156,20 +201,30 @@ async fn no_instance_stays_in_a_transitional_state_forever() {
     let w = world(44950, 60).await;
     w.compute.set_runtime(Arc::new(Hangs)).await;
     let before = w.billing.ledger().balance(&w.account).await.unwrap();
-    let (i, maps) = w.compute.create_sandbox(&w.account, request()).await.unwrap();
+    let (i, maps) = w
+        .compute
+        .create_sandbox(&w.account, request())
+        .await
+        .unwrap();
     assert_eq!(i.status, Status::Creating);
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Within the timeout, and within one more (a task still holds it): left alone.
     w.compute.sweep().await.unwrap();
     w.clock.advance_ms(61_000);
     w.compute.sweep().await.unwrap();
-    assert_eq!(w.compute.instance(&w.account, &i.id).await.unwrap().status, Status::Creating);
+    assert_eq!(
+        w.compute.instance(&w.account, &i.id).await.unwrap().status,
+        Status::Creating
+    );
     // Past twice the timeout: failed, refunded, its port freed.
     w.clock.advance_ms(60_000);
     w.compute.sweep().await.unwrap();
     let f = w.compute.instance(&w.account, &i.id).await.unwrap();
     assert_eq!(f.status, Status::Failed);
     assert!(f.status_reason.contains("too long"), "{}", f.status_reason);
-    assert_eq!(w.billing.ledger().balance(&w.account).await.unwrap(), before);
+    assert_eq!(
+        w.billing.ledger().balance(&w.account).await.unwrap(),
+        before
+    );
     std::net::TcpListener::bind(("127.0.0.1", maps[0].server_port)).expect("port freed");
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
 use http::{header, HeaderMap};
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Kind, MemoError, MemoResult};
 use crate::extract::MemoCaller;
+use crate::extract::{P, Q};
 use crate::multipart::{self, Multipart, MultipartError};
 
 /// The target named in the path, or 518 `storage not support`.
@@ -83,8 +84,8 @@ async fn drain(body: SharedBody) {
 /// `POST /{target}/` with a multipart field `file` → `{"cid": …}`.
 pub(crate) async fn upload(
     State(app): State<Arc<App>>,
-    Path(target): Path<String>,
-    Query(q): Query<UploadQuery>,
+    P(target): P<String>,
+    Q(q): Q<UploadQuery>,
     MemoCaller(caller): MemoCaller,
     headers: HeaderMap,
     body: Body,
@@ -261,8 +262,8 @@ pub(crate) fn rfc3339(ms: i64) -> String {
 /// `GET /{target}/listobjects[?limit=&after=]`.
 pub(crate) async fn list(
     State(app): State<Arc<App>>,
-    Path(target): Path<String>,
-    Query(q): Query<ListQuery>,
+    P(target): P<String>,
+    Q(q): Q<ListQuery>,
     MemoCaller(caller): MemoCaller,
 ) -> MemoResult<Json<Listing>> {
     check_target(&app, &target)?;
@@ -307,7 +308,7 @@ pub(crate) struct Space {
 /// `GET /{target}/storage` → `{"Used","Available","Free","Files"}` as decimal strings.
 pub(crate) async fn space(
     State(app): State<Arc<App>>,
-    Path(target): Path<String>,
+    P(target): P<String>,
     MemoCaller(caller): MemoCaller,
 ) -> MemoResult<Json<Space>> {
     check_target(&app, &target)?;
@@ -330,7 +331,7 @@ pub(crate) struct Deleted {
 /// `DELETE /{target}/{cid}`: removes the caller's object.
 pub(crate) async fn delete(
     State(app): State<Arc<App>>,
-    Path((target, cid)): Path<(String, String)>,
+    P((target, cid)): P<(String, String)>,
     MemoCaller(caller): MemoCaller,
 ) -> MemoResult<Json<Deleted>> {
     check_target(&app, &target)?;

@@ -51,7 +51,8 @@ use cgroup::{CgroupTree, GroupLimits};
 use spec::{
     container_body, container_name, network_name, parse_depends_label, parse_limits_label,
     parse_ports_label, split_reference, volume_name, Bounding, Fixed, LABEL_DEPENDS, LABEL_INDEX,
-    LABEL_INSTANCE, LABEL_LIMITS, LABEL_OWNER, LABEL_PORTS, LABEL_SERVICE, LABEL_SERVICES, LABEL_VOLUME,
+    LABEL_INSTANCE, LABEL_LIMITS, LABEL_OWNER, LABEL_PORTS, LABEL_SERVICE, LABEL_SERVICES,
+    LABEL_VOLUME,
 };
 
 /// How instance-wide CPU and memory bounds are enforced.

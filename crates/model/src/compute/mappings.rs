@@ -24,10 +24,16 @@ impl MappingRequest {
     /// Checks it against the compose app: the port must be one the app publishes.
     pub fn validate(&self, app: &ComposeApp) -> Result<()> {
         if self.name.chars().count() > 64 || self.name.chars().any(char::is_control) {
-            return Err(Error::invalid("networkMapping.name", "at most 64 printable characters"));
+            return Err(Error::invalid(
+                "networkMapping.name",
+                "at most 64 printable characters",
+            ));
         }
         if !(self.protocol.is_empty() || self.protocol.eq_ignore_ascii_case("tcp")) {
-            return Err(Error::invalid("networkMapping.protocol", "only TCP is supported"));
+            return Err(Error::invalid(
+                "networkMapping.protocol",
+                "only TCP is supported",
+            ));
         }
         let port = u16::try_from(self.computer_port)
             .ok()
@@ -63,18 +69,21 @@ impl Compute {
         now: i64,
     ) -> Result<Mapping> {
         let cfg = &self.inner.cfg;
-        let used: HashSet<u16> = sqlx::query_as::<_, (i64,)>(
-            "SELECT server_port FROM mappings WHERE server_ip = $1",
-        )
-        .bind(&cfg.server_ip)
-        .fetch_all(self.inner.db.w())
-        .await?
-        .into_iter()
-        .map(|r| r.0 as u16)
-        .chain(self.inner.gateway.mappings().iter().filter_map(|m| {
-            self.inner.gateway.local_addr(m).map(|a| a.port())
-        }))
-        .collect();
+        let used: HashSet<u16> =
+            sqlx::query_as::<_, (i64,)>("SELECT server_port FROM mappings WHERE server_ip = $1")
+                .bind(&cfg.server_ip)
+                .fetch_all(self.inner.db.w())
+                .await?
+                .into_iter()
+                .map(|r| r.0 as u16)
+                .chain(
+                    self.inner
+                        .gateway
+                        .mappings()
+                        .iter()
+                        .filter_map(|m| self.inner.gateway.local_addr(m).map(|a| a.port())),
+                )
+                .collect();
         let id = uuid::Uuid::new_v4().to_string();
         let port = req.computer_port as u16;
         for candidate in cfg.port_min..=cfg.port_max {
@@ -101,7 +110,10 @@ impl Compute {
                     })
                 }
                 Err(e) if e.is_addr_in_use() => {
-                    tracing::warn!(port = candidate, "public port in use by another program; skipped");
+                    tracing::warn!(
+                        port = candidate,
+                        "public port in use by another program; skipped"
+                    );
                     continue;
                 }
                 Err(e) => return Err(Error::Unavailable(format!("gateway: {e}"))),
@@ -113,7 +125,11 @@ impl Compute {
         )))
     }
 
-    pub(super) async fn insert_mapping(&self, conn: &mut SqliteConnection, m: &Mapping) -> Result<()> {
+    pub(super) async fn insert_mapping(
+        &self,
+        conn: &mut SqliteConnection,
+        m: &Mapping,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO mappings (id, instance_id, account_id, name, protocol, computer_port, server_ip, server_port, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -133,7 +149,11 @@ impl Compute {
     }
 
     /// Deletes an instance's mapping rows (freeing their ports) and returns them.
-    pub(super) async fn delete_mapping_rows(&self, conn: &mut SqliteConnection, instance_id: &str) -> Result<Vec<Mapping>> {
+    pub(super) async fn delete_mapping_rows(
+        &self,
+        conn: &mut SqliteConnection,
+        instance_id: &str,
+    ) -> Result<Vec<Mapping>> {
         let rows: Vec<records::MappingRow> = sqlx::query_as(&format!(
             "SELECT {} FROM mappings WHERE instance_id = $1",
             records::MAPPING_COLUMNS
@@ -167,7 +187,13 @@ impl Compute {
     }
 
     /// The account's mappings (of one instance, or all), a page at a time (pages start at 1).
-    pub async fn mappings(&self, account_id: &str, instance_id: Option<&str>, page: u32, size: u32) -> Result<(Vec<Mapping>, u64)> {
+    pub async fn mappings(
+        &self,
+        account_id: &str,
+        instance_id: Option<&str>,
+        page: u32,
+        size: u32,
+    ) -> Result<(Vec<Mapping>, u64)> {
         let size = size.clamp(1, 1000) as i64;
         let offset = (page.max(1) as i64 - 1) * size;
         let rows: Vec<records::MappingRow> = sqlx::query_as(&format!(
@@ -188,7 +214,10 @@ impl Compute {
         .bind(instance_id)
         .fetch_one(self.inner.db.r())
         .await?;
-        Ok((rows.into_iter().map(records::mapping_from_row).collect(), total as u64))
+        Ok((
+            rows.into_iter().map(records::mapping_from_row).collect(),
+            total as u64,
+        ))
     }
 
     /// One of the account's mappings.
@@ -210,11 +239,17 @@ impl Compute {
             .bind(instance_id)
             .fetch_one(self.inner.db.r())
             .await?;
-        ComposeApp::parse(&yaml, &self.inner.policy).map_err(|e| Error::internal(format!("stored compose: {e}")))
+        ComposeApp::parse(&yaml, &self.inner.policy)
+            .map_err(|e| Error::internal(format!("stored compose: {e}")))
     }
 
     /// Adds a mapping to one of the account's instances.
-    pub async fn create_mapping(&self, account_id: &str, instance_id: &str, req: MappingRequest) -> Result<Mapping> {
+    pub async fn create_mapping(
+        &self,
+        account_id: &str,
+        instance_id: &str,
+        req: MappingRequest,
+    ) -> Result<Mapping> {
         let instance = self.instance(account_id, instance_id).await?;
         if instance.status.is_final() || instance.status == Status::Deleting {
             return Err(Error::Conflict(format!(
@@ -226,17 +261,20 @@ impl Compute {
         let rt = self.runtime().await?;
         let now = self.inner.clock.now_ms();
         let _ports = self.inner.ports.lock().await;
-        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM mappings WHERE instance_id = $1")
-            .bind(instance_id)
-            .fetch_one(self.inner.db.w())
-            .await?;
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM mappings WHERE instance_id = $1")
+                .bind(instance_id)
+                .fetch_one(self.inner.db.w())
+                .await?;
         if count >= self.inner.cfg.max_mappings_per_instance as i64 {
             return Err(Error::Conflict(format!(
                 "instance {instance_id} has the most mappings allowed ({})",
                 self.inner.cfg.max_mappings_per_instance
             )));
         }
-        let m = self.open_new_mapping(&rt, account_id, instance_id, &req, now).await?;
+        let m = self
+            .open_new_mapping(&rt, account_id, instance_id, &req, now)
+            .await?;
         let mut tx = self.inner.db.w().begin().await?;
         // The instance may have been deleted while the port was bound.
         let alive: Option<(i64,)> = sqlx::query_as(
@@ -256,7 +294,10 @@ impl Compute {
             return Err(e);
         }
         tx.commit().await?;
-        self.inner.live.entry(instance_id.to_string()).or_insert(instance.status);
+        self.inner
+            .live
+            .entry(instance_id.to_string())
+            .or_insert(instance.status);
         Ok(m)
     }
 
@@ -284,7 +325,11 @@ impl Compute {
             self.inner.gateway.close(&m.id).await;
             self.inner
                 .gateway
-                .open(&m.id, m.server_port, self.resolver(rt, &m.instance_id, port))
+                .open(
+                    &m.id,
+                    m.server_port,
+                    self.resolver(rt, &m.instance_id, port),
+                )
                 .await
                 .map_err(|e| Error::Unavailable(format!("gateway: {e}")))?;
         }

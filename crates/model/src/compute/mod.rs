@@ -85,9 +85,15 @@ impl Resolver for InstanceResolver {
 
 impl Compute {
     /// Builds the service; the runtime is connected by [`Compute::connect_runtime`].
-    pub fn new(db: Db, clock: SharedClock, cfg: ComputeConfig, billing: Billing) -> Result<Compute> {
+    pub fn new(
+        db: Db,
+        clock: SharedClock,
+        cfg: ComputeConfig,
+        billing: Billing,
+    ) -> Result<Compute> {
         let gateway = Gateway::new(
-            GatewayConfig::from_config(&cfg).map_err(|e| Error::Internal(format!("gateway: {e}")))?,
+            GatewayConfig::from_config(&cfg)
+                .map_err(|e| Error::Internal(format!("gateway: {e}")))?,
         );
         Ok(Compute {
             inner: Arc::new(Inner {
@@ -131,7 +137,9 @@ impl Compute {
                 self.set_runtime(Arc::new(rt)).await;
                 Ok(true)
             }
-            other => Err(Error::Internal(format!("unknown compute runtime {other:?}"))),
+            other => Err(Error::Internal(format!(
+                "unknown compute runtime {other:?}"
+            ))),
         }
     }
 
@@ -193,7 +201,11 @@ impl Compute {
     }
 
     /// The account's instances, newest first; deleted ones only when asked for by status.
-    pub async fn instances(&self, account_id: &str, status: Option<Status>) -> Result<Vec<Instance>> {
+    pub async fn instances(
+        &self,
+        account_id: &str,
+        status: Option<Status>,
+    ) -> Result<Vec<Instance>> {
         let rows: Vec<records::InstanceRow> = match status {
             Some(s) => {
                 sqlx::query_as(&format!(
@@ -231,7 +243,13 @@ impl Compute {
 
     /// Moves an instance from one of `from` to `to` (compare-and-set); false when its status was
     /// not one of `from`.
-    async fn transition(&self, id: &str, from: &[Status], to: Status, reason: &str) -> Result<bool> {
+    async fn transition(
+        &self,
+        id: &str,
+        from: &[Status],
+        to: Status,
+        reason: &str,
+    ) -> Result<bool> {
         let now = self.inner.clock.now_ms();
         let deadline = to
             .is_transitional()
@@ -264,7 +282,13 @@ impl Compute {
     }
 
     /// Waits until the instance reaches `status`, a final status, or `timeout`.
-    pub async fn wait(&self, account_id: &str, id: &str, status: Status, timeout: Duration) -> Result<Instance> {
+    pub async fn wait(
+        &self,
+        account_id: &str,
+        id: &str,
+        status: Status,
+        timeout: Duration,
+    ) -> Result<Instance> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.inner.changed.notified();
@@ -273,7 +297,7 @@ impl Compute {
                 return Ok(i);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(self.instance(account_id, id).await?);
+                return self.instance(account_id, id).await;
             }
         }
     }

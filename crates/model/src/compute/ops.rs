@@ -33,7 +33,10 @@ impl Compute {
             Status::Closed => {}
             _ => return Err(refused(&i, "start")),
         }
-        if !self.transition(id, &[Status::Closed], Status::Starting, "").await? {
+        if !self
+            .transition(id, &[Status::Closed], Status::Starting, "")
+            .await?
+        {
             return Err(refused(&self.instance(account_id, id).await?, "start"));
         }
         self.spawn_op(id, Op::Start);
@@ -49,7 +52,12 @@ impl Compute {
             _ => return Err(refused(&i, "stop")),
         }
         if !self
-            .transition(id, &[Status::Running, Status::Starting, Status::Restarting], Status::Closing, "")
+            .transition(
+                id,
+                &[Status::Running, Status::Starting, Status::Restarting],
+                Status::Closing,
+                "",
+            )
             .await?
         {
             return Err(refused(&self.instance(account_id, id).await?, "stop"));
@@ -65,7 +73,12 @@ impl Compute {
             return Err(refused(&i, "restart"));
         }
         if !self
-            .transition(id, &[Status::Running, Status::Closed], Status::Restarting, "")
+            .transition(
+                id,
+                &[Status::Running, Status::Closed],
+                Status::Restarting,
+                "",
+            )
             .await?
         {
             return Err(refused(&self.instance(account_id, id).await?, "restart"));
@@ -93,7 +106,7 @@ impl Compute {
             Status::Failed,
         ];
         if !self.transition(id, &from, Status::Deleting, "").await? {
-            return Ok(self.instance(account_id, id).await?);
+            return self.instance(account_id, id).await;
         }
         // The public ports stop answering at once.
         let maps = self.mappings_of(id).await?;
@@ -119,18 +132,21 @@ impl Compute {
         match op {
             Op::Start => {
                 let r = rt.start(id).await;
-                self.settle(id, Status::Starting, r.map_err(|e| e.to_string())).await
+                self.settle(id, Status::Starting, r.map_err(|e| e.to_string()))
+                    .await
             }
             Op::Restart => {
                 let r = rt.restart(id).await;
-                self.settle(id, Status::Restarting, r.map_err(|e| e.to_string())).await
+                self.settle(id, Status::Restarting, r.map_err(|e| e.to_string()))
+                    .await
             }
             Op::Stop => {
                 let reason = match rt.stop(id).await {
                     Ok(()) => String::new(),
                     Err(e) => format!("stop: {e}"),
                 };
-                self.transition(id, &[Status::Closing], Status::Closed, &reason).await?;
+                self.transition(id, &[Status::Closing], Status::Closed, &reason)
+                    .await?;
                 Ok(())
             }
             Op::Delete => self.finish_delete(id, &rt).await,
@@ -138,21 +154,31 @@ impl Compute {
     }
 
     /// After a start or restart: Running, or Closed with the reason.
-    async fn settle(&self, id: &str, from: Status, r: std::result::Result<(), String>) -> Result<()> {
+    async fn settle(
+        &self,
+        id: &str,
+        from: Status,
+        r: std::result::Result<(), String>,
+    ) -> Result<()> {
         match r {
             Ok(()) => {
                 self.transition(id, &[from], Status::Running, "").await?;
             }
             Err(reason) => {
                 tracing::warn!(instance = %id, %reason, "instance did not start");
-                self.transition(id, &[from], Status::Closed, &reason).await?;
+                self.transition(id, &[from], Status::Closed, &reason)
+                    .await?;
             }
         }
         Ok(())
     }
 
     /// Removes everything of a `Deleting` instance and marks it `Deleted`.
-    pub(super) async fn finish_delete(&self, id: &str, rt: &std::sync::Arc<dyn stratus_compute::Runtime>) -> Result<()> {
+    pub(super) async fn finish_delete(
+        &self,
+        id: &str,
+        rt: &std::sync::Arc<dyn stratus_compute::Runtime>,
+    ) -> Result<()> {
         let maps = self.mappings_of(id).await?;
         self.close_listeners(&maps).await;
         if let Err(e) = rt.remove(id).await {
@@ -163,7 +189,8 @@ impl Compute {
         let mut tx = self.inner.db.w().begin().await?;
         self.delete_mapping_rows(&mut tx, id).await?;
         tx.commit().await?;
-        self.transition(id, &[Status::Deleting], Status::Deleted, "").await?;
+        self.transition(id, &[Status::Deleting], Status::Deleted, "")
+            .await?;
         self.inner.live.remove(id);
         self.inner.locks.remove(id);
         Ok(())

@@ -49,7 +49,10 @@ impl Status {
     /// On the way to another status.
     pub fn is_transitional(self) -> bool {
         use Status::*;
-        matches!(self, Creating | Starting | Closing | Restarting | Deleting | Recreating)
+        matches!(
+            self,
+            Creating | Starting | Closing | Restarting | Deleting | Recreating
+        )
     }
 
     /// Nothing can happen to it any more but a delete (or nothing at all).
@@ -118,7 +121,23 @@ pub(super) const INSTANCE_COLUMNS: &str = "id, account_id, name, spec_id, image_
      duration_months, status, status_reason, charged, created_at, updated_at, expires_at, public_key";
 
 pub(super) fn instance_from_row(r: InstanceRow) -> Result<Instance> {
-    let (id, account_id, name, spec_id, image_id, cores, mem, months, status, reason, charged, c, u, e, pk) = r;
+    let (
+        id,
+        account_id,
+        name,
+        spec_id,
+        image_id,
+        cores,
+        mem,
+        months,
+        status,
+        reason,
+        charged,
+        c,
+        u,
+        e,
+        pk,
+    ) = r;
     Ok(Instance {
         id,
         account_id,
@@ -152,7 +171,17 @@ pub struct Mapping {
     pub created_at: i64,
 }
 
-pub(super) type MappingRow = (String, String, String, String, String, i64, String, i64, i64);
+pub(super) type MappingRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    i64,
+    i64,
+);
 
 pub(super) const MAPPING_COLUMNS: &str =
     "id, instance_id, account_id, name, protocol, computer_port, server_ip, server_port, created_at";

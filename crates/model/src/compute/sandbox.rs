@@ -30,20 +30,28 @@ const MAX_MONTHS: i64 = 36;
 
 fn validate_name(name: &str) -> Result<()> {
     if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(Error::invalid("instance.name", "must be 1 to 64 printable characters"));
+        return Err(Error::invalid(
+            "instance.name",
+            "must be 1 to 64 printable characters",
+        ));
     }
     Ok(())
 }
 
 fn hash_password(pw: &str) -> Result<String> {
-    let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT).map_err(|e| Error::internal(format!("{e:?}")))?;
+    let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT)
+        .map_err(|e| Error::internal(format!("{e:?}")))?;
     sha_crypt::sha512_simple(pw, &params).map_err(|e| Error::internal(format!("{e:?}")))
 }
 
 impl Compute {
     /// Validates, charges `spec price × duration`, stores the instance and its mappings with their
     /// public ports already listening, and starts the boot in the background. Answers at once.
-    pub async fn create_sandbox(&self, account_id: &str, req: SandboxRequest) -> Result<(Instance, Vec<Mapping>)> {
+    pub async fn create_sandbox(
+        &self,
+        account_id: &str,
+        req: SandboxRequest,
+    ) -> Result<(Instance, Vec<Mapping>)> {
         let cfg = &self.inner.cfg;
         validate_name(&req.name)?;
         let spec = cfg
@@ -53,7 +61,10 @@ impl Compute {
             .ok_or_else(|| Error::invalid("instance.specId", format!("no spec {}", req.spec_id)))?
             .clone();
         if !cfg.images.iter().any(|i| i.id == req.image_id) {
-            return Err(Error::invalid("instance.imageId", format!("no image {}", req.image_id)));
+            return Err(Error::invalid(
+                "instance.imageId",
+                format!("no image {}", req.image_id),
+            ));
         }
         if !(1..=MAX_MONTHS).contains(&req.duration_months) {
             return Err(Error::invalid(
@@ -63,7 +74,10 @@ impl Compute {
         }
         if let Some(pk) = &req.public_key {
             if pk.len() > 16 * 1024 || pk.trim().contains('\n') {
-                return Err(Error::invalid("instance.publicKey", "must be one OpenSSH public key line"));
+                return Err(Error::invalid(
+                    "instance.publicKey",
+                    "must be one OpenSSH public key line",
+                ));
             }
         }
         if let Some(pw) = &req.password {
@@ -71,14 +85,18 @@ impl Compute {
                 return Err(Error::invalid("instance.password", "at most 1024 bytes"));
             }
         }
-        let app = ComposeApp::parse(&req.compose, &self.inner.policy).map_err(|e| Error::Invalid {
-            field: "instance.dockerCompose",
-            message: e.to_string(),
-        })?;
+        let app =
+            ComposeApp::parse(&req.compose, &self.inner.policy).map_err(|e| Error::Invalid {
+                field: "instance.dockerCompose",
+                message: e.to_string(),
+            })?;
         if req.mappings.len() > cfg.max_mappings_per_instance as usize {
             return Err(Error::invalid(
                 "networkMapping",
-                format!("at most {} mappings per instance", cfg.max_mappings_per_instance),
+                format!(
+                    "at most {} mappings per instance",
+                    cfg.max_mappings_per_instance
+                ),
             ));
         }
         for m in &req.mappings {
@@ -89,7 +107,12 @@ impl Compute {
             .price
             .checked_mul(req.duration_months as u128)
             .ok_or_else(|| Error::invalid("instance.duration", "the price overflows"))?;
-        let password_hash = req.password.as_deref().filter(|p| !p.is_empty()).map(hash_password).transpose()?;
+        let password_hash = req
+            .password
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(hash_password)
+            .transpose()?;
 
         let id = uuid::Uuid::new_v4().to_string();
         let now = self.inner.clock.now_ms();
@@ -204,11 +227,16 @@ impl Compute {
         .await;
         match result {
             Ok(()) => {
-                match self.transition(&id, &[Status::Creating], Status::Running, "").await {
+                match self
+                    .transition(&id, &[Status::Creating], Status::Running, "")
+                    .await
+                {
                     Ok(true) => {}
                     // Deleted meanwhile: the delete task (waiting for this lock) removes it.
                     Ok(false) => {}
-                    Err(e) => tracing::error!(instance = %id, error = %e, "cannot record the running state"),
+                    Err(e) => {
+                        tracing::error!(instance = %id, error = %e, "cannot record the running state")
+                    }
                 }
             }
             Err(e) => {

@@ -33,7 +33,10 @@ impl Compute {
         match rt.instances().await {
             Ok(ids) => {
                 for id in ids {
-                    if !known.iter().any(|i| i.id == id && i.status != Status::Failed) {
+                    if !known
+                        .iter()
+                        .any(|i| i.id == id && i.status != Status::Failed)
+                    {
                         tracing::warn!(instance = %id, "removing runtime objects no record owns");
                         let _ = rt.remove(&id).await;
                     }
@@ -44,21 +47,30 @@ impl Compute {
         Ok(())
     }
 
-    async fn reattach(&self, i: &Instance, rt: &std::sync::Arc<dyn stratus_compute::Runtime>) -> Result<()> {
+    async fn reattach(
+        &self,
+        i: &Instance,
+        rt: &std::sync::Arc<dyn stratus_compute::Runtime>,
+    ) -> Result<()> {
         let state = rt.recover(&i.id).await.unwrap_or(InstanceState::Missing);
         let status = match (i.status, &state) {
             (Status::Deleting, _) => {
                 return self.finish_delete(&i.id, rt).await;
             }
             (Status::Creating, InstanceState::Missing) => {
-                self.fail_and_refund(&i.id, "stratus stopped before the instance was created").await;
+                self.fail_and_refund(&i.id, "stratus stopped before the instance was created")
+                    .await;
                 return Ok(());
             }
             (Status::Expired | Status::Failed, _) => i.status,
             (_, InstanceState::Running | InstanceState::Partial { .. }) => Status::Running,
             (_, InstanceState::Missing) => {
-                self.mark(i, Status::Closed, "the instance's containers are gone; delete it")
-                    .await?;
+                self.mark(
+                    i,
+                    Status::Closed,
+                    "the instance's containers are gone; delete it",
+                )
+                .await?;
                 Status::Closed
             }
             (_, InstanceState::Stopped | InstanceState::Failed { .. }) => Status::Closed,
@@ -82,7 +94,11 @@ impl Compute {
                 if let Err(e) = self
                     .inner
                     .gateway
-                    .open(&m.id, m.server_port, self.resolver(rt.clone(), &i.id, m.computer_port))
+                    .open(
+                        &m.id,
+                        m.server_port,
+                        self.resolver(rt.clone(), &i.id, m.computer_port),
+                    )
                     .await
                 {
                     tracing::error!(mapping = %m.id, port = m.server_port, error = %e, "cannot listen again");
@@ -141,7 +157,8 @@ impl Compute {
             match i.status {
                 Status::Creating => {
                     let _ = rt.remove(&i.id).await;
-                    self.fail_and_refund(&i.id, "the instance took too long to start").await;
+                    self.fail_and_refund(&i.id, "the instance took too long to start")
+                        .await;
                 }
                 _ => self.reattach(&i, &rt).await?,
             }
@@ -162,7 +179,15 @@ impl Compute {
             Status::Restarting,
             Status::Recreating,
         ];
-        if !self.transition(id, &from, Status::Expired, "the instance's duration is over").await? {
+        if !self
+            .transition(
+                id,
+                &from,
+                Status::Expired,
+                "the instance's duration is over",
+            )
+            .await?
+        {
             return Ok(());
         }
         let mut tx = self.inner.db.w().begin().await?;
@@ -180,7 +205,11 @@ impl Compute {
     }
 
     /// Runs [`Compute::sweep`] every `every` until `shutdown`.
-    pub async fn run_sweeper(&self, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_sweeper(
+        &self,
+        every: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut tick = tokio::time::interval(every);
         loop {
             tokio::select! {

@@ -160,7 +160,8 @@ fn worker(
         match rx.blocking_recv() {
             Some(Msg::Data(b)) => {
                 staging.write(&b).map_err(Error::internal)?;
-                importer.write(&b);
+                // The importer hashes the received frames where they lie.
+                importer.write_bytes(b);
                 for ev in importer.drain_events() {
                     write_row(&mut spill, &indexer.row(ev)?)?;
                 }

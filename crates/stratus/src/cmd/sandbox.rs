@@ -59,8 +59,17 @@ pub enum SandboxCommand {
 }
 
 const STATUS: [&str; 11] = [
-    "creating", "running", "starting", "closing", "closed", "restarting", "deleting", "deleted",
-    "expired", "recreating", "failed",
+    "creating",
+    "running",
+    "starting",
+    "closing",
+    "closed",
+    "restarting",
+    "deleting",
+    "deleted",
+    "expired",
+    "recreating",
+    "failed",
 ];
 
 fn status_name(v: &Value) -> &'static str {
@@ -70,14 +79,24 @@ fn status_name(v: &Value) -> &'static str {
 }
 
 fn print_instance(i: &Value) {
-    println!("instance {}  {}", i["id"].as_str().unwrap_or(""), i["name"].as_str().unwrap_or(""));
-    println!("  status:   {} ({})", status_name(&i["status"]), i["status"]);
+    println!(
+        "instance {}  {}",
+        i["id"].as_str().unwrap_or(""),
+        i["name"].as_str().unwrap_or("")
+    );
+    println!(
+        "  status:   {} ({})",
+        status_name(&i["status"]),
+        i["status"]
+    );
     if let Some(r) = i["statusReason"].as_str().filter(|r| !r.is_empty()) {
         println!("  reason:   {r}");
     }
     println!(
         "  spec:     {} cores, {} GiB; image {}",
-        i["core"], i["memory"], i["imageName"].as_str().unwrap_or("")
+        i["core"],
+        i["memory"],
+        i["imageName"].as_str().unwrap_or("")
     );
     for m in i["networkMappings"].as_array().into_iter().flatten() {
         println!(
@@ -93,22 +112,44 @@ fn print_instance(i: &Value) {
 pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
     let mut s = Authed::load()?;
     match command {
-        SandboxCommand::Create { file, spec, image, duration, name, maps, public_key_file } => {
-            let yaml = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        SandboxCommand::Create {
+            file,
+            spec,
+            image,
+            duration,
+            name,
+            maps,
+            public_key_file,
+        } => {
+            let yaml =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let name = name.unwrap_or_else(|| {
                 std::fs::canonicalize(&file)
                     .ok()
-                    .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()))
+                    .and_then(|p| {
+                        p.parent()
+                            .and_then(|d| d.file_name())
+                            .map(|n| n.to_string_lossy().into_owned())
+                    })
                     .unwrap_or_else(|| "sandbox".into())
             });
             let mut mappings = Vec::new();
             for m in &maps {
-                let (n, p) = m.split_once('=').with_context(|| format!("--map {m}: use NAME=PORT"))?;
-                let port: u16 = p.parse().with_context(|| format!("--map {m}: PORT must be a number"))?;
+                let (n, p) = m
+                    .split_once('=')
+                    .with_context(|| format!("--map {m}: use NAME=PORT"))?;
+                let port: u16 = p
+                    .parse()
+                    .with_context(|| format!("--map {m}: PORT must be a number"))?;
                 mappings.push(json!({"name": n, "protocol": "TCP", "computerPort": port}));
             }
             let public_key = match public_key_file {
-                Some(p) => Some(std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?.trim().to_string()),
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?
+                        .trim()
+                        .to_string(),
+                ),
                 None => None,
             };
             let body = json!({
@@ -119,9 +160,14 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
                 },
                 "networkMapping": mappings,
             });
-            let v: Value = s.json(|c| c.request(Method::POST, "/api/v1/sandbox").json(&body)).await?;
+            let v: Value = s
+                .json(|c| c.request(Method::POST, "/api/v1/sandbox").json(&body))
+                .await?;
             let d = &v["data"];
-            println!("instance {} created; it boots in the background", d["instanceId"].as_str().unwrap_or(""));
+            println!(
+                "instance {} created; it boots in the background",
+                d["instanceId"].as_str().unwrap_or("")
+            );
             for m in d["networkMappings"].as_array().into_iter().flatten() {
                 println!(
                     "  {} (port {}) is reachable at {}:{}",
@@ -133,14 +179,23 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             }
         }
         SandboxCommand::Ls => {
-            let v: Value = s.json(|c| c.request(Method::GET, "/api/v1/instance")).await?;
+            let v: Value = s
+                .json(|c| c.request(Method::GET, "/api/v1/instance"))
+                .await?;
             let list = v["data"].as_array().cloned().unwrap_or_default();
             for i in &list {
                 let ports: Vec<String> = i["networkMappings"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|m| format!("{}->{}:{}", m["computerPort"], m["serverIp"].as_str().unwrap_or(""), m["serverPort"]))
+                    .map(|m| {
+                        format!(
+                            "{}->{}:{}",
+                            m["computerPort"],
+                            m["serverIp"].as_str().unwrap_or(""),
+                            m["serverPort"]
+                        )
+                    })
                     .collect();
                 println!(
                     "{}  {:<10} {:<20} {}",
@@ -167,7 +222,11 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             s.send(|c| c.request(Method::DELETE, &url)).await?;
             eprintln!("deleting {id}");
         }
-        SandboxCommand::Wait { id, status, timeout } => {
+        SandboxCommand::Wait {
+            id,
+            status,
+            timeout,
+        } => {
             let url = format!("/api/v1/instance/{id}/wait?status={status}&timeout={timeout}");
             match s.json::<Value>(|c| c.request(Method::GET, &url)).await {
                 Ok(v) => print_instance(&v["data"]),
@@ -180,7 +239,8 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
 
 async fn action(s: &mut Authed, id: &str, what: &str) -> anyhow::Result<()> {
     let url = format!("/api/v1/instance/{id}/{what}");
-    s.send(|c| c.request(Method::PUT, &url).json(&json!({}))).await?;
+    s.send(|c| c.request(Method::PUT, &url).json(&json!({})))
+        .await?;
     eprintln!("{what} requested for {id}");
     Ok(())
 }

@@ -194,7 +194,11 @@ fn buying_moves_money_and_space_with_exact_errors() {
     assert_eq!(l["data"]["list"][0]["balanceAfter"], "5");
     assert_eq!(l["data"]["list"][2]["reason"], "admin");
     let (st, v) = json(s.get("/api/v1/ledger?page=x").header("Authorization", &t));
-    assert_eq!((st, v["reason"].clone()), (400, json!("INVALID_ARGUMENT")), "{v}");
+    assert_eq!(
+        (st, v["reason"].clone()),
+        (400, json!("INVALID_ARGUMENT")),
+        "{v}"
+    );
 }
 
 #[test]

@@ -81,7 +81,11 @@ fn native_deposits_are_credited_after_confirmations_exactly_once() {
     let mut s = chain_server(&g, None, None);
     let (_, t, _) = s.wallet_login(KEY_A);
     let r = pay(&g, KEY_A, 2 * ETHER);
-    let block = u64::from_str_radix(r["blockNumber"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let block = u64::from_str_radix(
+        r["blockNumber"].as_str().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
     // Not yet confirmed: with 3 confirmations the deposit's block needs 2 more on top.
     wait_cursor(&s, block - 1);
     assert_eq!(balance(&s, &t), 0);
@@ -108,7 +112,10 @@ fn native_deposits_are_credited_after_confirmations_exactly_once() {
     assert_eq!(balance(&s, &t), 3 * ETHER);
     let (_, l) = json(s.get("/api/v1/ledger").header("Authorization", &t));
     assert_eq!(l["data"]["total"], 2);
-    assert!(l["data"]["list"][0]["reference"].as_str().unwrap().starts_with("deposit:0x"));
+    assert!(l["data"]["list"][0]["reference"]
+        .as_str()
+        .unwrap()
+        .starts_with("deposit:0x"));
 }
 
 #[test]
@@ -150,7 +157,10 @@ fn a_deposit_before_the_wallet_is_linked_is_credited_at_link_time() {
     );
     assert_eq!(
         (st, v),
-        (400, json!({"code": 400, "reason": "WALLET_VERIFICATION_FAILED", "message": "Got wrong nonce", "metadata": {}}))
+        (
+            400,
+            json!({"code": 400, "reason": "WALLET_VERIFICATION_FAILED", "message": "Got wrong nonce", "metadata": {}})
+        )
     );
 }
 
@@ -161,8 +171,18 @@ fn erc20_deposits_of_the_configured_token_only() {
     let other = g.deploy_token(&eth_address(KEY_A), 1_000_000 * ETHER);
     let s = chain_server(&g, Some(&token), None);
     let (_, t, _) = s.wallet_login(KEY_A);
-    g.token_transfer(&token, &eth_address(KEY_A), &eth_address(KEY_DEPOSIT), 42 * ETHER);
-    g.token_transfer(&other, &eth_address(KEY_A), &eth_address(KEY_DEPOSIT), 7 * ETHER);
+    g.token_transfer(
+        &token,
+        &eth_address(KEY_A),
+        &eth_address(KEY_DEPOSIT),
+        42 * ETHER,
+    );
+    g.token_transfer(
+        &other,
+        &eth_address(KEY_A),
+        &eth_address(KEY_DEPOSIT),
+        7 * ETHER,
+    );
     // Native coin sent to the deposit address does not count for an ERC-20 deployment.
     pay(&g, KEY_A, ETHER);
     g.mine(CONFIRMATIONS);
@@ -171,5 +191,8 @@ fn erc20_deposits_of_the_configured_token_only() {
     assert_eq!(balance(&s, &t), 42 * ETHER);
     let (_, l) = json(s.get("/api/v1/ledger").header("Authorization", &t));
     assert_eq!(l["data"]["total"], 1);
-    assert!(l["data"]["list"][0]["reference"].as_str().unwrap().contains(':'));
+    assert!(l["data"]["list"][0]["reference"]
+        .as_str()
+        .unwrap()
+        .contains(':'));
 }

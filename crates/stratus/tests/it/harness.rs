@@ -449,7 +449,12 @@ impl Ganache {
             .port();
         let mut cmd = Command::new("node");
         cmd.arg(&cli)
-            .args(["--server.host", "127.0.0.1", "--server.port", &port.to_string()])
+            .args([
+                "--server.host",
+                "127.0.0.1",
+                "--server.port",
+                &port.to_string(),
+            ])
             .args(["--chain.chainId", "1337", "--miner.instamine", "eager"])
             .args(["--logging.quiet", "true"])
             .stdout(Stdio::null())
@@ -464,7 +469,10 @@ impl Ganache {
             url: format!("http://127.0.0.1:{port}"),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while g.try_rpc("eth_blockNumber", serde_json::json!([])).is_none() {
+        while g
+            .try_rpc("eth_blockNumber", serde_json::json!([]))
+            .is_none()
+        {
             assert!(Instant::now() < deadline, "ganache did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -474,7 +482,9 @@ impl Ganache {
     fn try_rpc(&self, method: &str, params: Value) -> Option<Value> {
         let v: Value = client()
             .post(&self.url)
-            .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+            .json(
+                &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+            )
             .send()
             .ok()?
             .json()
@@ -513,13 +523,13 @@ impl Ganache {
             .args(["compile.js", "TestToken.sol", "TestToken"])
             .output()
             .expect("node");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let compiled: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let data = format!(
-            "{}{:064x}",
-            compiled["bytecode"].as_str().unwrap(),
-            supply
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
+        let compiled: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let data = format!("{}{:064x}", compiled["bytecode"].as_str().unwrap(), supply);
         let r = self.send(serde_json::json!({"from": from, "data": data, "gas": "0x2dc6c0"}));
         assert_eq!(r["status"], "0x1", "{r}");
         r["contractAddress"].as_str().unwrap().to_string()
@@ -532,7 +542,8 @@ impl Ganache {
             to.trim_start_matches("0x").to_lowercase(),
             amount
         );
-        let r = self.send(serde_json::json!({"from": from, "to": token, "data": data, "gas": "0x186a0"}));
+        let r = self
+            .send(serde_json::json!({"from": from, "to": token, "data": data, "gas": "0x186a0"}));
         assert_eq!(r["status"], "0x1", "{r}");
         r
     }
@@ -552,7 +563,10 @@ pub fn require_docker() {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(ok, "Docker is not running: run scripts/test.sh (it installs and starts dockerd)");
+        assert!(
+            ok,
+            "Docker is not running: run scripts/test.sh (it installs and starts dockerd)"
+        );
         let st = Command::new(repo_root().join("scripts/test-image.sh"))
             .status()
             .unwrap();
