@@ -11,6 +11,7 @@
 //! such as Garage or MinIO) for deployments that scale out. This crate never touches metadata:
 //! which blobs exist and who owns them is the metadata database's business.
 
+mod direct;
 pub mod local;
 pub mod remote;
 

@@ -2,28 +2,26 @@
 //!
 //! Writes go to `<root>/.staging/<uuid>`; commit is `fsync` of the file, `rename` into place and
 //! `fsync` of the directory, so a blob either exists whole and durable or not at all. While an
-//! upload streams in, write-back of what has arrived is started every few megabytes
-//! (`sync_file_range`), so the final `fsync` finds little left to do and the disk works while the
-//! bytes are still being hashed.
+//! upload streams in, its bytes go to the device around the page cache from a writer thread of
+//! their own (see [`crate::direct`]), so the disk works while the bytes are still being hashed and
+//! the final `fsync` finds little left to do.
 //!
 //! Reads map the file (`mmap`) and hand out slices of the mapping: the bytes go from the page
 //! cache to the socket with no copy in between. This is safe because a blob file is never
 //! modified after its commit: deleting or quarantining it unlinks or renames it, which leaves
 //! existing mappings intact.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use crate::direct::DirectFile;
 use crate::{check_key, BlobError, BlobStore, ByteStream, Staging};
 
 /// Size of the slices a download is handed out in.
 const READ_CHUNK: usize = 1 << 20;
-/// Start write-back of a staging file every this many bytes.
-const WRITEBACK_EVERY: u64 = 16 << 20;
 
 /// Blobs in a local directory.
 #[derive(Debug)]
@@ -67,49 +65,19 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 struct LocalStaging {
-    file: Option<File>,
+    file: Option<DirectFile>,
     path: PathBuf,
     written: u64,
-    /// Bytes already handed to write-back.
-    flushed: u64,
     target: PathBuf,
 }
 
-impl LocalStaging {
-    fn file(&mut self) -> &mut File {
+impl Staging for LocalStaging {
+    fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
         self.file
             .as_mut()
             .expect("staging file is open until commit")
-    }
-}
-
-/// Starts write-back of `len` bytes at `offset` without waiting for it.
-#[cfg(target_os = "linux")]
-fn start_writeback(f: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on an open descriptor; failure only loses the optimisation.
-    unsafe {
-        libc::sync_file_range(
-            f.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_: &File, _: u64, _: u64) {}
-
-impl Staging for LocalStaging {
-    fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
-        self.file().write_all(data)?;
+            .write(data)?;
         self.written += data.len() as u64;
-        if self.written - self.flushed >= WRITEBACK_EVERY {
-            let (off, len) = (self.flushed, self.written - self.flushed);
-            start_writeback(self.file.as_ref().expect("open"), off, len);
-            self.flushed = self.written;
-        }
         Ok(())
     }
 
@@ -119,9 +87,7 @@ impl Staging for LocalStaging {
 
     fn commit(mut self: Box<Self>, key: &str) -> Result<(), BlobError> {
         check_key(key)?;
-        let file = self.file.take().expect("open");
-        file.sync_all()?;
-        drop(file);
+        self.file.take().expect("open").finish()?;
         let dest = self.target.join(&key[key.len() - 2..]);
         fs::create_dir_all(&dest)?;
         let dest_file = dest.join(key);
@@ -155,15 +121,11 @@ impl BlobStore for LocalBlobs {
 
     fn stage(&self) -> Result<Box<dyn Staging>, BlobError> {
         let path = self.staging.join(uuid::Uuid::new_v4().simple().to_string());
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let file = DirectFile::create(&path)?;
         Ok(Box::new(LocalStaging {
             file: Some(file),
             path,
             written: 0,
-            flushed: 0,
             target: self.root.clone(),
         }))
     }

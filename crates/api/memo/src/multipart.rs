@@ -410,35 +410,11 @@ where
     }
 }
 
-/// The first position of `needle` (a delimiter: it starts with CR, its only CR) in `hay`.
+/// The first position of `needle` (a delimiter) in `hay`.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    const BLOCK: usize = 64;
-    debug_assert!(needle.len() >= 2 && needle[0] == b'\r');
-    let m = needle.len();
-    let last = needle[m - 1];
-    let starts = (hay.len() + 1).checked_sub(m)?;
-    let mut i = 0;
-    while i + BLOCK <= starts {
-        // A block of candidate starts is passed over at once unless one of them has a CR where
-        // the delimiter starts and its last byte where it ends; the compiler turns this test into
-        // a few vector instructions. Random bytes pass it about once in a thousand blocks,
-        // text with CRLF line ends once in a few dozen.
-        let first: &[u8; BLOCK] = hay[i..i + BLOCK].try_into().expect("in bounds");
-        let end: &[u8; BLOCK] = hay[i + m - 1..i + m - 1 + BLOCK]
-            .try_into()
-            .expect("in bounds");
-        let mut maybe = false;
-        for k in 0..BLOCK {
-            maybe |= (first[k] == b'\r') & (end[k] == last);
-        }
-        if maybe {
-            if let Some(k) = (i..i + BLOCK).find(|&k| hay[k..k + m] == *needle) {
-                return Some(k);
-            }
-        }
-        i += BLOCK;
-    }
-    (i..starts).find(|&k| hay[k..k + m] == *needle)
+    // `memmem` passes over the bytes with vector instructions, testing two of the needle's rarest
+    // bytes at once; on random data that is about 10 GB/s on one core.
+    memchr::memmem::find(hay, needle)
 }
 
 /// The first position of `needle` in a short `hay`.
