@@ -7,7 +7,7 @@
 //! being the limit. The file's last, partial block is written zero-padded and the file is then
 //! truncated to its real length.
 //!
-//! Where the file system refuses `O_DIRECT` (at open, or `EINVAL` on the first write), the same
+//! Where the file system refuses `O_DIRECT` (at open, or on a write), the same
 //! writer falls back to ordinary writes through a second descriptor, so callers never see the
 //! difference.
 
@@ -87,6 +87,14 @@ impl Drop for AlignedBuf {
     }
 }
 
+/// Whether an error means "this file system does not do `O_DIRECT`".
+fn refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+    )
+}
+
 /// The file, as direct and (after a fallback) ordinary descriptors.
 struct Sink {
     direct: File,
@@ -108,7 +116,7 @@ impl Sink {
         if !self.fell_back.load(Ordering::Relaxed) {
             match self.direct.write_all_at(data, offset) {
                 Ok(()) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                Err(e) if refused(&e) => {
                     tracing::debug!(path = %self.path.display(), "O_DIRECT refused; writing through the page cache");
                     self.fell_back.store(true, Ordering::Relaxed);
                 }
@@ -143,14 +151,19 @@ pub(crate) struct DirectFile {
 impl DirectFile {
     /// Creates `path` (which must not exist).
     pub(crate) fn create(path: &Path) -> io::Result<DirectFile> {
+        Self::create_with(path, libc::O_DIRECT)
+    }
+
+    /// Creates `path` with extra open flags (`O_DIRECT`, or none to take the fallback path).
+    fn create_with(path: &Path, flags: libc::c_int) -> io::Result<DirectFile> {
         let direct = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .custom_flags(libc::O_DIRECT)
+            .custom_flags(flags)
             .open(path);
         let (direct, fell_back) = match direct {
-            Ok(f) => (f, false),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            Ok(f) => (f, flags & libc::O_DIRECT == 0),
+            Err(e) if refused(&e) => {
                 let f = OpenOptions::new().write(true).create_new(true).open(path)?;
                 (f, true)
             }
@@ -304,6 +317,15 @@ mod tests {
 
     #[test]
     fn sizes_around_every_boundary_round_trip() {
+        round_trips(libc::O_DIRECT);
+    }
+
+    #[test]
+    fn the_page_cache_fallback_round_trips_too() {
+        round_trips(0);
+    }
+
+    fn round_trips(flags: libc::c_int) {
         let dir = tempfile::tempdir().unwrap();
         for (i, n) in [
             0,
@@ -322,7 +344,7 @@ mod tests {
         {
             let data = pattern(n);
             let path = dir.path().join(format!("f{i}"));
-            let mut f = DirectFile::create(&path).unwrap();
+            let mut f = DirectFile::create_with(&path, flags).unwrap();
             // Uneven pieces, as they come off a socket.
             for piece in data.chunks(65_531) {
                 f.write(piece).unwrap();
