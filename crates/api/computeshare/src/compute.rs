@@ -337,20 +337,21 @@ pub async fn get(
     Ok(ok(instance_out(&app, i).await?))
 }
 
-/// `DELETE /v1/instance/{id}`.
+/// `DELETE /v1/instance/{id}`: answers with the instance (status 6 Deleting, or 7 once gone).
 pub async fn delete(
     State(app): State<Arc<App>>,
     CsCaller(c): CsCaller,
     P(id): P<String>,
 ) -> CsResult<impl IntoResponse> {
-    app.compute
+    let i = app
+        .compute
         .delete(&c.account.id, &id)
         .await
         .map_err(not_found("INSTANCE_NOT_FOUND"))?;
-    Ok(done())
+    Ok(ok(instance_out(&app, i).await?))
 }
 
-/// `PUT /v1/instance/{id}/{start|stop|restart}`.
+/// `PUT /v1/instance/{id}/{start|stop|restart}`: answers with the instance in its new status.
 pub async fn action(
     State(app): State<Arc<App>>,
     CsCaller(c): CsCaller,
@@ -362,8 +363,8 @@ pub async fn action(
         "restart" => app.compute.restart(&c.account.id, &id).await,
         _ => return Err(CsError::not_found("NOT_FOUND", "no such route")),
     };
-    r.map_err(not_found("INSTANCE_NOT_FOUND"))?;
-    Ok(done())
+    let i = r.map_err(not_found("INSTANCE_NOT_FOUND"))?;
+    Ok(ok(instance_out(&app, i).await?))
 }
 
 #[derive(Deserialize)]

@@ -51,7 +51,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 pub struct Success<T> {
     code: u16,
     message: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `null` where there is nothing to answer with: clients always find the key.
     data: Option<T>,
 }
 
@@ -64,7 +64,7 @@ pub fn ok<T: Serialize>(data: T) -> Json<Success<T>> {
     })
 }
 
-/// The success envelope without data.
+/// The success envelope with `"data": null`.
 pub fn done() -> Json<Success<()>> {
     Json(Success {
         code: 200,

@@ -16,6 +16,7 @@ pub enum Kind {
     BadRequest,
     Authentication,
     NotFound,
+    MethodNotAllowed,
     TooManyRequests,
     PayloadTooLarge,
     Internal,
@@ -38,6 +39,11 @@ impl Kind {
             Kind::BadRequest => (400, "InvalidArgument", "Invalid Argument"),
             Kind::Authentication => (401, "Authentication", "Authentication Failed"),
             Kind::NotFound => (404, "NoSuchObject", "The specified object does not exist"),
+            Kind::MethodNotAllowed => (
+                405,
+                "MethodNotAllowed",
+                "The specified method is not allowed against this resource",
+            ),
             Kind::TooManyRequests => (429, "TooManyRequests", "Too Many Requests"),
             Kind::PayloadTooLarge => (413, "EntityTooLarge", "Entity Too Large"),
             Kind::Internal => (

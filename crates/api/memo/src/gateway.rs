@@ -1,6 +1,7 @@
 //! `GET|HEAD /{target}/{cid}`: downloads, with the conventions IPFS gateways follow.
 //!
-//! No token is needed (content addressing). The file streams with `Content-Type` from its name,
+//! No token is needed (content addressing). The file streams with `Content-Type` from its name
+//! (the first stored name in that target, or `?filename=`),
 //! `Content-Disposition: attachment`, `Content-Length`, a strong `ETag` of the CID, immutable
 //! caching, single byte ranges (206/416) and `If-None-Match` (304). Trustless forms:
 //! `?format=raw` / `Accept: application/vnd.ipld.raw` answers one block (any block of a stored
@@ -29,6 +30,8 @@ const RAW_TYPE: &str = "application/vnd.ipld.raw";
 #[derive(Deserialize)]
 pub(crate) struct GetQuery {
     format: Option<String>,
+    /// The name to download under (as IPFS gateways do); else the stored object's name.
+    filename: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,16 +186,33 @@ pub(crate) async fn download(
         })?;
     let head = method == Method::HEAD;
     let resp = match format {
-        Format::File => file(&app, &r, &headers, head).await?,
+        Format::File => file(&app, &r, q.filename.as_deref(), &headers, head).await?,
         Format::Raw => raw(&app, &r, &headers, head).await?,
         Format::Car => car(&app, r, &headers, head),
     };
     Ok(resp)
 }
 
-async fn file(app: &App, r: &Resolved, headers: &HeaderMap, head: bool) -> MemoResult<Response> {
+async fn file(
+    app: &App,
+    r: &Resolved,
+    filename: Option<&str>,
+    headers: &HeaderMap,
+    head: bool,
+) -> MemoResult<Response> {
     let etag = format!("\"{}\"", r.cid);
-    let name = r.name.clone().unwrap_or_else(|| r.cid.to_string());
+    let name = match filename {
+        Some(f) if !f.is_empty() => {
+            if f.chars().any(char::is_control) || f.contains(['/', '\\']) || f.len() > 255 {
+                return Err(MemoError::new(
+                    Kind::BadRequest,
+                    "filename: at most 255 bytes, no control characters or slashes",
+                ));
+            }
+            f.to_string()
+        }
+        _ => r.name.clone().unwrap_or_else(|| r.cid.to_string()),
+    };
     if etag_matches(headers, &etag) {
         return Ok(base(StatusCode::NOT_MODIFIED, &etag)
             .body(Body::empty())

@@ -23,7 +23,7 @@ pub(crate) async fn get_nonce(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], nonce).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub(crate) struct LoginRequest {
     #[serde(default)]
     address: String,
@@ -57,9 +57,12 @@ pub(crate) async fn login(
             e.with_nonce(app.auth.courtesy_nonce())
         }
     };
-    let req: LoginRequest = stratus_api_request::json_body(body)
-        .await
-        .map_err(|e| wrap(e.into()))?;
+    // JSON as documented, or form fields; no body at all is the document's "empty parameter".
+    let req: LoginRequest = match stratus_api_request::json_or_form_body(body).await {
+        Ok(r) => r,
+        Err(stratus_api_request::BodyError::Empty) => LoginRequest::default(),
+        Err(e) => return Err(wrap(e.into())),
+    };
     let session = app
         .auth
         .wallet_login(

@@ -31,6 +31,15 @@ pub fn router() -> Router<Arc<App>> {
             "/{target}/{cid}",
             get(gateway::download).delete(storage::delete),
         )
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// A 405 in the MEMO format, naming the method.
+async fn method_not_allowed(method: http::Method, uri: http::Uri) -> MemoError {
+    MemoError::new(
+        Kind::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 /// A 404 in the MEMO format as a response (the server's fallback).

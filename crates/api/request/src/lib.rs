@@ -45,7 +45,31 @@ pub enum BodyError {
 
 /// Reads at most [`MAX_JSON_BODY`] bytes and parses them as `T`.
 pub async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, BodyError> {
-    let bytes = Limited::new(body, MAX_JSON_BODY)
+    let bytes = small_body(body).await?;
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(BodyError::Empty),
+        Some(b'{') => {}
+        Some(_) => return Err(BodyError::Json("expected a JSON object".into())),
+    }
+    serde_json::from_slice(&bytes).map_err(|e| BodyError::Json(e.to_string()))
+}
+
+/// Like [`json_body`], but a body that is not a JSON object is read as HTML form fields
+/// (`a=1&b=2`, what `curl -d` and HTML forms send), for the login routes whose documents name
+/// parameters without saying how they travel.
+pub async fn json_or_form_body<T: DeserializeOwned>(body: Body) -> Result<T, BodyError> {
+    let bytes = small_body(body).await?;
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => Err(BodyError::Empty),
+        Some(b'{') => serde_json::from_slice(&bytes).map_err(|e| BodyError::Json(e.to_string())),
+        Some(_) => serde_urlencoded::from_bytes(&bytes)
+            .map_err(|e| BodyError::Json(format!("neither a JSON object nor form fields: {e}"))),
+    }
+}
+
+/// The whole body of a small request (at most [`MAX_JSON_BODY`] bytes).
+async fn small_body(body: Body) -> Result<axum::body::Bytes, BodyError> {
+    Ok(Limited::new(body, MAX_JSON_BODY)
         .collect()
         .await
         .map_err(|e| {
@@ -55,11 +79,5 @@ pub async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, BodyError> 
                 BodyError::Read(e.to_string())
             }
         })?
-        .to_bytes();
-    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => return Err(BodyError::Empty),
-        Some(b'{') => {}
-        Some(_) => return Err(BodyError::Json("expected a JSON object".into())),
-    }
-    serde_json::from_slice(&bytes).map_err(|e| BodyError::Json(e.to_string()))
+        .to_bytes())
 }

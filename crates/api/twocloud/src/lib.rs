@@ -104,23 +104,39 @@ struct Issued {
     token: String,
 }
 
-/// `POST /twocloud/tokens`.
+#[derive(serde::Deserialize)]
+struct BodyCredentials {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// `POST /twocloud/tokens`: credentials by HTTP Basic (or `username`/`password` in the body).
 async fn tokens(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
+    body: axum::body::Body,
 ) -> Result<Json<Issued>, TcError> {
-    let value = headers
-        .get(http::header::AUTHORIZATION)
-        .ok_or_else(|| unauthorized("HTTP Basic credentials are required"))?
-        .to_str()
-        .map_err(|_| unauthorized("malformed Authorization header"))?;
-    let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(unauthorized("HTTP Basic credentials are required"));
-    }
-    let (username, password) =
-        basic_credentials(rest).ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+    let (username, password) = match headers.get(http::header::AUTHORIZATION) {
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| unauthorized("malformed Authorization header"))?;
+            let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+            if !scheme.eq_ignore_ascii_case("basic") {
+                return Err(unauthorized("HTTP Basic credentials are required"));
+            }
+            basic_credentials(rest).ok_or_else(|| unauthorized("malformed Basic credentials"))?
+        }
+        // The document's parameter table names `username` and `password`: without Basic, they
+        // are read from a JSON or form body.
+        None => match stratus_api_request::json_or_form_body::<BodyCredentials>(body).await {
+            Ok(c) if !c.username.is_empty() => (c.username, c.password),
+            _ => return Err(unauthorized("HTTP Basic credentials are required")),
+        },
+    };
     let ttl = app.auth.config().twocloud_token_ttl;
     // A token as the username: renew it (the original's verify_password tried tokens first).
     if username.matches('.').count() == 2 {

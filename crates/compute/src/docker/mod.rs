@@ -135,6 +135,8 @@ pub struct DockerRuntime {
     config: DockerConfig,
     cgroups: Option<CgroupTree>,
     bounds: Bounds,
+    /// CPUs of the engine's host (`docker info`).
+    host_cpus: f64,
     /// Instances this process stopped: their exit statuses are not failures.
     stopped: Mutex<HashSet<String>>,
 }
@@ -208,6 +210,15 @@ impl DockerRuntime {
                 .map(|h| h.starts_with("unix://"))
                 .unwrap_or(true),
         };
+        let host_cpus = info
+            .ncpu
+            .filter(|&n| n > 0)
+            .map(|n| n as f64)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get() as f64)
+                    .unwrap_or(1.0)
+            });
         let driver = info.cgroup_driver;
         let version = match info.cgroup_version {
             Some(SystemInfoCgroupVersionEnum::_2) => 2,
@@ -261,6 +272,7 @@ impl DockerRuntime {
             config,
             cgroups,
             bounds,
+            host_cpus,
             stopped: Mutex::new(HashSet::new()),
         })
     }
@@ -484,6 +496,7 @@ impl DockerRuntime {
                 .map_err(engine)?;
         }
         let fixed = Fixed {
+            host_cpus: self.host_cpus,
             log_max_size: self.config.log_max_size.clone(),
             log_max_files: self.config.log_max_files,
             owner: self.config.owner.clone(),

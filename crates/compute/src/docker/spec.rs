@@ -70,6 +70,9 @@ pub(crate) struct Fixed {
     pub log_max_size: String,
     pub log_max_files: u32,
     pub owner: Option<String>,
+    /// CPUs of the engine's host: a spec larger than the host gets the whole host (the engine
+    /// refuses a `NanoCpus` above it).
+    pub host_cpus: f64,
 }
 
 /// The instance-wide bounds as a label value.
@@ -308,15 +311,14 @@ pub(crate) fn container_body(
         .collect();
 
     let services = spec.app.services.len().max(1);
+    let cpus = spec.cpus.min(fixed.host_cpus.max(0.01));
     let (memory, nano_cpus, cgroup_parent) = match bounding {
-        Bounding::Parent { cgroup_parent } => (
-            spec.memory_bytes,
-            spec.cpus * 1e9,
-            Some(cgroup_parent.clone()),
-        ),
+        Bounding::Parent { cgroup_parent } => {
+            (spec.memory_bytes, cpus * 1e9, Some(cgroup_parent.clone()))
+        }
         Bounding::Split => (
             spec.memory_bytes / services as u64,
-            spec.cpus * 1e9 / services as f64,
+            cpus * 1e9 / services as f64,
             None,
         ),
     };
@@ -464,6 +466,7 @@ volumes:
 
     fn fixed() -> Fixed {
         Fixed {
+            host_cpus: 64.0,
             owner: None,
             log_max_size: "10m".into(),
             log_max_files: 3,
@@ -564,6 +567,26 @@ volumes:
         assert_eq!(hc.memory, Some(1 << 30));
         assert_eq!(hc.memory_swap, Some(1 << 30));
         assert_eq!(hc.nano_cpus, Some(2_000_000_000));
+    }
+
+    #[test]
+    fn a_spec_larger_than_the_host_gets_the_whole_host() {
+        let s = spec(APP); // 2 CPUs
+        let small_host = Fixed {
+            host_cpus: 1.0,
+            ..fixed()
+        };
+        let parent = Bounding::Parent {
+            cgroup_parent: "/stratus/i-1".into(),
+        };
+        let hc = container_body(&s, 0, &parent, &small_host)
+            .host_config
+            .unwrap();
+        assert_eq!(hc.nano_cpus, Some(1_000_000_000));
+        let hc = container_body(&s, 0, &Bounding::Split, &small_host)
+            .host_config
+            .unwrap();
+        assert_eq!(hc.nano_cpus, Some(500_000_000), "split across two services");
     }
 
     #[test]

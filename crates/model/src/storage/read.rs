@@ -80,14 +80,20 @@ fn one_shot(b: Bytes) -> ByteStream {
 }
 
 impl Storage {
-    async fn find_block(&self, backend: &str, cid: &str) -> Result<Option<Row>> {
+    /// A block of a live file that somebody stored in `target` (targets may share a backend,
+    /// but what was stored in one is not served from the other).
+    async fn find_block(&self, backend: &str, target: &str, cid: &str) -> Result<Option<Row>> {
         Ok(sqlx::query_as(
             "SELECT b.root, b.kind, b.file_offset, b.file_len, b.data FROM blocks b \
              JOIN blobs o ON o.backend = b.backend AND o.cid = b.root \
-             WHERE b.cid = $1 AND b.backend = $2 AND o.state = 'live' LIMIT 1",
+             WHERE b.cid = $1 AND b.backend = $2 AND o.state = 'live' \
+             AND EXISTS (SELECT 1 FROM objects ob \
+                         WHERE ob.backend = b.backend AND ob.cid = b.root AND ob.target = $3) \
+             LIMIT 1",
         )
         .bind(cid)
         .bind(backend)
+        .bind(target)
         .fetch_optional(self.db.r())
         .await?)
     }
@@ -107,13 +113,19 @@ impl Storage {
         }
         for c in candidates {
             let text = c.to_string();
-            if let Some((root, kind, off, len, data)) = self.find_block(&backend, &text).await? {
+            if let Some((root, kind, off, len, data)) =
+                self.find_block(&backend, target, &text).await?
+            {
                 let name = if root == text {
+                    // The name of the oldest record: a shared link keeps its file name and type
+                    // when somebody else later stores the same bytes under another name.
                     let n: Option<(String,)> = sqlx::query_as(
-                        "SELECT name FROM objects WHERE backend = $1 AND cid = $2 ORDER BY id DESC LIMIT 1",
+                        "SELECT name FROM objects WHERE backend = $1 AND cid = $2 AND target = $3 \
+                         ORDER BY id ASC LIMIT 1",
                     )
                     .bind(&backend)
                     .bind(&root)
+                    .bind(target)
                     .fetch_optional(self.db.r())
                     .await?;
                     n.map(|n| n.0)

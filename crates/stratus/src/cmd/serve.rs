@@ -22,6 +22,8 @@ pub async fn run(opts: ServerOpts, listen: Option<SocketAddr>) -> anyhow::Result
         cfg.listen = l;
     }
     let listen = cfg.listen;
+    // Installed first: a SIGTERM during start-up stops the server once it is consistent.
+    let shutdown = stratus_server::shutdown_signal();
     tracing::info!(data_dir = %cfg.data_dir.display(), "opening data directory");
     let app = App::open(cfg).await.context("starting services")?;
     app.recover()
@@ -30,7 +32,7 @@ pub async fn run(opts: ServerOpts, listen: Option<SocketAddr>) -> anyhow::Result
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    stratus_server::serve(app, listener, stratus_server::shutdown_signal())
+    stratus_server::serve(app, listener, shutdown)
         .await
         .context("serving")?;
     Ok(())

@@ -309,7 +309,28 @@ fn login_attacks_are_refused_with_exact_bodies() {
     );
     assert_eq!(st, 200, "{v}");
 
-    // Not JSON at all.
+    // No body at all: the document's empty parameter.
+    let (st, v) = json(s.post("/login"));
+    assert_wrapped(
+        st,
+        &v,
+        401,
+        "Authentication",
+        "Authentication Failed (There is an empty parameter)",
+    );
+    // Form fields (what `curl -d a=…&b=…` sends) are read like the JSON object.
+    let n = nonce(&s);
+    let sig = eth_sign(KEY_A, &addr_a, &n, "memo.io");
+    let (st, v) = json(s.post("/login").form(&[
+        ("address", addr_a.as_str()),
+        ("nonce", n.as_str()),
+        ("domain", "memo.io"),
+        ("signature", sig["sig01"].as_str().unwrap()),
+    ]));
+    assert_eq!(st, 200, "{v}");
+    assert!(v["access token"].is_string());
+
+    // Malformed JSON.
     let r = s.post("/login").body("{not json").send().unwrap();
     let st = r.status().as_u16();
     let v: Value = r.json().unwrap();

@@ -140,7 +140,13 @@ fn logout_revokes_the_token_used_and_only_it() {
     let t1 = s.user_token("13000000004");
     let t2 = s.login("13000000004", "password-123");
     let (st, v) = json(s.post("/api/v1/user/logout").bearer_auth(&t1));
-    assert_eq!((st, v), (200, json!({"code": 200, "message": "success"})));
+    assert_eq!(
+        (st, v),
+        (
+            200,
+            json!({"code": 200, "message": "success", "data": null})
+        )
+    );
     assert_eq!(me(&s, &t1), (401, unauthorized("Token has been revoked")));
     assert_eq!(me(&s, &t2).0, 200);
     // Revocation survives a restart.
@@ -160,7 +166,13 @@ fn password_change_revokes_every_earlier_token() {
             .bearer_auth(&t1)
             .json(&json!({"oldPassword": "password-123", "newPassword": "new-password-456"})),
     );
-    assert_eq!((st, v), (200, json!({"code": 200, "message": "success"})));
+    assert_eq!(
+        (st, v),
+        (
+            200,
+            json!({"code": 200, "message": "success", "data": null})
+        )
+    );
     for t in [&t1, &t2] {
         assert_eq!(me(&s, t), (401, unauthorized("Token has been revoked")));
     }

@@ -45,6 +45,21 @@ fn tokens_exactly_as_documented() {
             .bearer_auth(v["token"].as_str().unwrap()),
     );
     assert_eq!(me2["data"]["id"], me["data"]["id"]);
+
+    // Without Basic, the parameters the document's table names are read from the body.
+    let r = s
+        .post("/twocloud/tokens")
+        .json(&serde_json::json!({"username": "alice", "password": "alice-password"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().unwrap()["duration"], 86400);
+    let r = s
+        .post("/twocloud/tokens")
+        .form(&[("username", "alice"), ("password", "wrong-password")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }
 
 #[test]

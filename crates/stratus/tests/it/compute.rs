@@ -150,7 +150,14 @@ fn sandbox_end_to_end_through_the_public_port() {
 
     // Delete: port free, containers and network gone.
     let (st, v) = json(s.delete(&format!("/api/v1/instance/{id}")).bearer_auth(&t));
-    assert_eq!((st, v), (200, json!({"code": 200, "message": "success"})));
+    assert_eq!(
+        (st, &v["code"], &v["data"]["id"]),
+        (200, &json!(200), &json!(id))
+    );
+    assert!(
+        [6, 7].contains(&v["data"]["status"].as_i64().unwrap()),
+        "{v}"
+    );
     assert_eq!(wait(&s, &t, &id, 7)["status"], 7);
     assert_eq!(http_get(port), None);
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("the public port is free again");

@@ -494,6 +494,65 @@ fn identical_content_is_stored_once_and_outlives_one_owner() {
 }
 
 #[test]
+fn download_names_are_stable_and_targets_are_separate() {
+    let s = Server::start();
+    let (_, ta, _) = s.wallet_login(KEY_A);
+    let (_, tb, _) = s.wallet_login(KEY_B);
+    let bytes = data(40_000, 33);
+    let cid = put(&s, &ta, "mefs", "plan.pdf", bytes.clone());
+    let disposition = |path: &str| {
+        let r = s.get(path).send().unwrap();
+        let h = |n: &str| r.headers()[n].to_str().unwrap().to_string();
+        (
+            r.status().as_u16(),
+            h("content-disposition"),
+            h("content-type"),
+        )
+    };
+    let first = (
+        200,
+        "attachment; filename=\"plan.pdf\"".to_string(),
+        "application/pdf".to_string(),
+    );
+    assert_eq!(disposition(&format!("/mefs/{cid}")), first);
+    // Somebody else storing the same bytes under another name renames nobody's link.
+    assert_eq!(put(&s, &tb, "mefs", "other.bin", bytes.clone()), cid);
+    assert_eq!(disposition(&format!("/mefs/{cid}")), first);
+    // The IPFS gateway convention: ?filename= chooses the name (and so the type).
+    assert_eq!(
+        disposition(&format!("/mefs/{cid}?filename=notes.txt")),
+        (
+            200,
+            "attachment; filename=\"notes.txt\"".to_string(),
+            "text/plain".to_string()
+        )
+    );
+    let (st, v) = json(s.get(&format!("/mefs/{cid}?filename=a%2Fb")));
+    assert_eq!(st, 400, "{v}");
+    // What was stored in mefs is not served from ipfs, though both share the local backend.
+    let (st, v) = json(s.get(&format!("/ipfs/{cid}")));
+    assert_eq!(
+        (st, v),
+        (
+            404,
+            memo_error(
+                "NoSuchObject",
+                &format!("The specified object does not exist (no object {cid} in ipfs)"),
+                404
+            )
+        )
+    );
+    assert_eq!(put(&s, &ta, "ipfs", "plan.pdf", bytes.clone()), cid);
+    assert_eq!(download(&s, "ipfs", &cid), (200, bytes));
+    // A known route with another method answers in the MEMO format.
+    let (st, v) = json(s.post("/getnonce"));
+    assert_eq!(
+        (st, v),
+        (405, memo_error("MethodNotAllowed", "The specified method is not allowed against this resource (POST is not allowed on /getnonce)", 405))
+    );
+}
+
+#[test]
 fn quota_is_enforced_while_streaming_and_nothing_is_kept() {
     let s = Server::builder()
         .env("STRATUS_STORAGE__FREE_BYTES", "3000000")
