@@ -141,7 +141,8 @@ pub(crate) struct PurchaseOut {
     balance: Option<String>,
 }
 
-/// `POST /{target}/buypkg {pkgid, amount}` (or `GET ?pkgid=&amount=` as the original).
+/// `POST /{target}/buypkg {pkgid, amount}` (JSON or form fields, or `?pkgid=&amount=` with no
+/// body; `GET ?pkgid=&amount=` as the original).
 pub(crate) async fn buy_pkg(
     State(app): State<Arc<App>>,
     P(target): P<String>,
@@ -151,8 +152,13 @@ pub(crate) async fn buy_pkg(
     body: Body,
 ) -> MemoResult<Json<PurchaseOut>> {
     check_target(&app, &target)?;
+    // POST: a JSON object or form fields; with no body, the query string (as GET).
     let req = if method == Method::POST {
-        stratus_api_request::json_body::<BuyRequest>(body).await?
+        match stratus_api_request::json_or_form_body::<BuyRequest>(body).await {
+            Ok(r) => r,
+            Err(stratus_api_request::BodyError::Empty) => q,
+            Err(e) => return Err(e.into()),
+        }
     } else {
         q
     };

@@ -160,6 +160,16 @@ fn buying_moves_money_and_space_with_exact_errors() {
     assert_eq!(p2["Kind"], 1);
     let (_, b) = json(s.get("/mefs/balance").header("Authorization", &t));
     assert_eq!(b["Balance"], "5");
+    // POST with form fields, or with the query and no body, reads the same parameters (here the
+    // balance no longer covers a package: 519).
+    for rb in [
+        s.post("/mefs/buypkg")
+            .form(&[("pkgid", "1"), ("amount", "1")]),
+        s.post("/mefs/buypkg?pkgid=1&amount=1"),
+    ] {
+        let (st, v) = json(rb.header("Authorization", &t));
+        assert_eq!((st, &v["Code"]), (519, &json!("Balance")), "{v}");
+    }
 
     let (_, sp) = json(s.get("/mefs/storage").header("Authorization", &t));
     assert_eq!(
