@@ -86,7 +86,7 @@ pub struct AuthConfig {
     pub domain: String,
     /// Lifetime of a login nonce in seconds.
     pub nonce_ttl: u64,
-    /// Maximum number of outstanding nonces kept in memory.
+    /// Maximum number of outstanding nonces kept in memory (at the bound the oldest makes room).
     pub max_nonces: usize,
     /// Argon2id memory cost in KiB.
     pub argon2_memory_kib: u32,

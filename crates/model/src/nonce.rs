@@ -3,11 +3,14 @@
 //! A nonce is 32 random bytes shown as 64 lower-case hex digits. It lives `ttl` seconds, is used
 //! at most once, and is bound to the first address that presents it: another address can never
 //! use it afterwards, even with a valid signature. Nonces live in memory (they are short-lived and
-//! worthless after a restart); the store is bounded, so a flood cannot exhaust memory. Expired
-//! entries are dropped by [`Nonces::purge`], which the server's housekeeping calls every few
-//! seconds, never on the request path.
+//! worthless after a restart); the store is bounded, so a flood cannot exhaust memory: at the
+//! bound, the oldest nonce makes room (a flood would have to issue the whole bound within the few
+//! seconds a real user takes to sign, to push that user's nonce out). Nonces are kept in issue
+//! order, which is also expiry order, so dropping the expired ones ([`Nonces::purge`], called by
+//! the server's housekeeping and on issue) costs what it drops, never a scan of the store.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
@@ -15,7 +18,7 @@ use dashmap::DashMap;
 use rand::RngCore;
 use tokio::time::Instant;
 
-use crate::{Error, Result};
+use crate::Result;
 
 #[derive(Debug)]
 struct Slot {
@@ -24,10 +27,15 @@ struct Slot {
     bound: Option<[u8; 20]>,
 }
 
+/// Nonces oldest first, with their expiry.
+type Order = VecDeque<([u8; 32], Instant)>;
+
 /// The outstanding nonces.
 #[derive(Debug, Clone)]
 pub struct Nonces {
     map: Arc<DashMap<[u8; 32], Slot>>,
+    /// Every nonce in `map`, oldest first, with its expiry (some may be used up already).
+    order: Arc<Mutex<Order>>,
     ttl: Duration,
     max: usize,
 }
@@ -46,8 +54,24 @@ impl Nonces {
     pub fn new(ttl: Duration, max: usize) -> Self {
         Nonces {
             map: Arc::new(DashMap::new()),
+            order: Arc::new(Mutex::new(VecDeque::new())),
             ttl,
             max: max.max(1),
+        }
+    }
+
+    fn order(&self) -> MutexGuard<'_, Order> {
+        self.order.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops the expired nonces at the front of `order`, and more while it holds `keep` or more.
+    fn trim(&self, order: &mut Order, now: Instant, keep: usize) {
+        while let Some(&(key, expires)) = order.front() {
+            if expires > now && order.len() < keep {
+                break;
+            }
+            order.pop_front();
+            self.map.remove(&key);
         }
     }
 
@@ -55,25 +79,23 @@ impl Nonces {
         self.ttl
     }
 
-    /// Creates a new nonce.
+    /// Creates a new nonce (at the bound, the oldest one makes room).
     pub fn issue(&self) -> Result<String> {
-        if self.map.len() >= self.max {
-            self.purge();
-            if self.map.len() >= self.max {
-                return Err(Error::RateLimited {
-                    retry_after_secs: self.ttl.as_secs().max(1),
-                });
-            }
-        }
         let mut raw = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut raw);
+        let now = Instant::now();
+        let expires = now + self.ttl;
+        let mut order = self.order();
+        self.trim(&mut order, now, self.max);
+        // Inserted under the lock, so `order` and `map` never disagree about what is outstanding.
         self.map.insert(
             raw,
             Slot {
-                expires: Instant::now() + self.ttl,
+                expires,
                 bound: None,
             },
         );
+        order.push_back((raw, expires));
         Ok(hex::encode(raw))
     }
 
@@ -115,8 +137,8 @@ impl Nonces {
 
     /// Drops expired nonces.
     pub fn purge(&self) {
-        let now = Instant::now();
-        self.map.retain(|_, s| s.expires > now);
+        let mut order = self.order();
+        self.trim(&mut order, Instant::now(), usize::MAX);
     }
 
     pub fn len(&self) -> usize {
@@ -161,14 +183,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn bounded() {
+    async fn bounded_with_the_oldest_making_room() {
         let n = Nonces::new(Duration::from_secs(30), 3);
-        for _ in 0..3 {
-            n.issue().unwrap();
+        let first = n.issue().unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let second = n.issue().unwrap();
+        let third = n.issue().unwrap();
+        let fourth = n.issue().unwrap();
+        assert_eq!(n.len(), 3);
+        assert!(!n.check_and_bind(&first, A), "the oldest made room");
+        for k in [&second, &third, &fourth] {
+            assert!(n.check_and_bind(k, A));
         }
-        assert!(matches!(n.issue(), Err(Error::RateLimited { .. })));
-        tokio::time::advance(Duration::from_secs(31)).await;
-        n.issue().unwrap();
-        assert_eq!(n.len(), 1);
+        // A used-up nonce leaves the store at once; its place in the order goes at expiry.
+        assert!(n.consume(&second, A));
+        assert_eq!(n.len(), 2);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        n.purge();
+        assert_eq!(n.len(), 0);
+        let fifth = n.issue().unwrap();
+        assert!(n.check_and_bind(&fifth, A));
     }
 }
