@@ -16,7 +16,7 @@ use stratus_model::compute::{Instance, Mapping, MappingRequest, SandboxRequest, 
 use stratus_model::Error;
 
 use crate::error::{CsError, CsResult};
-use crate::extract::{done, ok, Body, CsCaller, P, Q};
+use crate::extract::{done, ok, Body, CsCaller, Success, P, Q};
 
 /// A JSON integer that may also arrive as a numeric string.
 #[derive(Debug, Clone, Default)]
@@ -329,12 +329,8 @@ pub async fn get(
     CsCaller(c): CsCaller,
     P(id): P<String>,
 ) -> CsResult<impl IntoResponse> {
-    let i = app
-        .compute
-        .instance(&c.account.id, &id)
-        .await
-        .map_err(not_found("INSTANCE_NOT_FOUND"))?;
-    Ok(ok(instance_out(&app, i).await?))
+    let r = app.compute.instance(&c.account.id, &id).await;
+    instance_reply(&app, r).await
 }
 
 /// `DELETE /v1/instance/{id}`: answers with the instance (status 6 Deleting, or 7 once gone).
@@ -343,12 +339,8 @@ pub async fn delete(
     CsCaller(c): CsCaller,
     P(id): P<String>,
 ) -> CsResult<impl IntoResponse> {
-    let i = app
-        .compute
-        .delete(&c.account.id, &id)
-        .await
-        .map_err(not_found("INSTANCE_NOT_FOUND"))?;
-    Ok(ok(instance_out(&app, i).await?))
+    let r = app.compute.delete(&c.account.id, &id).await;
+    instance_reply(&app, r).await
 }
 
 /// `PUT /v1/instance/{id}/{start|stop|restart}`: answers with the instance in its new status.
@@ -363,8 +355,16 @@ pub async fn action(
         "restart" => app.compute.restart(&c.account.id, &id).await,
         _ => return Err(CsError::not_found("NOT_FOUND", "no such route")),
     };
+    instance_reply(&app, r).await
+}
+
+/// The success envelope around an instance, or its error (404 `INSTANCE_NOT_FOUND`, 409).
+async fn instance_reply(
+    app: &App,
+    r: stratus_model::Result<Instance>,
+) -> CsResult<Json<Success<InstanceOut>>> {
     let i = r.map_err(not_found("INSTANCE_NOT_FOUND"))?;
-    Ok(ok(instance_out(&app, i).await?))
+    Ok(ok(instance_out(app, i).await?))
 }
 
 #[derive(Deserialize)]

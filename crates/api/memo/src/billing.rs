@@ -12,6 +12,7 @@ use http::Method;
 use serde::{Deserialize, Serialize};
 use stratus_app::App;
 use stratus_config::PackageConfig;
+use stratus_model::billing::Purchase;
 
 use crate::error::{Kind, MemoError, MemoResult};
 use crate::extract::MemoCaller;
@@ -141,6 +142,23 @@ pub(crate) struct PurchaseOut {
     balance: Option<String>,
 }
 
+impl PurchaseOut {
+    fn new(p: &Purchase, target: &str, state: u8, balance: Option<String>) -> PurchaseOut {
+        PurchaseOut {
+            id: p.id,
+            pkgid: p.package_id,
+            kind: kind_of(target),
+            count: p.quantity,
+            buysize: p.bytes,
+            amount: p.price.to_string(),
+            starttime: p.starts_at / 1000,
+            endtime: p.ends_at / 1000,
+            state,
+            balance,
+        }
+    }
+}
+
 /// `POST /{target}/buypkg {pkgid, amount}` (JSON or form fields, or `?pkgid=&amount=` with no
 /// body; `GET ?pkgid=&amount=` as the original).
 pub(crate) async fn buy_pkg(
@@ -171,18 +189,8 @@ pub(crate) async fn buy_pkg(
         .billing
         .buy(&caller.account.id, &target, pkgid as u64, amount)
         .await?;
-    Ok(Json(PurchaseOut {
-        id: p.id,
-        pkgid: p.package_id,
-        kind: kind_of(&target),
-        count: p.quantity,
-        buysize: p.bytes,
-        amount: p.price.to_string(),
-        starttime: p.starts_at / 1000,
-        endtime: p.ends_at / 1000,
-        state: 1,
-        balance: Some(p.balance_after.to_string()),
-    }))
+    let balance = p.balance_after.to_string();
+    Ok(Json(PurchaseOut::new(&p, &target, 1, Some(balance))))
 }
 
 /// `GET /{target}/getbuypkgs`: the caller's purchases with start and end times.
@@ -199,18 +207,7 @@ pub(crate) async fn get_buy_pkgs(
         .await?;
     Ok(Json(
         list.into_iter()
-            .map(|p| PurchaseOut {
-                id: p.id,
-                pkgid: p.package_id,
-                kind: kind_of(&target),
-                count: p.quantity,
-                buysize: p.bytes,
-                amount: p.price.to_string(),
-                starttime: p.starts_at / 1000,
-                endtime: p.ends_at / 1000,
-                state: u8::from(p.active_at(now)),
-                balance: None,
-            })
+            .map(|p| PurchaseOut::new(&p, &target, u8::from(p.active_at(now)), None))
             .collect(),
     ))
 }
