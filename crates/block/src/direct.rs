@@ -7,19 +7,19 @@
 //! being the limit. The file's last, partial block is written zero-padded and the file is then
 //! truncated to its real length.
 //!
-//! Where the file system refuses `O_DIRECT` (at open, or on a write), the same
-//! writer falls back to ordinary writes through a second descriptor, so callers never see the
-//! difference.
+//! Where the file system refuses `O_DIRECT` (at open, or on a write), the file is written through
+//! the page cache instead (opened without the flag, or the flag cleared with `fcntl`), so callers
+//! never see the difference.
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Alignment of buffers, offsets and lengths: covers 512-byte and 4 KiB logical blocks.
@@ -95,48 +95,33 @@ fn refused(e: &io::Error) -> bool {
     )
 }
 
-/// The file, as direct and (after a fallback) ordinary descriptors.
-struct Sink {
-    direct: File,
-    path: std::path::PathBuf,
-    fell_back: AtomicBool,
-    buffered: OnceLock<File>,
+/// Clears `O_DIRECT` on `file`: its later writes go through the page cache.
+fn clear_direct(file: &File) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we hold.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
-impl Sink {
-    fn buffered(&self) -> io::Result<&File> {
-        if let Some(f) = self.buffered.get() {
-            return Ok(f);
+/// Writes all of `data` at `offset`; where `O_DIRECT` is refused, clears it and writes again.
+fn write_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    match file.write_all_at(data, offset) {
+        Err(e) if refused(&e) => {
+            tracing::debug!("O_DIRECT refused; writing through the page cache");
+            clear_direct(file)?;
+            file.write_all_at(data, offset)
         }
-        let f = OpenOptions::new().write(true).open(&self.path)?;
-        Ok(self.buffered.get_or_init(|| f))
-    }
-
-    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
-        if !self.fell_back.load(Ordering::Relaxed) {
-            match self.direct.write_all_at(data, offset) {
-                Ok(()) => return Ok(()),
-                Err(e) if refused(&e) => {
-                    tracing::debug!(path = %self.path.display(), "O_DIRECT refused; writing through the page cache");
-                    self.fell_back.store(true, Ordering::Relaxed);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        self.buffered()?.write_all_at(data, offset)
-    }
-
-    fn sync(&self) -> io::Result<()> {
-        if self.fell_back.load(Ordering::Relaxed) {
-            self.buffered()?.sync_all()?;
-        }
-        self.direct.sync_all()
+        r => r,
     }
 }
 
 /// Writes a new file front to back, off the caller's thread.
 pub(crate) struct DirectFile {
-    sink: Arc<Sink>,
+    file: Arc<File>,
     /// The buffer being filled.
     cur: Option<AlignedBuf>,
     /// Buffers allocated so far (at most [`BUFFERS`]).
@@ -156,26 +141,17 @@ impl DirectFile {
 
     /// Creates `path` with extra open flags (`O_DIRECT`, or none to take the fallback path).
     fn create_with(path: &Path, flags: libc::c_int) -> io::Result<DirectFile> {
-        let direct = OpenOptions::new()
+        let file = match OpenOptions::new()
             .write(true)
             .create_new(true)
             .custom_flags(flags)
-            .open(path);
-        let (direct, fell_back) = match direct {
-            Ok(f) => (f, flags & libc::O_DIRECT == 0),
-            Err(e) if refused(&e) => {
-                let f = OpenOptions::new().write(true).create_new(true).open(path)?;
-                (f, true)
-            }
-            Err(e) => return Err(e),
+            .open(path)
+        {
+            Err(e) if refused(&e) => OpenOptions::new().write(true).create_new(true).open(path)?,
+            r => r?,
         };
         Ok(DirectFile {
-            sink: Arc::new(Sink {
-                direct,
-                path: path.to_path_buf(),
-                fell_back: AtomicBool::new(fell_back),
-                buffered: OnceLock::new(),
-            }),
+            file: Arc::new(file),
             cur: None,
             allocated: 0,
             submitted: 0,
@@ -231,12 +207,12 @@ impl DirectFile {
         if self.to_writer.is_none() {
             let (tx, rx) = sync_channel::<(AlignedBuf, u64)>(BUFFERS);
             let (back_tx, back_rx) = sync_channel::<AlignedBuf>(BUFFERS);
-            let sink = self.sink.clone();
+            let file = self.file.clone();
             let writer = std::thread::Builder::new()
                 .name("stratus-staging".into())
                 .spawn(move || -> io::Result<()> {
                     for (mut buf, offset) in rx {
-                        sink.write_at(buf.as_slice(), offset)?;
+                        write_at(&file, buf.as_slice(), offset)?;
                         buf.len = 0;
                         let _ = back_tx.send(buf);
                     }
@@ -289,14 +265,14 @@ impl DirectFile {
             let len = buf.len as u64;
             if len > 0 {
                 buf.pad();
-                self.sink.write_at(buf.as_slice(), self.submitted)?;
+                write_at(&self.file, buf.as_slice(), self.submitted)?;
                 end += len;
                 if buf.len as u64 != len {
-                    self.sink.direct.set_len(end)?;
+                    self.file.set_len(end)?;
                 }
             }
         }
-        self.sink.sync()
+        self.file.sync_all()
     }
 }
 
@@ -352,6 +328,21 @@ mod tests {
             f.finish().unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), data, "{n} bytes");
         }
+    }
+
+    #[test]
+    fn a_write_refused_direct_is_written_through_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x");
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)
+            .unwrap();
+        // Neither the length nor the offset is aligned: O_DIRECT refuses it (EINVAL).
+        write_at(&file, b"hello", 3).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"\0\0\0hello");
     }
 
     #[test]
