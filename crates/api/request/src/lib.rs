@@ -45,13 +45,7 @@ pub enum BodyError {
 
 /// Reads at most [`MAX_JSON_BODY`] bytes and parses them as `T`.
 pub async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, BodyError> {
-    let bytes = small_body(body).await?;
-    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => return Err(BodyError::Empty),
-        Some(b'{') => {}
-        Some(_) => return Err(BodyError::Json("expected a JSON object".into())),
-    }
-    serde_json::from_slice(&bytes).map_err(|e| BodyError::Json(e.to_string()))
+    json_object(&small_body(body).await?)
 }
 
 /// Like [`json_body`], but a body that is not a JSON object is read as HTML form fields
@@ -60,11 +54,20 @@ pub async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, BodyError> 
 pub async fn json_or_form_body<T: DeserializeOwned>(body: Body) -> Result<T, BodyError> {
     let bytes = small_body(body).await?;
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => Err(BodyError::Empty),
-        Some(b'{') => serde_json::from_slice(&bytes).map_err(|e| BodyError::Json(e.to_string())),
+        None | Some(b'{') => json_object(&bytes),
         Some(_) => serde_urlencoded::from_bytes(&bytes)
             .map_err(|e| BodyError::Json(format!("neither a JSON object nor form fields: {e}"))),
     }
+}
+
+/// Parses `bytes` as a JSON object.
+fn json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(BodyError::Empty),
+        Some(b'{') => {}
+        Some(_) => return Err(BodyError::Json("expected a JSON object".into())),
+    }
+    serde_json::from_slice(bytes).map_err(|e| BodyError::Json(e.to_string()))
 }
 
 /// The whole body of a small request (at most [`MAX_JSON_BODY`] bytes).
