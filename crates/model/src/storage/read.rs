@@ -73,7 +73,8 @@ impl Resolved {
     }
 }
 
-type Row = (String, i16, i64, i64, Option<Vec<u8>>);
+/// root, kind, offset, length, node bytes, and the first name the root was stored under.
+type Row = (String, i16, i64, i64, Option<Vec<u8>>, String);
 
 fn one_shot(b: Bytes) -> ByteStream {
     Box::pin(futures::stream::once(async move { Ok(b) }))
@@ -81,15 +82,19 @@ fn one_shot(b: Bytes) -> ByteStream {
 
 impl Storage {
     /// A block of a live file that somebody stored in `target` (targets may share a backend,
-    /// but what was stored in one is not served from the other).
+    /// but what was stored in one is not served from the other), with the name of the file's
+    /// oldest record there: a shared link keeps its file name and type when somebody else later
+    /// stores the same bytes under another name.
     async fn find_block(&self, backend: &str, target: &str, cid: &str) -> Result<Option<Row>> {
         Ok(sqlx::query_as(
-            "SELECT b.root, b.kind, b.file_offset, b.file_len, b.data FROM blocks b \
-             JOIN blobs o ON o.backend = b.backend AND o.cid = b.root \
-             WHERE b.cid = $1 AND b.backend = $2 AND o.state = 'live' \
-             AND EXISTS (SELECT 1 FROM objects ob \
-                         WHERE ob.backend = b.backend AND ob.cid = b.root AND ob.target = $3) \
-             LIMIT 1",
+            "SELECT * FROM ( \
+               SELECT b.root, b.kind, b.file_offset, b.file_len, b.data, \
+                      (SELECT ob.name FROM objects ob \
+                       WHERE ob.backend = b.backend AND ob.cid = b.root AND ob.target = $3 \
+                       ORDER BY ob.id ASC LIMIT 1) AS name \
+               FROM blocks b JOIN blobs o ON o.backend = b.backend AND o.cid = b.root \
+               WHERE b.cid = $1 AND b.backend = $2 AND o.state = 'live' \
+             ) found WHERE name IS NOT NULL LIMIT 1",
         )
         .bind(cid)
         .bind(backend)
@@ -113,25 +118,11 @@ impl Storage {
         }
         for c in candidates {
             let text = c.to_string();
-            if let Some((root, kind, off, len, data)) =
+            if let Some((root, kind, off, len, data, name)) =
                 self.find_block(&backend, target, &text).await?
             {
-                let name = if root == text {
-                    // The name of the oldest record: a shared link keeps its file name and type
-                    // when somebody else later stores the same bytes under another name.
-                    let n: Option<(String,)> = sqlx::query_as(
-                        "SELECT name FROM objects WHERE backend = $1 AND cid = $2 AND target = $3 \
-                         ORDER BY id ASC LIMIT 1",
-                    )
-                    .bind(&backend)
-                    .bind(&root)
-                    .bind(target)
-                    .fetch_optional(self.db.r())
-                    .await?;
-                    n.map(|n| n.0)
-                } else {
-                    None
-                };
+                // Only the file itself has a name; an inner block is served by CID.
+                let name = (root == text).then_some(name);
                 return Ok(Some(Resolved {
                     target: target.to_string(),
                     store: t.store.clone(),
