@@ -523,17 +523,20 @@ fn parse_top_level(
     Ok(app)
 }
 
+/// A top-level section (`volumes:`, `networks:`): absent or empty is an empty mapping.
+fn section_map(node: Node, section: &str) -> Result<IndexMap<String, Node>, ComposeError> {
+    match node {
+        Node::Null => Ok(IndexMap::new()),
+        Node::Map(m) => Ok(m),
+        other => Err(ComposeError::Invalid {
+            field: section.into(),
+            message: format!("expected a mapping of {section}, found {}", other.kind()),
+        }),
+    }
+}
+
 fn parse_volumes(node: Node) -> Result<Vec<Volume>, ComposeError> {
-    let map = match node {
-        Node::Null => return Ok(Vec::new()),
-        Node::Map(m) => m,
-        other => {
-            return Err(ComposeError::Invalid {
-                field: "volumes".into(),
-                message: format!("expected a mapping of volumes, found {}", other.kind()),
-            })
-        }
-    };
+    let map = section_map(node, "volumes")?;
     let mut out = Vec::with_capacity(map.len());
     for (name, def) in map {
         let field = format!("volumes.{name}");
@@ -573,16 +576,7 @@ fn parse_volumes(node: Node) -> Result<Vec<Volume>, ComposeError> {
 }
 
 fn parse_networks(node: Node) -> Result<Vec<String>, ComposeError> {
-    let map = match node {
-        Node::Null => return Ok(Vec::new()),
-        Node::Map(m) => m,
-        other => {
-            return Err(ComposeError::Invalid {
-                field: "networks".into(),
-                message: format!("expected a mapping of networks, found {}", other.kind()),
-            })
-        }
-    };
+    let map = section_map(node, "networks")?;
     let mut out = Vec::with_capacity(map.len());
     for (name, def) in map {
         let field = format!("networks.{name}");
