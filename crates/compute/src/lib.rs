@@ -64,7 +64,8 @@ pub mod runtime;
 pub use compose::{ComposeApp, ComposeError, PublishedPort};
 pub use docker::{Bounds, BoundsMode, DockerConfig, DockerRuntime};
 pub use gateway::{
-    resolver_fn, Gateway, GatewayConfig, GatewayError, MappingStats, Resolver, RuntimeResolver,
+    resolver_fn, Forwarding, Gateway, GatewayConfig, GatewayError, MappingStats, Resolver,
+    RuntimeResolver,
 };
 pub use policy::Policy;
 pub use runtime::{InstanceSpec, InstanceState, Runtime, RuntimeError};

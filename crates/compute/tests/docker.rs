@@ -528,3 +528,110 @@ services:
     gw.close("m-1").await;
     rt.remove(&id).await.unwrap();
 }
+
+/// Kernel forwarding with the gateway bound on every address: a client on this host (loopback)
+/// and a client in another container (through Docker's `FORWARD` chain, across bridges) both
+/// reach the instance, the listener sees neither, and a stopped instance loses its route.
+#[tokio::test(flavor = "multi_thread")]
+async fn kernel_forwarding_serves_the_host_and_other_containers() {
+    use std::net::IpAddr;
+    use stratus_compute::{Forwarding, Gateway, GatewayConfig, RuntimeResolver};
+
+    let rt = runtime().await;
+    let id = unique_id("kgw");
+    let _cleanup = Cleanup(id.clone());
+    let yaml = r#"
+services:
+  web:
+    image: stratus-test/busybox:latest
+    command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+    ports: ["80:80"]
+"#;
+    rt.create(&spec(&id, yaml)).await.unwrap();
+    rt.start(&id).await.unwrap();
+
+    let gw = Gateway::new(GatewayConfig {
+        bind: IpAddr::from([0, 0, 0, 0]),
+        forwarding: Forwarding::Kernel,
+        ..GatewayConfig::default()
+    });
+    let runtime: std::sync::Arc<dyn Runtime> = rt.clone();
+    let resolver = RuntimeResolver::new(runtime.clone(), id.clone(), 80).with_ttl(Duration::ZERO);
+    let public = gw
+        .open_in(&id, "k-1", 0, std::sync::Arc::new(resolver))
+        .await
+        .unwrap();
+    let target = runtime.endpoint(&id, 80).await.unwrap();
+    assert_eq!(gw.kernel_routed("k-1").await, target);
+    let port = public.port();
+
+    // From this host, over loopback.
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let body = http_get_eventually(local).await;
+    assert!(body.contains("hello from stratus-test"), "{body}");
+
+    // From a container on Docker's default bridge, to the host's address on that bridge.
+    let host = std::process::Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "bridge",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}}",
+        ])
+        .output()
+        .unwrap();
+    let host = String::from_utf8_lossy(&host.stdout).trim().to_string();
+    assert!(!host.is_empty(), "the default bridge has a gateway address");
+    let out = tokio::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "stratus-test/busybox:latest",
+            "sh",
+            "-c",
+            &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {host} {port}"),
+        ])
+        .output()
+        .await
+        .unwrap();
+    let from_container = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        from_container.contains("hello from stratus-test"),
+        "from a container: {from_container} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        gw.stats("k-1").unwrap().accepted_connections,
+        0,
+        "every connection was forwarded by the kernel"
+    );
+    gw.sync_counters().await;
+    assert!(gw.stats("k-1").unwrap().bytes_out > 2 * body.len() as u64);
+
+    // Stopped: the route goes on refresh; connections reach the listener and are closed.
+    rt.stop(&id).await.unwrap();
+    gw.refresh(&id).await;
+    assert_eq!(gw.kernel_routed("k-1").await, None);
+    let mut c = tokio::net::TcpStream::connect(local).await.unwrap();
+    let mut buf = Vec::new();
+    use tokio::io::AsyncReadExt;
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
+        .await
+        .expect("closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+
+    // Started again: routed to the new address.
+    rt.start(&id).await.unwrap();
+    gw.refresh(&id).await;
+    assert_eq!(
+        gw.kernel_routed("k-1").await,
+        runtime.endpoint(&id, 80).await.unwrap()
+    );
+    assert!(http_get_eventually(local)
+        .await
+        .contains("hello from stratus-test"));
+    gw.close_all().await;
+    rt.remove(&id).await.unwrap();
+}

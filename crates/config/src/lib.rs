@@ -362,6 +362,9 @@ pub struct ComputeConfig {
     pub server_ip: String,
     /// Address the gateway binds its ports on.
     pub gateway_bind: String,
+    /// How mapped connections are forwarded: `auto` (kernel when possible), `kernel` (nftables
+    /// DNAT; needs root, `nft`, `conntrack`, an IPv4 bind) or `userspace` (splice relay).
+    pub gateway_forwarding: String,
     pub port_min: u16,
     pub port_max: u16,
     pub max_mappings_per_instance: u32,
@@ -400,6 +403,7 @@ impl Default for ComputeConfig {
             }],
             server_ip: "127.0.0.1".to_string(),
             gateway_bind: "0.0.0.0".to_string(),
+            gateway_forwarding: "auto".to_string(),
             port_min: 40001,
             port_max: 50000,
             max_mappings_per_instance: 10,

@@ -12,12 +12,14 @@
 //! The gateway never decides which port a mapping gets, and never looks at the bytes it moves.
 
 #[cfg(target_os = "linux")]
+mod nat;
+#[cfg(target_os = "linux")]
 mod splice;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +29,7 @@ use async_trait::async_trait;
 use stratus_config::ComputeConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -48,6 +50,41 @@ pub struct GatewayConfig {
     pub buffer_size: usize,
     /// Use `splice(2)` on Linux.
     pub splice: bool,
+    /// Where connections are forwarded: in this process, or by the kernel.
+    pub forwarding: Forwarding,
+    /// With kernel forwarding: how often each mapping's target is checked again even when
+    /// nothing asked for it ([`Gateway::refresh`] is the prompt way).
+    pub refresh_interval: Duration,
+    /// With kernel forwarding: how often the kernel's byte counters are read.
+    pub counter_interval: Duration,
+}
+
+/// How a mapping's connections are forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarding {
+    /// Every connection is accepted by the gateway and relayed with `splice(2)` (or copied).
+    Userspace,
+    /// New connections are rewritten to the target by nftables rules (DNAT) and never cross
+    /// this process; only connections that find no route (a stopped instance) reach the
+    /// listener. Needs root and the `nft` and `conntrack` programs, and an IPv4 bind address.
+    Kernel,
+    /// [`Forwarding::Kernel`] when it can be set up, else [`Forwarding::Userspace`].
+    Auto,
+}
+
+impl std::str::FromStr for Forwarding {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "userspace" | "user" | "splice" => Ok(Forwarding::Userspace),
+            "kernel" | "nftables" => Ok(Forwarding::Kernel),
+            "auto" | "" => Ok(Forwarding::Auto),
+            other => Err(format!(
+                "unknown gateway forwarding {other:?} (auto, kernel or userspace)"
+            )),
+        }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -59,6 +96,9 @@ impl Default for GatewayConfig {
             connect_timeout: Duration::from_secs(10),
             buffer_size: 256 * 1024,
             splice: true,
+            forwarding: Forwarding::Userspace,
+            refresh_interval: Duration::from_secs(10),
+            counter_interval: Duration::from_secs(2),
         }
     }
 }
@@ -70,8 +110,13 @@ impl GatewayConfig {
             .gateway_bind
             .parse()
             .map_err(|_| GatewayError::InvalidBind(config.gateway_bind.clone()))?;
+        let forwarding = config
+            .gateway_forwarding
+            .parse()
+            .map_err(GatewayError::InvalidForwarding)?;
         Ok(GatewayConfig {
             bind,
+            forwarding,
             ..GatewayConfig::default()
         })
     }
@@ -91,6 +136,11 @@ pub enum GatewayError {
     },
     #[error("invalid gateway bind address {0:?}")]
     InvalidBind(String),
+    #[error("{0}")]
+    InvalidForwarding(String),
+    /// Kernel forwarding was required and cannot be set up.
+    #[error("kernel forwarding: {0}")]
+    Kernel(#[source] io::Error),
 }
 
 impl GatewayError {
@@ -105,6 +155,11 @@ impl GatewayError {
 pub trait Resolver: Send + Sync + 'static {
     /// The target now, or `None` to close the connection at once (instance stopped, missing…).
     async fn resolve(&self) -> Option<SocketAddr>;
+
+    /// The target now, bypassing any cache (used when installing a kernel route).
+    async fn resolve_now(&self) -> Option<SocketAddr> {
+        self.resolve().await
+    }
 }
 
 type BoxedResolveFuture = Pin<Box<dyn Future<Output = Option<SocketAddr>> + Send>>;
@@ -157,12 +212,11 @@ impl RuntimeResolver {
     }
 }
 
-#[async_trait]
-impl Resolver for RuntimeResolver {
-    async fn resolve(&self) -> Option<SocketAddr> {
+impl RuntimeResolver {
+    async fn lookup(&self, cached: bool) -> Option<SocketAddr> {
         let mut cache = self.cache.lock().await;
         if let Some((at, addr)) = *cache {
-            if at.elapsed() < self.ttl {
+            if cached && at.elapsed() < self.ttl {
                 return addr;
             }
         }
@@ -175,6 +229,17 @@ impl Resolver for RuntimeResolver {
         };
         *cache = Some((Instant::now(), addr));
         addr
+    }
+}
+
+#[async_trait]
+impl Resolver for RuntimeResolver {
+    async fn resolve(&self) -> Option<SocketAddr> {
+        self.lookup(true).await
+    }
+
+    async fn resolve_now(&self) -> Option<SocketAddr> {
+        self.lookup(false).await
     }
 }
 
@@ -255,10 +320,96 @@ pub(crate) enum Direction {
 }
 
 struct Mapping {
+    /// Mappings refreshed together by [`Gateway::refresh`] (an instance's).
+    group: String,
     local_addr: SocketAddr,
     cancel: CancellationToken,
     tasks: TaskTracker,
     counters: Arc<Counters>,
+    /// The kernel route, with kernel forwarding.
+    route: Option<Arc<Route>>,
+}
+
+/// A mapping's kernel route: where new connections to its port are rewritten to.
+struct Route {
+    port: u16,
+    resolver: Arc<dyn Resolver>,
+    resolve_timeout: Duration,
+    #[cfg(target_os = "linux")]
+    kernel: Arc<nat::Kernel>,
+    /// The target installed now.
+    current: tokio::sync::Mutex<Option<SocketAddrV4>>,
+    /// Kernel byte counters (in, out) already added to `counters`.
+    seen: Mutex<(u64, u64)>,
+    counters: Arc<Counters>,
+    /// Asks the mapping's refresh task to resolve again now.
+    wake: Notify,
+}
+
+impl Route {
+    /// Resolves the target and installs it (or removes the route when there is none).
+    async fn refresh(&self) {
+        let mut current = self.current.lock().await;
+        let target = tokio::time::timeout(self.resolve_timeout, self.resolver.resolve_now())
+            .await
+            .ok()
+            .flatten()
+            .and_then(|a| match a {
+                SocketAddr::V4(a) => Some(a),
+                SocketAddr::V6(_) => None,
+            });
+        if target == *current {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        match self.kernel.route(self.port, *current, target).await {
+            Ok(()) => {
+                tracing::debug!(port = self.port, ?target, "gateway: kernel route");
+                *current = target;
+            }
+            Err(e) => {
+                tracing::warn!(port = self.port, ?target, error = %e, "gateway: cannot install kernel route")
+            }
+        }
+    }
+
+    /// Adds what the kernel counted since last time (`total` = its counters now).
+    fn account(&self, total: (u64, u64)) {
+        let mut seen = self.seen.lock().expect("route counters");
+        let delta_in = total.0.saturating_sub(seen.0);
+        let delta_out = total.1.saturating_sub(seen.1);
+        *seen = total;
+        if delta_in > 0 {
+            self.counters.add(Direction::In, delta_in as usize);
+        }
+        if delta_out > 0 {
+            self.counters.add(Direction::Out, delta_out as usize);
+        }
+    }
+
+    async fn run(self: Arc<Self>, every: Duration, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(every) => {}
+            }
+            self.refresh().await;
+        }
+    }
+}
+
+/// Whether kernel forwarding is set up.
+enum KernelState {
+    /// Not tried yet (or torn down by [`Gateway::close_all`]).
+    Unset,
+    /// Not used.
+    Off,
+    #[cfg(target_os = "linux")]
+    On {
+        kernel: Arc<nat::Kernel>,
+        poller: CancellationToken,
+    },
 }
 
 /// The TCP gateway. Cheap to clone; clones share the mappings.
@@ -266,6 +417,7 @@ struct Mapping {
 pub struct Gateway {
     config: Arc<GatewayConfig>,
     mappings: Arc<Mutex<HashMap<String, Mapping>>>,
+    kernel: Arc<tokio::sync::Mutex<KernelState>>,
 }
 
 impl Gateway {
@@ -276,12 +428,124 @@ impl Gateway {
         Gateway {
             config: Arc::new(config),
             mappings: Arc::new(Mutex::new(HashMap::new())),
+            kernel: Arc::new(tokio::sync::Mutex::new(KernelState::Unset)),
         }
     }
 
     /// The settings.
     pub fn config(&self) -> &GatewayConfig {
         &self.config
+    }
+
+    /// The kernel forwarder, set up on first use; `None` when connections are forwarded here.
+    #[cfg(target_os = "linux")]
+    async fn kernel(&self) -> Result<Option<Arc<nat::Kernel>>, GatewayError> {
+        let mut state = self.kernel.lock().await;
+        match &*state {
+            KernelState::Off => return Ok(None),
+            KernelState::On { kernel, .. } => return Ok(Some(kernel.clone())),
+            KernelState::Unset => {}
+        }
+        let wanted = self.config.forwarding;
+        let bind = match self.config.bind {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        };
+        let setup = match (wanted, bind) {
+            (Forwarding::Userspace, _) => None,
+            (_, None) => Some(Err(io::Error::other(
+                "kernel forwarding needs an IPv4 bind address",
+            ))),
+            (_, Some(ip)) => {
+                Some(nat::Kernel::setup(ip, self.config.max_connections_per_mapping).await)
+            }
+        };
+        match setup {
+            None => {
+                *state = KernelState::Off;
+                Ok(None)
+            }
+            Some(Ok(kernel)) => {
+                let kernel = Arc::new(kernel);
+                let poller = CancellationToken::new();
+                tokio::spawn(self.clone().poll_counters(poller.clone()));
+                tracing::info!(
+                    table = kernel.table(),
+                    "gateway: kernel forwarding (nftables)"
+                );
+                *state = KernelState::On {
+                    kernel: kernel.clone(),
+                    poller,
+                };
+                Ok(Some(kernel))
+            }
+            Some(Err(e)) if wanted == Forwarding::Auto => {
+                tracing::warn!(error = %e, "gateway: kernel forwarding unavailable; forwarding in user space");
+                *state = KernelState::Off;
+                Ok(None)
+            }
+            Some(Err(e)) => Err(GatewayError::Kernel(e)),
+        }
+    }
+
+    /// Whether new connections are forwarded by the kernel (sets it up if not tried yet).
+    pub async fn kernel_forwarding(&self) -> Result<bool, GatewayError> {
+        #[cfg(target_os = "linux")]
+        return Ok(self.kernel().await?.is_some());
+        #[cfg(not(target_os = "linux"))]
+        return Ok(false);
+    }
+
+    /// The name of the nftables table (`ip` family) holding the kernel routes, once set up.
+    pub async fn kernel_table(&self) -> Option<String> {
+        match &*self.kernel.lock().await {
+            #[cfg(target_os = "linux")]
+            KernelState::On { kernel, .. } => Some(kernel.table().to_string()),
+            _ => None,
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    async fn poll_counters(self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.config.counter_interval) => {}
+            }
+            self.sync_counters().await;
+        }
+    }
+
+    /// Adds the bytes the kernel forwarded to each mapping's counters (done every
+    /// `counter_interval` and when a mapping closes; call it for up-to-date [`stats`](Self::stats)).
+    pub async fn sync_counters(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            let kernel = match &*self.kernel.lock().await {
+                KernelState::On { kernel, .. } => kernel.clone(),
+                _ => return,
+            };
+            let routes: Vec<Arc<Route>> = self
+                .mappings
+                .lock()
+                .expect("gateway lock")
+                .values()
+                .filter_map(|m| m.route.clone())
+                .collect();
+            if routes.is_empty() {
+                return;
+            }
+            match kernel.counters().await {
+                Ok(totals) => {
+                    for r in routes {
+                        if let Some(t) = totals.get(&r.port) {
+                            r.account(*t);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "gateway: cannot read kernel counters"),
+            }
+        }
     }
 
     /// Listens on `port` of the bind address (0 picks a free port) and forwards every connection
@@ -293,9 +557,23 @@ impl Gateway {
         port: u16,
         resolver: Arc<dyn Resolver>,
     ) -> Result<SocketAddr, GatewayError> {
+        self.open_in(mapping_id, mapping_id, port, resolver).await
+    }
+
+    /// [`open`](Self::open), with the mapping in `group`: [`refresh`](Self::refresh) of the
+    /// group re-resolves it (an instance's mappings, when the instance's state changes).
+    pub async fn open_in(
+        &self,
+        group: &str,
+        mapping_id: &str,
+        port: u16,
+        resolver: Arc<dyn Resolver>,
+    ) -> Result<SocketAddr, GatewayError> {
         if self.is_open(mapping_id) {
             return Err(GatewayError::AlreadyOpen(mapping_id.to_string()));
         }
+        #[cfg(target_os = "linux")]
+        let kernel = self.kernel().await?;
         let addr = SocketAddr::new(self.config.bind, port);
         let listener = TcpListener::bind(addr)
             .await
@@ -306,19 +584,59 @@ impl Gateway {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let counters = Arc::new(Counters::new(mapping_id));
-        {
-            let mut mappings = self.mappings.lock().expect("gateway lock");
-            if mappings.contains_key(mapping_id) {
-                return Err(GatewayError::AlreadyOpen(mapping_id.to_string()));
-            }
-            mappings.insert(
-                mapping_id.to_string(),
-                Mapping {
-                    local_addr,
-                    cancel: cancel.clone(),
-                    tasks: tasks.clone(),
+        #[cfg(target_os = "linux")]
+        let route = match kernel {
+            Some(kernel) => match kernel.add_port(local_addr.port()).await {
+                Ok(()) => Some(Arc::new(Route {
+                    port: local_addr.port(),
+                    resolver: resolver.clone(),
+                    resolve_timeout: self.config.resolve_timeout,
+                    kernel,
+                    current: tokio::sync::Mutex::new(None),
+                    seen: Mutex::new((0, 0)),
                     counters: counters.clone(),
-                },
+                    wake: Notify::new(),
+                })),
+                Err(e) => {
+                    tracing::warn!(mapping = mapping_id, error = %e, "gateway: no kernel route; forwarding in user space");
+                    None
+                }
+            },
+            None => None,
+        };
+        #[cfg(not(target_os = "linux"))]
+        let route: Option<Arc<Route>> = None;
+        let inserted = {
+            let mut mappings = self.mappings.lock().expect("gateway lock");
+            let free = !mappings.contains_key(mapping_id);
+            if free {
+                mappings.insert(
+                    mapping_id.to_string(),
+                    Mapping {
+                        group: group.to_string(),
+                        local_addr,
+                        cancel: cancel.clone(),
+                        tasks: tasks.clone(),
+                        counters: counters.clone(),
+                        route: route.clone(),
+                    },
+                );
+            }
+            free
+        };
+        if !inserted {
+            #[cfg(target_os = "linux")]
+            if let Some(r) = &route {
+                r.kernel.remove_port(r.port, None).await;
+            }
+            return Err(GatewayError::AlreadyOpen(mapping_id.to_string()));
+        }
+        if let Some(route) = &route {
+            route.refresh().await;
+            tasks.spawn(
+                route
+                    .clone()
+                    .run(self.config.refresh_interval, cancel.clone()),
             );
         }
         let accept = AcceptLoop {
@@ -330,15 +648,43 @@ impl Gateway {
             limit: Arc::new(Semaphore::new(self.config.max_connections_per_mapping)),
             cancel,
             tasks: tasks.clone(),
+            route: route.clone(),
         };
         tasks.spawn(accept.run());
-        tracing::info!(mapping = mapping_id, %local_addr, "gateway: mapping open");
+        tracing::info!(mapping = mapping_id, %local_addr, kernel = route.is_some(), "gateway: mapping open");
         Ok(local_addr)
+    }
+
+    /// Resolves the targets of the group's mappings again, now, and installs them: call it
+    /// when an instance starts, stops or restarts, before its old address can go to someone
+    /// else. Without kernel forwarding there is nothing to do (each connection resolves).
+    pub async fn refresh(&self, group: &str) {
+        let routes: Vec<Arc<Route>> = self
+            .mappings
+            .lock()
+            .expect("gateway lock")
+            .values()
+            .filter(|m| m.group == group)
+            .filter_map(|m| m.route.clone())
+            .collect();
+        for r in routes {
+            r.refresh().await;
+        }
     }
 
     /// Stops listening and closes every live connection of the mapping; returns once the port
     /// is released and every connection is gone. Returns whether the mapping was open.
     pub async fn close(&self, mapping_id: &str) -> bool {
+        let mapping = self
+            .mappings
+            .lock()
+            .expect("gateway lock")
+            .get(mapping_id)
+            .map(|m| m.route.is_some());
+        if mapping == Some(true) {
+            // The last bytes the kernel counted for it.
+            self.sync_counters().await;
+        }
         let mapping = self
             .mappings
             .lock()
@@ -350,16 +696,29 @@ impl Gateway {
         mapping.cancel.cancel();
         mapping.tasks.close();
         mapping.tasks.wait().await;
+        #[cfg(target_os = "linux")]
+        if let Some(route) = &mapping.route {
+            let current = *route.current.lock().await;
+            route.kernel.remove_port(route.port, current).await;
+        }
         mapping.counters.metric_active.set(0.0);
         tracing::info!(mapping = mapping_id, "gateway: mapping closed");
         true
     }
 
-    /// Closes every mapping.
+    /// Closes every mapping, and removes the kernel rules (a later [`open`](Self::open) sets
+    /// them up again).
     pub async fn close_all(&self) {
         for id in self.mappings() {
             self.close(&id).await;
         }
+        let mut state = self.kernel.lock().await;
+        #[cfg(target_os = "linux")]
+        if let KernelState::On { kernel, poller } = &*state {
+            poller.cancel();
+            kernel.teardown().await;
+        }
+        *state = KernelState::Unset;
     }
 
     /// Whether the mapping is open.
@@ -389,13 +748,27 @@ impl Gateway {
             .map(|m| m.local_addr)
     }
 
-    /// The counters of an open mapping.
+    /// The counters of an open mapping. With kernel forwarding, the bytes are IP bytes
+    /// (headers included) as of the last [`sync_counters`](Self::sync_counters), and the
+    /// connection counts cover only connections that reached the listener.
     pub fn stats(&self, mapping_id: &str) -> Option<MappingStats> {
         self.mappings
             .lock()
             .expect("gateway lock")
             .get(mapping_id)
             .map(|m| m.counters.snapshot())
+    }
+
+    /// Whether the mapping's new connections are forwarded by the kernel to a target now.
+    pub async fn kernel_routed(&self, mapping_id: &str) -> Option<SocketAddr> {
+        let route = self
+            .mappings
+            .lock()
+            .expect("gateway lock")
+            .get(mapping_id)
+            .and_then(|m| m.route.clone())?;
+        let current = *route.current.lock().await;
+        current.map(SocketAddr::V4)
     }
 }
 
@@ -408,6 +781,7 @@ struct AcceptLoop {
     limit: Arc<Semaphore>,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    route: Option<Arc<Route>>,
 }
 
 impl AcceptLoop {
@@ -439,6 +813,7 @@ impl AcceptLoop {
                 resolver: self.resolver.clone(),
                 config: self.config.clone(),
                 counters: self.counters.clone(),
+                route: self.route.clone(),
             };
             let cancel = self.cancel.clone();
             self.tasks.spawn(async move {
@@ -457,6 +832,9 @@ struct Connection {
     resolver: Arc<dyn Resolver>,
     config: Arc<GatewayConfig>,
     counters: Arc<Counters>,
+    /// The mapping's kernel route: a connection that reaches the listener while there is a
+    /// target means the route is missing or stale.
+    route: Option<Arc<Route>>,
 }
 
 struct ActiveGuard(Arc<Counters>);
@@ -486,6 +864,9 @@ impl Connection {
         let Some(target) = target else {
             return; // dropping the client closes it at once
         };
+        if let Some(route) = &self.route {
+            route.wake.notify_one();
+        }
         let upstream =
             match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(target))
                 .await

@@ -93,7 +93,12 @@ impl Compute {
             match self
                 .inner
                 .gateway
-                .open(&id, candidate, self.resolver(rt.clone(), instance_id, port))
+                .open_in(
+                    instance_id,
+                    &id,
+                    candidate,
+                    self.resolver(rt.clone(), instance_id, port),
+                )
                 .await
             {
                 Ok(_) => {
@@ -298,6 +303,7 @@ impl Compute {
             .live
             .entry(instance_id.to_string())
             .or_insert(instance.status);
+        self.inner.gateway.refresh(instance_id).await;
         Ok(m)
     }
 
@@ -325,7 +331,8 @@ impl Compute {
             self.inner.gateway.close(&m.id).await;
             self.inner
                 .gateway
-                .open(
+                .open_in(
+                    &m.instance_id,
                     &m.id,
                     m.server_port,
                     self.resolver(rt, &m.instance_id, port),

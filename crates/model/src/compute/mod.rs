@@ -81,6 +81,14 @@ impl Resolver for InstanceResolver {
         }
         self.runtime.resolve().await
     }
+
+    async fn resolve_now(&self) -> Option<SocketAddr> {
+        let inner = self.compute.upgrade()?;
+        if inner.live.get(&self.instance_id).map(|s| *s) != Some(Status::Running) {
+            return None;
+        }
+        self.runtime.resolve_now().await
+    }
 }
 
 impl Compute {
@@ -277,6 +285,9 @@ impl Compute {
             }
             self.inner.changed.notify_waiters();
             tracing::info!(instance = %id, status = to.name(), %reason, "instance status");
+            // Kernel routes follow the status now: gone before a stopping instance's address
+            // can be reused, back once it runs.
+            self.inner.gateway.refresh(id).await;
         }
         Ok(moved)
     }

@@ -94,7 +94,8 @@ impl Compute {
                 if let Err(e) = self
                     .inner
                     .gateway
-                    .open(
+                    .open_in(
+                        &i.id,
                         &m.id,
                         m.server_port,
                         self.resolver(rt.clone(), &i.id, m.computer_port),
