@@ -17,8 +17,8 @@
 //! marked connections.
 //!
 //! Everything is driven through the `nft` and `conntrack` programs (packages `nftables` and
-//! `conntrack`); a table whose owning process is gone (a crashed server) is deleted when the
-//! next gateway sets up.
+//! `conntrack`); a table whose owning process is gone (a crashed server) is deleted when a
+//! gateway sets up or opens a port, before that port can be routed by it.
 
 use std::collections::HashMap;
 use std::io;
@@ -112,8 +112,11 @@ impl Kernel {
         &self.table
     }
 
-    /// Registers a mapping's public port: its mark and counters (no target yet).
+    /// Registers a mapping's public port: its mark and counters (no target yet). A table left
+    /// by a dead server may still route this port (it listened there before dying): such
+    /// tables go first.
     pub(crate) async fn add_port(&self, port: u16) -> io::Result<()> {
+        collect_stale_tables().await;
         let (t, mark) = (&self.table, mark_of(port));
         nft(&format!(
             "add element ip {t} marks {{ {port} : {mark:#x} }}
