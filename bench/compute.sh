@@ -5,6 +5,8 @@
 #  2. 1 GiB streamed through a mapping vs the same stream straight to the container IP
 #                                                                            (target ≥ 0.8×)
 #  3. 200 concurrent connections through one mapping, each echoing 1 MiB    (target: no error)
+# The server runs with its default forwarding (auto: kernel when nft/conntrack are there); set
+# STRATUS_COMPUTE__GATEWAY_FORWARDING=userspace to measure the splice relay instead.
 # Needs Docker and the stratus-test/busybox image (scripts/docker-up.sh, scripts/test-image.sh).
 source "$(dirname "$0")/lib.sh"
 MIB=${MIB:-1024}; RUNS=${RUNS:-3}
@@ -79,7 +81,9 @@ ECHOP=$(jq_py '[m for m in d["data"]["networkMappings"] if m["computerPort"]==7]
 wait_running "$ID"
 SINKIP=$(ip_of "stratus-$ID-sink"); ECHOIP=$(ip_of "stratus-$ID-echo")
 
-echo "== 2. ${MIB} MiB streamed into a service (best of $RUNS)"
+MODE=userspace
+nft list tables ip 2>/dev/null | grep -q "stratus_${STRATUS_PID}_" && MODE="kernel (nftables DNAT)"
+echo "== 2. ${MIB} MiB streamed into a service (best of $RUNS; gateway forwarding: $MODE)"
 G=(); X=()
 for _ in $(seq "$RUNS"); do
   X+=("$($TCP stream "$SINKIP" 9000 "$MIB")")

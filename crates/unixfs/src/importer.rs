@@ -4,8 +4,14 @@
 //! Owns chunking, leaf hashing and the flow control between the caller and the worker pool.
 //! It never does I/O of its own (the `read_from`/`import_reader*` helpers only read from the
 //! reader they are given) and never keeps more than a bounded number of chunks in memory:
-//! at most `max_in_flight + 1` chunks plus O(depth × max_links) links, whatever the file
+//! at most `max_in_flight + 2` chunks plus O(depth × max_links) links, whatever the file
 //! size. Events are kept until the caller drains them.
+//!
+//! Full chunks go to the pool two at a time, and one job hashes both together (interleaved
+//! SHA-256, faster per core than one after the other): a full chunk waits for the next one
+//! before it is sent, which is the extra chunk in the bound above. Whenever the importer has
+//! to wait for a leaf, a chunk still waiting for a partner is first sent alone, so nothing
+//! ever waits on it.
 //!
 //! A chunk is either a buffer the bytes were copied into ([`Importer::write`],
 //! [`Importer::read_from`]) or the list of [`Bytes`] pieces it was given
@@ -23,6 +29,7 @@ use crate::cid::{Cid, Codec, Version, DIGEST_LEN};
 use crate::dagpb::v0_leaf_envelope;
 use crate::layout::{Balanced, ChildLink, NodeSink};
 use crate::profile::{LeafFormat, Profile};
+use crate::sha256x2::digest_pair;
 
 /// Upper bound on the bytes held by chunks waiting for (or being) hashed.
 const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
@@ -107,10 +114,42 @@ enum Chunk {
 impl Chunk {
     /// Digest and block length of the leaf holding the first `len` bytes.
     fn hash(&self, format: LeafFormat, len: usize) -> ([u8; DIGEST_LEN], u64) {
+        hash_leaf(format, len, self.parts(len))
+    }
+
+    /// The first `len` bytes, as slices.
+    fn parts(&self, len: usize) -> impl Iterator<Item = &[u8]> {
+        let (buffer, pieces) = match self {
+            Chunk::Buffer(buf) => (Some(&buf[..len]), &[][..]),
+            Chunk::Pieces(pieces) => (None, &pieces[..]),
+        };
+        buffer.into_iter().chain(pieces.iter().map(|p| &p[..]))
+    }
+
+    /// The buffer to hand back for reuse, if the chunk has one. Pieces are let go of.
+    fn into_buffer(self) -> Option<Box<[u8]>> {
         match self {
-            Chunk::Buffer(buf) => hash_leaf(format, len, [&buf[..len]]),
-            Chunk::Pieces(pieces) => hash_leaf(format, len, pieces.iter().map(|p| &p[..])),
+            Chunk::Buffer(buf) => Some(buf),
+            Chunk::Pieces(_) => None,
         }
+    }
+}
+
+/// A full chunk sent to the pool: its bytes and where its result goes.
+struct Job {
+    chunk: Chunk,
+    done: mpsc::SyncSender<Hashed>,
+}
+
+impl Job {
+    /// Hands the result (and the buffer) back. The importer may have been dropped; then
+    /// nobody wants it.
+    fn send(self, digest: [u8; DIGEST_LEN], block_len: u64) {
+        let _ = self.done.send(Hashed {
+            digest,
+            block_len,
+            buf: self.chunk.into_buffer(),
+        });
     }
 }
 
@@ -152,7 +191,11 @@ pub struct Importer {
     filled: usize,
     /// Buffers handed back by the workers.
     spare: Vec<Box<[u8]>>,
+    /// Leaves not collected yet, in file order; the last one may be `unpaired`.
     in_flight: VecDeque<Pending>,
+    /// A full chunk in `in_flight` not sent to the pool yet: it waits for the next one, to be
+    /// hashed with it.
+    unpaired: Option<Job>,
     max_in_flight: usize,
     /// File offset of `current`'s first byte.
     offset: u64,
@@ -188,6 +231,7 @@ impl Importer {
             filled: 0,
             spare: Vec::new(),
             in_flight: VecDeque::new(),
+            unpaired: None,
             max_in_flight: by_threads.min(by_memory).max(2),
             offset: 0,
             leaves: 0,
@@ -333,7 +377,8 @@ impl Importer {
         }
     }
 
-    /// Sends the full current chunk to the pool, then waits while too many are in flight.
+    /// Sends the full current chunk to the pool (paired with the next one), then waits while
+    /// too many are in flight.
     fn submit(&mut self) {
         let chunk = self.take_chunk().expect("a full chunk");
         let len = self.chunk_size;
@@ -350,33 +395,50 @@ impl Importer {
             return;
         }
         let (tx, rx) = mpsc::sync_channel(1);
-        rayon::spawn(move || {
-            let (digest, block_len) = chunk.hash(format, len);
-            // Pieces are let go of here, as soon as they are hashed.
-            let buf = match chunk {
-                Chunk::Buffer(buf) => Some(buf),
-                Chunk::Pieces(_) => None,
-            };
-            // The importer may have been dropped; then nobody wants the result.
-            let _ = tx.send(Hashed {
-                digest,
-                block_len,
-                buf,
-            });
-        });
         self.in_flight.push_back(Pending {
             offset: self.offset,
-            len: self.chunk_size as u32,
+            len: len as u32,
             done: rx,
         });
-        self.offset += self.chunk_size as u64;
+        self.offset += len as u64;
         self.filled = 0;
-        self.collect(self.max_in_flight - 1);
+        let job = Job { chunk, done: tx };
+        match self.unpaired.take() {
+            None => {
+                // Wait for a partner; meanwhile take what is ready.
+                self.unpaired = Some(job);
+                self.collect(usize::MAX);
+            }
+            Some(first) => {
+                rayon::spawn(move || {
+                    let (digests, block_len) =
+                        hash_leaf_pair(format, len, &first.chunk, &job.chunk);
+                    first.send(digests.0, block_len);
+                    job.send(digests.1, block_len);
+                });
+                self.collect(self.max_in_flight - 1);
+            }
+        }
+    }
+
+    /// Sends the chunk waiting for a partner (if any) to the pool alone.
+    fn send_unpaired(&mut self) {
+        if let Some(job) = self.unpaired.take() {
+            let (format, len) = (self.profile.leaves, self.chunk_size);
+            rayon::spawn(move || {
+                let (digest, block_len) = job.chunk.hash(format, len);
+                job.send(digest, block_len);
+            });
+        }
     }
 
     /// Consumes finished leaves in order: every ready one, and more (waiting) until at most
     /// `keep` are still in flight.
     fn collect(&mut self, keep: usize) {
+        if self.in_flight.len() > keep {
+            // About to wait: every leaf waited for must be on its way.
+            self.send_unpaired();
+        }
         while let Some(front) = self.in_flight.front() {
             let hashed = if self.in_flight.len() > keep {
                 wait(&front.done)
@@ -437,29 +499,57 @@ fn wait(done: &mpsc::Receiver<Hashed>) -> Hashed {
     }
 }
 
+/// The bytes a leaf of `len` bytes of `format` adds around them: `(prefix, suffix)`.
+fn leaf_envelope(format: LeafFormat, len: usize) -> (Vec<u8>, Vec<u8>) {
+    match format {
+        LeafFormat::Raw => (Vec::new(), Vec::new()),
+        LeafFormat::DagPb => v0_leaf_envelope(len),
+    }
+}
+
 /// Digest and block length of the leaf holding a chunk of `len` bytes made of `parts`.
 fn hash_leaf<'a>(
     format: LeafFormat,
     len: usize,
     parts: impl IntoIterator<Item = &'a [u8]>,
 ) -> ([u8; DIGEST_LEN], u64) {
+    let (prefix, suffix) = leaf_envelope(format, len);
     let mut hasher = Sha256::new();
-    let envelope = match format {
-        LeafFormat::Raw => None,
-        LeafFormat::DagPb => Some(v0_leaf_envelope(len)),
-    };
-    if let Some((prefix, _)) = &envelope {
-        hasher.update(prefix);
-    }
+    hasher.update(&prefix);
     for part in parts {
         hasher.update(part);
     }
-    let mut block_len = len;
-    if let Some((prefix, suffix)) = &envelope {
-        hasher.update(suffix);
-        block_len += prefix.len() + suffix.len();
-    }
+    hasher.update(&suffix);
+    let block_len = prefix.len() + len + suffix.len();
     (hasher.finalize().into(), block_len as u64)
+}
+
+/// [`Chunk::hash`] of two chunks at once: both digests, and the block length they share.
+fn hash_leaf_pair(
+    format: LeafFormat,
+    len: usize,
+    a: &Chunk,
+    b: &Chunk,
+) -> (([u8; DIGEST_LEN], [u8; DIGEST_LEN]), u64) {
+    let (prefix, suffix) = leaf_envelope(format, len);
+    let digests = digest_pair(
+        leaf_parts(&prefix, a, len, &suffix),
+        leaf_parts(&prefix, b, len, &suffix),
+    );
+    let block_len = prefix.len() + len + suffix.len();
+    (digests, block_len as u64)
+}
+
+/// The bytes of a leaf block: `prefix`, the first `len` bytes of `chunk`, `suffix`.
+fn leaf_parts<'a>(
+    prefix: &'a [u8],
+    chunk: &'a Chunk,
+    len: usize,
+    suffix: &'a [u8],
+) -> impl Iterator<Item = &'a [u8]> {
+    std::iter::once(prefix)
+        .chain(chunk.parts(len))
+        .chain(std::iter::once(suffix))
 }
 
 /// Computes a file's CID from `reader`, reading straight into chunk buffers. No events are

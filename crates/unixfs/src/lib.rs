@@ -55,6 +55,7 @@ pub mod importer;
 mod layout;
 pub mod multibase;
 pub mod profile;
+mod sha256x2;
 pub mod varint;
 pub mod walk;
 

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use stratus_unixfs::{
-    encode_v0_leaf, Cid, Codec, DagPbNode, DataType, Event, Importer, LeafFormat, Profile,
-    TreeStats, Version,
+    encode_v0_leaf, Cid, Codec, DagPbNode, DataType, Event, Imported, Importer, LeafFormat,
+    Profile, TreeStats, Version,
 };
 
 /// Reads `cids.json`: the shared copy when the workspace sits next to it, else the committed
@@ -106,18 +106,35 @@ pub struct Recorded {
     pub order: Vec<Cid>,
 }
 
+impl Recorded {
+    /// Nothing recorded yet.
+    pub fn new() -> Recorded {
+        Recorded {
+            root: Cid::new_v0([0; 32]),
+            size: 0,
+            stats: TreeStats::default(),
+            leaves: Vec::new(),
+            nodes: HashMap::new(),
+            node_events: 0,
+            order: Vec::new(),
+        }
+    }
+
+    /// Records the end of the import: the last events, the root, size and statistics.
+    pub fn finish(&mut self, imported: Imported) {
+        for event in imported.events {
+            record(self, event);
+        }
+        self.root = imported.root;
+        self.size = imported.size;
+        self.stats = imported.stats;
+    }
+}
+
 /// Imports `size` bytes of `source` fed in `piece`-byte writes, draining events as it goes.
 pub fn import(profile: Profile, source: &dyn Source, size: u64, piece: usize) -> Recorded {
     let mut importer = Importer::new(profile);
-    let mut rec = Recorded {
-        root: Cid::new_v0([0; 32]),
-        size: 0,
-        stats: TreeStats::default(),
-        leaves: Vec::new(),
-        nodes: HashMap::new(),
-        node_events: 0,
-        order: Vec::new(),
-    };
+    let mut rec = Recorded::new();
     let mut buf = vec![0u8; piece];
     let mut offset = 0u64;
     while offset < size {
@@ -129,17 +146,12 @@ pub fn import(profile: Profile, source: &dyn Source, size: u64, piece: usize) ->
             record(&mut rec, event);
         }
     }
-    let imported = importer.finish();
-    for event in imported.events {
-        record(&mut rec, event);
-    }
-    rec.root = imported.root;
-    rec.size = imported.size;
-    rec.stats = imported.stats;
+    rec.finish(importer.finish());
     rec
 }
 
-fn record(rec: &mut Recorded, event: Event) {
+/// Adds an event to `rec`, checking that a node's CID is the hash of its bytes.
+pub fn record(rec: &mut Recorded, event: Event) {
     match event {
         Event::Leaf { cid, offset, len } => {
             rec.leaves.push((cid, offset, len));
