@@ -21,7 +21,7 @@ DIRECT=""
 cleanup() {
   kill "$STRATUS_PID" 2>/dev/null; wait "$STRATUS_PID" 2>/dev/null
   [ -n "$DIRECT" ] && docker rm -f "$DIRECT" >/dev/null 2>&1
-  for c in $(docker ps -aq --filter "label=io.stratus.owner=$(cat "$DATA/server.id")"); do docker rm -f "$c" >/dev/null; done
+  for c in $(docker ps -aq --filter "label=io.stratus.owner=$(cat "$DATA/server.id")"); do docker rm -f "$c" >/dev/null 2>&1; done
   for n in $(docker network ls -q --filter "label=io.stratus.owner=$(cat "$DATA/server.id")"); do docker network rm "$n" >/dev/null; done
   rm -rf "$DATA"
 }

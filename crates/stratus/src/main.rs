@@ -31,6 +31,11 @@ pub struct ServerOpts {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
+    ///
+    /// Every configuration key can be overridden with a `STRATUS_<SECTION>__<KEY>` variable, for
+    /// example `STRATUS_COMPUTE__GATEWAY_FORWARDING=userspace` (mapped ports relayed through
+    /// stratus instead of the default `auto`: nftables DNAT in the kernel when stratus runs as
+    /// root with `nft` and `conntrack` installed) or `STRATUS_COMPUTE__GATEWAY_BIND=127.0.0.1`.
     Serve {
         #[command(flatten)]
         opts: ServerOpts,
