@@ -85,6 +85,21 @@ fn put(s: &Server, t: &str, path: &str) -> (u16, Value) {
     json(s.put(path).bearer_auth(t).json(&json!({})))
 }
 
+/// The server's kernel routes (its nftables `targets` map), as `nft` lists them.
+fn kernel_routes(s: &Server) -> String {
+    let table = format!("stratus_{}_0", s.pid().expect("server running"));
+    let out = std::process::Command::new("nft")
+        .args(["list", "map", "ip", &table, "targets"])
+        .output()
+        .expect("nft is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn sandbox_end_to_end_through_the_public_port() {
     let s = compute_server().start();
@@ -119,6 +134,12 @@ fn sandbox_end_to_end_through_the_public_port() {
     assert_eq!(i["memory"], 4);
     assert_eq!(i["networkMappings"][0]["serverPort"], port);
     assert_eq!(http_get(port).as_deref(), Some("hello from stratus-test\n"));
+    // Served by the kernel (the default `auto` forwarding, as root with nft and conntrack).
+    assert!(
+        kernel_routes(&s).contains(&format!("{port} : ")),
+        "{}",
+        kernel_routes(&s)
+    );
     // The spec bounds the instance; the container runs with no-new-privileges and a pids limit.
     let inspect: Value =
         serde_json::from_str(&docker(&["inspect", &format!("stratus-{id}-web")])).unwrap();
@@ -138,9 +159,17 @@ fn sandbox_end_to_end_through_the_public_port() {
     assert_eq!(put(&s, &t, &format!("/api/v1/instance/{id}/stop")).0, 200);
     assert_eq!(wait(&s, &t, &id, 4)["status"], 4);
     assert_eq!(http_get(port), None);
+    assert!(
+        !kernel_routes(&s).contains(&format!("{port} : ")),
+        "no route while stopped"
+    );
     assert_eq!(put(&s, &t, &format!("/api/v1/instance/{id}/start")).0, 200);
     wait(&s, &t, &id, 1);
     assert_eq!(http_get(port).as_deref(), Some("hello from stratus-test\n"));
+    assert!(
+        kernel_routes(&s).contains(&format!("{port} : ")),
+        "routed again"
+    );
     assert_eq!(
         put(&s, &t, &format!("/api/v1/instance/{id}/restart")).0,
         200

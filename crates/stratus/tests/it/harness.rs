@@ -142,6 +142,11 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Kills the server with SIGKILL (a crash).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
