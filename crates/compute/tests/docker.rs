@@ -476,15 +476,10 @@ async fn a_bad_command_fails_start_with_the_engine_reason() {
     rt.remove(&id).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_gateway_forwards_to_an_instance_and_follows_its_state() {
-    use std::net::IpAddr;
-    use stratus_compute::{Gateway, GatewayConfig, RuntimeResolver};
-    use tokio::io::AsyncReadExt;
-
-    let rt = runtime().await;
-    let id = unique_id("gw");
-    let _cleanup = Cleanup(id.clone());
+/// A started instance whose `web` service (busybox httpd) publishes port 80.
+async fn running_web(rt: &DockerRuntime, prefix: &str) -> (String, Cleanup) {
+    let id = unique_id(prefix);
+    let cleanup = Cleanup(id.clone());
     let yaml = r#"
 services:
   web:
@@ -494,6 +489,17 @@ services:
 "#;
     rt.create(&spec(&id, yaml)).await.unwrap();
     rt.start(&id).await.unwrap();
+    (id, cleanup)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_forwards_to_an_instance_and_follows_its_state() {
+    use std::net::IpAddr;
+    use stratus_compute::{Gateway, GatewayConfig, RuntimeResolver};
+    use tokio::io::AsyncReadExt;
+
+    let rt = runtime().await;
+    let (id, _cleanup) = running_web(&rt, "gw").await;
 
     let gw = Gateway::new(GatewayConfig {
         bind: IpAddr::from([127, 0, 0, 1]),
@@ -538,17 +544,7 @@ async fn kernel_forwarding_serves_the_host_and_other_containers() {
     use stratus_compute::{Forwarding, Gateway, GatewayConfig, RuntimeResolver};
 
     let rt = runtime().await;
-    let id = unique_id("kgw");
-    let _cleanup = Cleanup(id.clone());
-    let yaml = r#"
-services:
-  web:
-    image: stratus-test/busybox:latest
-    command: ["httpd", "-f", "-p", "80", "-h", "/www"]
-    ports: ["80:80"]
-"#;
-    rt.create(&spec(&id, yaml)).await.unwrap();
-    rt.start(&id).await.unwrap();
+    let (id, _cleanup) = running_web(&rt, "kgw").await;
 
     let gw = Gateway::new(GatewayConfig {
         bind: IpAddr::from([0, 0, 0, 0]),

@@ -141,19 +141,11 @@ add element ip {t} bytes_out {{ {mark:#x} }}
         let t = &self.table;
         let mut script = String::new();
         if let Some(old) = from {
-            script += &format!(
-                "delete element ip {t} targets {{ {port} : {} . {} }}\n",
-                old.ip(),
-                old.port()
-            );
+            script += &target_element("delete", t, port, old);
         }
         if let Some(new) = to {
             allow_loopback_sources(*new.ip());
-            script += &format!(
-                "add element ip {t} targets {{ {port} : {} . {} }}\n",
-                new.ip(),
-                new.port()
-            );
+            script += &target_element("add", t, port, new);
         }
         nft(&script).await?;
         if from.is_some() {
@@ -167,11 +159,7 @@ add element ip {t} bytes_out {{ {mark:#x} }}
         let (t, mark) = (&self.table, mark_of(port));
         let mut script = String::new();
         if let Some(old) = routed {
-            script += &format!(
-                "delete element ip {t} targets {{ {port} : {} . {} }}\n",
-                old.ip(),
-                old.port()
-            );
+            script += &target_element("delete", t, port, old);
         }
         script += &format!(
             "delete element ip {t} marks {{ {port} : {mark:#x} }}
@@ -212,6 +200,15 @@ delete element ip {t} bytes_out {{ {mark:#x} }}
             tracing::warn!(table = %self.table, error = %e, "gateway: cannot delete nftables table");
         }
     }
+}
+
+/// The nft command that adds or deletes (`op`) the route of `port` to `to` in `table`.
+fn target_element(op: &str, table: &str, port: u16, to: SocketAddrV4) -> String {
+    format!(
+        "{op} element ip {table} targets {{ {port} : {} . {} }}\n",
+        to.ip(),
+        to.port()
+    )
 }
 
 /// `(mark, bytes)` of every element of a `nft -j list set` answer.
