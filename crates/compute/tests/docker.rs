@@ -476,6 +476,18 @@ async fn a_bad_command_fails_start_with_the_engine_reason() {
     rt.remove(&id).await.unwrap();
 }
 
+/// Connects to `addr` and expects the connection closed at once, nothing read.
+async fn assert_closed_at_once(addr: std::net::SocketAddr) {
+    use tokio::io::AsyncReadExt;
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
+        .await
+        .expect("closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
 /// A started instance whose `web` service (busybox httpd) publishes port 80.
 async fn running_web(rt: &DockerRuntime, prefix: &str) -> (String, Cleanup) {
     let id = unique_id(prefix);
@@ -496,7 +508,6 @@ services:
 async fn the_gateway_forwards_to_an_instance_and_follows_its_state() {
     use std::net::IpAddr;
     use stratus_compute::{Gateway, GatewayConfig, RuntimeResolver};
-    use tokio::io::AsyncReadExt;
 
     let rt = runtime().await;
     let (id, _cleanup) = running_web(&rt, "gw").await;
@@ -518,13 +529,7 @@ async fn the_gateway_forwards_to_an_instance_and_follows_its_state() {
 
     // Stopped instance: connections are accepted and closed at once.
     rt.stop(&id).await.unwrap();
-    let mut c = tokio::net::TcpStream::connect(public).await.unwrap();
-    let mut buf = Vec::new();
-    let n = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
-        .await
-        .expect("closed at once")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    assert_closed_at_once(public).await;
 
     // Started again: the same mapping serves the new container address.
     rt.start(&id).await.unwrap();
@@ -609,14 +614,7 @@ async fn kernel_forwarding_serves_the_host_and_other_containers() {
     rt.stop(&id).await.unwrap();
     gw.refresh(&id).await;
     assert_eq!(gw.kernel_routed("k-1").await, None);
-    let mut c = tokio::net::TcpStream::connect(local).await.unwrap();
-    let mut buf = Vec::new();
-    use tokio::io::AsyncReadExt;
-    let n = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
-        .await
-        .expect("closed at once")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    assert_closed_at_once(local).await;
 
     // Started again: routed to the new address.
     rt.start(&id).await.unwrap();

@@ -79,15 +79,10 @@ pub struct Q<T>(pub T);
 impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Q<T> {
     type Rejection = CsError;
     async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, CsError> {
-        axum::extract::Query::<T>::from_request_parts(parts, s)
+        stratus_api_request::query(parts, s)
             .await
-            .map(|q| Q(q.0))
-            .map_err(|e| {
-                CsError::bad_request(
-                    "INVALID_ARGUMENT",
-                    format!("query string: {}", e.body_text()),
-                )
-            })
+            .map(Q)
+            .map_err(bad_request)
     }
 }
 
@@ -97,11 +92,13 @@ pub struct P<T>(pub T);
 impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for P<T> {
     type Rejection = CsError;
     async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, CsError> {
-        axum::extract::Path::<T>::from_request_parts(parts, s)
+        stratus_api_request::path(parts, s)
             .await
-            .map(|p| P(p.0))
-            .map_err(|e| {
-                CsError::bad_request("INVALID_ARGUMENT", format!("path: {}", e.body_text()))
-            })
+            .map(P)
+            .map_err(bad_request)
     }
+}
+
+fn bad_request(message: String) -> CsError {
+    CsError::bad_request("INVALID_ARGUMENT", message)
 }

@@ -46,15 +46,10 @@ pub struct Q<T>(pub T);
 impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Q<T> {
     type Rejection = MemoError;
     async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, MemoError> {
-        axum::extract::Query::<T>::from_request_parts(parts, s)
+        stratus_api_request::query(parts, s)
             .await
-            .map(|q| Q(q.0))
-            .map_err(|e| {
-                MemoError::new(
-                    crate::error::Kind::BadRequest,
-                    format!("query string: {}", e.body_text()),
-                )
-            })
+            .map(Q)
+            .map_err(bad_request)
     }
 }
 
@@ -64,14 +59,13 @@ pub struct P<T>(pub T);
 impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for P<T> {
     type Rejection = MemoError;
     async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, MemoError> {
-        axum::extract::Path::<T>::from_request_parts(parts, s)
+        stratus_api_request::path(parts, s)
             .await
-            .map(|p| P(p.0))
-            .map_err(|e| {
-                MemoError::new(
-                    crate::error::Kind::BadRequest,
-                    format!("path: {}", e.body_text()),
-                )
-            })
+            .map(P)
+            .map_err(bad_request)
     }
+}
+
+fn bad_request(message: String) -> MemoError {
+    MemoError::new(crate::error::Kind::BadRequest, message)
 }

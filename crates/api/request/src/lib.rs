@@ -1,12 +1,13 @@
 //! Reading the parts of an HTTP request that every dialect needs, without deciding how errors
 //! look: the client address (for rate limits), the token from `Authorization`, and a JSON body
 //! read with a size cap whatever its `Content-Type` (the MEMO screenshots send JSON as text).
-//! Each dialect turns a [`BodyError`] into its own error format.
+//! Each dialect turns a [`BodyError`], or the message of a malformed query string or path
+//! ([`query`], [`path`]), into its own error format.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use http::request::Parts;
 use http::HeaderMap;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -28,6 +29,28 @@ pub fn client_ip(parts: &Parts) -> IpAddr {
 pub fn token(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     stratus_model::token::token_from_authorization(v)
+}
+
+/// The query string parsed as `T`, or why it could not be (a message for a 400).
+pub async fn query<T: DeserializeOwned + Send, S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<T, String> {
+    axum::extract::Query::<T>::from_request_parts(parts, state)
+        .await
+        .map(|q| q.0)
+        .map_err(|e| format!("query string: {}", e.body_text()))
+}
+
+/// The path parameters parsed as `T`, or why they could not be (a message for a 400).
+pub async fn path<T: DeserializeOwned + Send, S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<T, String> {
+    axum::extract::Path::<T>::from_request_parts(parts, state)
+        .await
+        .map(|p| p.0)
+        .map_err(|e| format!("path: {}", e.body_text()))
 }
 
 /// Why a JSON body could not be read.

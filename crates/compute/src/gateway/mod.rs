@@ -679,16 +679,6 @@ impl Gateway {
             .mappings
             .lock()
             .expect("gateway lock")
-            .get(mapping_id)
-            .map(|m| m.route.is_some());
-        if mapping == Some(true) {
-            // The last bytes the kernel counted for it.
-            self.sync_counters().await;
-        }
-        let mapping = self
-            .mappings
-            .lock()
-            .expect("gateway lock")
             .remove(mapping_id);
         let Some(mapping) = mapping else {
             return false;
@@ -698,6 +688,11 @@ impl Gateway {
         mapping.tasks.wait().await;
         #[cfg(target_os = "linux")]
         if let Some(route) = &mapping.route {
+            // The last bytes the kernel counted for it, then its rules go.
+            match route.kernel.counters().await {
+                Ok(totals) => route.account(totals.get(&route.port).copied().unwrap_or_default()),
+                Err(e) => tracing::warn!(error = %e, "gateway: cannot read kernel counters"),
+            }
             let current = *route.current.lock().await;
             route.kernel.remove_port(route.port, current).await;
         }

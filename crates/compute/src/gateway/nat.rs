@@ -312,29 +312,23 @@ async fn collect_stale_tables() {
 /// Lets connections marked by a stratus gateway through Docker's `FORWARD` chain (policy drop
 /// for its bridges). Without Docker's iptables rules there is nothing to do.
 async fn exempt_from_docker_forward() {
+    let mark = format!("{MARK_TAG:#x}/{MARK_MASK:#x}");
     let rule = [
         "DOCKER-USER",
         "-m",
         "connmark",
         "--mark",
-        &format!("{MARK_TAG:#x}/{MARK_MASK:#x}"),
+        &mark,
         "-j",
         "ACCEPT",
-    ]
-    .map(str::to_string);
-    let with = |op: &str| {
-        let mut args = vec![op.to_string()];
-        args.extend(rule.iter().cloned());
-        args
-    };
-    let check = with("-C");
-    let check: Vec<&str> = check.iter().map(String::as_str).collect();
-    if run("iptables", &check, None).await.is_ok() {
+    ];
+    if run("iptables", &[&["-C"], &rule[..]].concat(), None)
+        .await
+        .is_ok()
+    {
         return;
     }
-    let insert = with("-I");
-    let insert: Vec<&str> = insert.iter().map(String::as_str).collect();
-    if let Err(e) = run("iptables", &insert, None).await {
+    if let Err(e) = run("iptables", &[&["-I"], &rule[..]].concat(), None).await {
         tracing::debug!(error = %e, "gateway: no DOCKER-USER chain to exempt forwarded connections from");
     }
 }
