@@ -7,7 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use stratus_config::{load_or_create_jwt_key, load_or_create_server_id, Config};
+use stratus_config::{
+    create_private_dir, load_or_create_jwt_key, load_or_create_operator_token,
+    load_or_create_server_id, Config,
+};
 use stratus_model::auth::Auth;
 use stratus_model::billing::{self, Billing, ChainDeposits};
 use stratus_model::clock::{SharedClock, SystemClock};
@@ -29,6 +32,8 @@ pub struct App {
     pub billing: Billing,
     pub deposits: ChainDeposits,
     pub compute: Compute,
+    /// What `/metrics` asks for on the public listener.
+    pub operator_token: String,
 }
 
 impl App {
@@ -39,7 +44,8 @@ impl App {
 
     /// Same as [`App::open`] with an injected clock (tests).
     pub async fn open_with_clock(config: Config, clock: SharedClock) -> Result<Arc<App>> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        // Accounts, blobs and secrets: nobody else on the host reads them.
+        create_private_dir(&config.data_dir).map_err(|e| {
             Error::Internal(format!(
                 "cannot create data dir {}: {e}",
                 config.data_dir.display()
@@ -49,6 +55,12 @@ impl App {
         let key = load_or_create_jwt_key(
             config.jwt_key.as_deref(),
             config.jwt_key_file.as_deref(),
+            &config.data_dir,
+        )
+        .map_err(Error::internal)?;
+        let operator_token = load_or_create_operator_token(
+            config.operator.token.as_deref(),
+            config.operator.token_file.as_deref(),
             &config.data_dir,
         )
         .map_err(Error::internal)?;
@@ -91,6 +103,7 @@ impl App {
             billing,
             deposits,
             compute,
+            operator_token,
         }))
     }
 

@@ -18,7 +18,10 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use amount::{Amount, ParseAmountError};
-pub use secrets::{load_or_create_jwt_key, load_or_create_server_id, SecretError};
+pub use secrets::{
+    create_private_dir, load_or_create_jwt_key, load_or_create_operator_token,
+    load_or_create_server_id, SecretError,
+};
 
 /// Errors while loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,8 @@ pub struct Config {
     pub billing: BillingConfig,
     pub chain: ChainConfig,
     pub compute: ComputeConfig,
+    pub server: ServerConfig,
+    pub operator: OperatorConfig,
 }
 
 impl Default for Config {
@@ -64,8 +69,64 @@ impl Default for Config {
             billing: BillingConfig::default(),
             chain: ChainConfig::default(),
             compute: ComputeConfig::default(),
+            server: ServerConfig::default(),
+            operator: OperatorConfig::default(),
         }
     }
+}
+
+/// How the HTTP listener treats connections: timeouts, caps and closing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Seconds a client has to send a request's whole header, counted from its first byte (from
+    /// the accept for a new connection). A connection that is late is closed.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a keep-alive connection may stay idle between requests.
+    pub idle_timeout_secs: u64,
+    /// Seconds a request body may go without a byte arriving while the server waits for it.
+    pub body_read_timeout_secs: u64,
+    /// Longest time, in seconds, spent reading and discarding what a client still sends after
+    /// the server answered and closed its side (lingering close, RFC 9112 §9.6).
+    pub linger_secs: u64,
+    /// Most connections open at once (0: as many as the descriptor limit allows, at most 16384).
+    /// Never more than the descriptor limit allows.
+    pub max_connections: usize,
+    /// Most connections open at once from one client address (an IPv6 /64 counts as one).
+    pub max_connections_per_ip: usize,
+    /// Seconds requests in flight get to finish after a shutdown signal.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout_secs: 15,
+            idle_timeout_secs: 60,
+            body_read_timeout_secs: 30,
+            linger_secs: 5,
+            max_connections: 0,
+            max_connections_per_ip: 1024,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// What only the operator may see: `/metrics`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct OperatorConfig {
+    /// A second listener (e.g. `127.0.0.1:9464`) that serves `/metrics` and `/healthz` without
+    /// a token. Off by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// The token `/metrics` on the public listener asks for (`Authorization: Bearer <token>`).
+    /// By default it is generated on first start and kept in `<data_dir>/secrets/operator.token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// A file holding that token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Accounts, tokens and login flows.
@@ -209,7 +270,8 @@ pub struct StorageConfig {
     pub targets: BTreeMap<String, TargetConfig>,
     /// Largest single upload in bytes (0 = only the quota limits it).
     pub max_upload_bytes: u64,
-    /// Page size of `listobjects` when no `limit` is given (0 = everything).
+    /// Page size of `listobjects` when no `limit` is given (the original's `MaxKeys`, 1000).
+    /// A page never holds more than 10,000 objects.
     pub list_default_limit: u32,
 }
 
@@ -231,7 +293,7 @@ impl Default for StorageConfig {
             free_bytes: 10 * 1024 * 1024 * 1024,
             targets,
             max_upload_bytes: 0,
-            list_default_limit: 0,
+            list_default_limit: 1000,
         }
     }
 }

@@ -28,13 +28,35 @@ pub fn load_or_create_jwt_key(
     file: Option<&Path>,
     data_dir: &Path,
 ) -> Result<Vec<u8>, SecretError> {
+    load_or_create_secret("jwt.key", value, file, data_dir)
+}
+
+/// Returns the operator token (what `/metrics` asks for): `value` if set, else the contents of
+/// `file`, else `data_dir/secrets/operator.token`, created with 32 random bytes (hex) on first
+/// use.
+pub fn load_or_create_operator_token(
+    value: Option<&str>,
+    file: Option<&Path>,
+    data_dir: &Path,
+) -> Result<String, SecretError> {
+    load_or_create_secret("operator.token", value, file, data_dir)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// `value`, else the contents of `file`, else `data_dir/secrets/<name>`, made on first use.
+fn load_or_create_secret(
+    name: &str,
+    value: Option<&str>,
+    file: Option<&Path>,
+    data_dir: &Path,
+) -> Result<Vec<u8>, SecretError> {
     if let Some(v) = value.filter(|v| !v.is_empty()) {
         return Ok(v.as_bytes().to_vec());
     }
     if let Some(path) = file {
         return read_secret(path);
     }
-    let path = data_dir.join("secrets").join("jwt.key");
+    let path = data_dir.join("secrets").join(name);
     if path.exists() {
         return read_secret(&path);
     }
@@ -43,11 +65,11 @@ pub fn load_or_create_jwt_key(
         source,
     };
     let dir = path.parent().expect("secret path has a parent");
-    fs::create_dir_all(dir).map_err(io)?;
+    create_private_dir(dir).map_err(io)?;
     let mut key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut key);
     let text = hex::encode(key);
-    let tmp = dir.join(".jwt.key.tmp");
+    let tmp = dir.join(format!(".{name}.tmp"));
     {
         let mut opts = fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
@@ -64,6 +86,17 @@ pub fn load_or_create_jwt_key(
     Ok(text.into_bytes())
 }
 
+/// Creates `dir` (and its parents) and makes it private to its owner (0700).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// The id of this server (`data_dir/server.id`, 16 random bytes in hex, made on first use).
 /// Not a secret: it names what this server owns in shared places (container labels).
 pub fn load_or_create_server_id(data_dir: &Path) -> Result<String, SecretError> {
@@ -75,7 +108,7 @@ pub fn load_or_create_server_id(data_dir: &Path) -> Result<String, SecretError> 
         path: path.clone(),
         source,
     };
-    fs::create_dir_all(data_dir).map_err(io)?;
+    create_private_dir(data_dir).map_err(io)?;
     let mut raw = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let id = hex::encode(raw);
@@ -112,6 +145,25 @@ mod tests {
         assert_eq!(a.len(), 64);
         let c = load_or_create_jwt_key(None, None, tempfile::tempdir().unwrap().path()).unwrap();
         assert_ne!(a, c, "two data dirs never share a key");
+    }
+
+    #[test]
+    fn secrets_and_their_directory_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let t = load_or_create_operator_token(None, None, dir.path()).unwrap();
+        assert_eq!(t.len(), 64);
+        assert_eq!(
+            load_or_create_operator_token(None, None, dir.path()).unwrap(),
+            t
+        );
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("secrets")), 0o700);
+        assert_eq!(mode(&dir.path().join("secrets/operator.token")), 0o600);
+        assert_ne!(
+            load_or_create_jwt_key(None, None, dir.path()).unwrap(),
+            t.as_bytes()
+        );
     }
 
     #[test]

@@ -271,6 +271,19 @@ impl Accounts {
         Ok(())
     }
 
+    /// Revokes every token of the account issued up to `not_before` (exclusive of later ones).
+    pub async fn revoke_all(&self, account: &Account, not_before: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE accounts SET tokens_not_before = $1 WHERE id = $2 AND tokens_not_before < $1",
+        )
+        .bind(not_before)
+        .bind(&account.id)
+        .execute(self.db.w())
+        .await?;
+        self.invalidate(account);
+        Ok(())
+    }
+
     /// Number of accounts (metrics).
     pub async fn count(&self) -> Result<i64> {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM accounts")

@@ -15,7 +15,7 @@ use crate::account::{Account, Accounts};
 use crate::clock::SharedClock;
 use crate::nonce::Nonces;
 use crate::password::Passwords;
-use crate::ratelimit::{Limiter, LoginBackoff};
+use crate::ratelimit::{Limiter, LoginGuard};
 use crate::token::{TokenKind, Tokens, Verified};
 use crate::wallet::{self, Address};
 use crate::{AuthFailure, Error, Result};
@@ -68,6 +68,9 @@ pub struct Auth {
     accounts: Accounts,
     tokens: Tokens,
     nonces: Nonces,
+    /// Nonces handed out with authentication errors: a pool of their own, so that a flood of bad
+    /// requests can never push out a nonce a user fetched to sign.
+    courtesy: Nonces,
     passwords: Passwords,
     clock: SharedClock,
     login_ip: Limiter,
@@ -76,7 +79,12 @@ pub struct Auth {
     tokens_account: Limiter,
     nonces_ip: Limiter,
     register_ip: Limiter,
-    backoff: LoginBackoff,
+    guard: LoginGuard,
+}
+
+/// Expiry of a token issued at `iat` living `ttl` seconds.
+fn exp_of(iat: i64, ttl: u64) -> i64 {
+    iat.saturating_add(ttl.min(i64::MAX as u64) as i64)
 }
 
 fn ip_key(ip: IpAddr) -> String {
@@ -106,13 +114,17 @@ impl Auth {
                 cfg.argon2_parallel_hashes,
             )?,
             nonces: Nonces::new(Duration::from_secs(cfg.nonce_ttl), cfg.max_nonces),
+            courtesy: Nonces::new(
+                Duration::from_secs(cfg.nonce_ttl),
+                (cfg.max_nonces / 4).max(64),
+            ),
             login_ip: Limiter::new(limits.login_per_ip, off),
             login_account: Limiter::new(limits.login_per_account, off),
             tokens_ip: Limiter::new(limits.tokens_per_ip, off),
             tokens_account: Limiter::new(limits.tokens_per_account, off),
             nonces_ip: Limiter::new(limits.nonces_per_ip, off),
             register_ip: Limiter::new(limits.register_per_ip, off),
-            backoff: LoginBackoff::new(
+            guard: LoginGuard::new(
                 cfg.lockout_after_failures,
                 Duration::from_secs(cfg.lockout_max_secs),
                 off,
@@ -180,21 +192,23 @@ impl Auth {
             return Err(AuthFailure::BadCredentials.into());
         }
         let acct_key = format!("user:{username}");
-        self.login_account.check(&acct_key)?;
-        self.backoff.check(&acct_key)?;
+        // Per account *and* address: an attacker's attempts never use up the owner's.
+        self.login_account.check(&format!("{ipk} {acct_key}"))?;
+        let permit = self.guard.admit(&acct_key, &ipk).await?;
         let found = self.accounts.by_username(username).await?;
         let hash = found.as_ref().and_then(|(_, h)| h.as_deref());
         let ok = self.passwords.verify(password, hash).await?;
+        drop(permit);
         let account = match (ok, found) {
             (true, Some((a, _))) => a,
             _ => {
-                self.backoff.failed(&acct_key);
+                self.guard.failed(&acct_key, &ipk);
                 metrics::counter!("stratus_logins_total", "flow" => "password", "result" => "failure")
                     .increment(1);
                 return Err(AuthFailure::BadCredentials.into());
             }
         };
-        self.backoff.succeeded(&acct_key);
+        self.guard.succeeded(&acct_key, &ipk);
         self.tokens_ip.check(&ipk)?;
         self.tokens_account.check(&account.id)?;
         let ttl = match dialect {
@@ -212,20 +226,28 @@ impl Auth {
         Ok((account, token))
     }
 
-    /// A new access token for an authenticated caller (TwoCloud: a token as Basic username).
-    pub fn reissue(&self, ip: IpAddr, caller: &Caller, dialect: PasswordDialect) -> Result<String> {
+    /// A new access token for an authenticated caller (TwoCloud: a token as Basic username). It
+    /// belongs to the family of the caller's token and dies with it.
+    pub async fn reissue(
+        &self,
+        ip: IpAddr,
+        caller: &Caller,
+        dialect: PasswordDialect,
+    ) -> Result<String> {
         self.tokens_ip.check(&ip_key(ip))?;
         self.tokens_account.check(&caller.account.id)?;
         let ttl = match dialect {
             PasswordDialect::ComputeShare => self.cfg.computeshare_token_ttl,
             PasswordDialect::TwoCloud => self.cfg.twocloud_token_ttl,
         };
-        Ok(self.tokens.issue_unique(
-            TokenKind::Access,
-            caller.account.subject(),
-            self.iat_for(&caller.account),
-            ttl,
-        ))
+        let iat = self.iat_for(&caller.account);
+        let token = self
+            .tokens
+            .issue_unique(TokenKind::Access, caller.account.subject(), iat, ttl);
+        self.tokens
+            .link(&token, exp_of(iat, ttl), &caller.token)
+            .await?;
+        Ok(token)
     }
 
     /// A new login nonce for `ip`.
@@ -234,10 +256,14 @@ impl Auth {
         self.nonces.issue()
     }
 
-    /// A nonce handed out with an authentication error (MEMO): not rate limited per IP, but
-    /// still bounded by the nonce store.
-    pub fn courtesy_nonce(&self) -> String {
-        self.nonces.issue().unwrap_or_default()
+    /// A nonce handed out with an authentication error (MEMO). It comes from a pool of its own
+    /// (so bad requests never push out the nonces users fetched to sign) and counts against the
+    /// address's nonce budget; past that budget the error carries an empty nonce.
+    pub fn courtesy_nonce(&self, ip: IpAddr) -> String {
+        if self.nonces_ip.check(&ip_key(ip)).is_err() {
+            return String::new();
+        }
+        self.courtesy.issue().unwrap_or_default()
     }
 
     /// Checks a signed nonce (`keccak256(address ‖ nonce ‖ domain)`, go-ethereum signature) and
@@ -255,15 +281,19 @@ impl Auth {
             return Err(AuthFailure::WrongDomain.into());
         }
         let claimed = Address::parse(&req.address).ok_or(AuthFailure::WrongAddress)?;
-        if !self.nonces.check_and_bind(&req.nonce, claimed.0) {
+        let pool = if self.nonces.check_and_bind(&req.nonce, claimed.0) {
+            &self.nonces
+        } else if self.courtesy.check_and_bind(&req.nonce, claimed.0) {
+            &self.courtesy
+        } else {
             return Err(AuthFailure::WrongNonce.into());
-        }
+        };
         let digest = wallet::login_digest(&req.address, &req.nonce, &req.domain);
         let signer = wallet::recover_signer(&digest, &req.signature)?;
         if signer != claimed {
             return Err(AuthFailure::WrongAddress.into());
         }
-        if !self.nonces.consume(&req.nonce, claimed.0) {
+        if !pool.consume(&req.nonce, claimed.0) {
             // Raced with another attempt that used the same nonce.
             return Err(AuthFailure::WrongNonce.into());
         }
@@ -280,21 +310,26 @@ impl Auth {
             .await?;
         let iat = self.iat_for(&account);
         let sub = claimed.to_checksum();
+        let access_token =
+            self.tokens
+                .issue(TokenKind::Access, &sub, iat, self.cfg.access_token_ttl);
+        let refresh_token =
+            self.tokens
+                .issue(TokenKind::Refresh, &sub, iat, self.cfg.refresh_token_ttl);
+        // One session: logging out with either token ends both.
+        self.tokens
+            .link_to_root(
+                &access_token,
+                exp_of(iat, self.cfg.access_token_ttl),
+                &refresh_token,
+                exp_of(iat, self.cfg.refresh_token_ttl),
+            )
+            .await?;
         metrics::counter!("stratus_logins_total", "flow" => "wallet", "result" => "success")
             .increment(1);
         Ok(WalletSession {
-            access_token: self.tokens.issue(
-                TokenKind::Access,
-                &sub,
-                iat,
-                self.cfg.access_token_ttl,
-            ),
-            refresh_token: self.tokens.issue(
-                TokenKind::Refresh,
-                &sub,
-                iat,
-                self.cfg.refresh_token_ttl,
-            ),
+            access_token,
+            refresh_token,
             account,
         })
     }
@@ -306,17 +341,30 @@ impl Auth {
             .authenticate_kind(refresh_token, TokenKind::Refresh)
             .await?;
         self.tokens_account.check(&caller.account.id)?;
-        Ok(self.tokens.issue(
-            TokenKind::Access,
-            &caller.token.claims.sub,
-            self.iat_for(&caller.account),
-            self.cfg.access_token_ttl,
-        ))
+        let iat = self.iat_for(&caller.account);
+        let ttl = self.cfg.access_token_ttl;
+        let token = self
+            .tokens
+            .issue(TokenKind::Access, &caller.token.claims.sub, iat, ttl);
+        self.tokens
+            .link(&token, exp_of(iat, ttl), &caller.token)
+            .await?;
+        Ok(token)
     }
 
     /// The one token check: an access token, however it was obtained.
     pub async fn authenticate(&self, token: &str) -> Result<Caller> {
         self.authenticate_kind(token, TokenKind::Access).await
+    }
+
+    /// An access or a refresh token (logout accepts either).
+    pub async fn authenticate_any(&self, token: &str) -> Result<Caller> {
+        match self.authenticate_kind(token, TokenKind::Access).await {
+            Err(Error::Unauthenticated(AuthFailure::WrongTokenType)) => {
+                self.authenticate_kind(token, TokenKind::Refresh).await
+            }
+            other => other,
+        }
     }
 
     async fn authenticate_kind(&self, token: &str, kind: TokenKind) -> Result<Caller> {
@@ -337,15 +385,32 @@ impl Auth {
         })
     }
 
-    /// Revokes the token the caller used.
+    /// Revokes the token the caller used, with every token of its family (the session).
     pub async fn logout(&self, caller: &Caller) -> Result<()> {
         self.tokens.revoke(&caller.token).await
     }
 
-    /// Changes the password and revokes every earlier token of the account.
-    pub async fn change_password(&self, caller: &Caller, old: &str, new: &str) -> Result<()> {
-        let key = format!("user:{}", caller.account.username.as_deref().unwrap_or(""));
-        self.backoff.check(&key)?;
+    /// Revokes every token of the caller's account, however obtained (wallet-only accounts
+    /// included). Tokens issued afterwards are valid.
+    pub async fn logout_everywhere(&self, caller: &Caller) -> Result<()> {
+        self.accounts
+            .revoke_all(&caller.account, self.clock.now_secs() + 1)
+            .await
+    }
+
+    /// Changes the password and revokes every earlier token of the account. The caller holds a
+    /// valid token: failed logins never stand in the way; wrong old passwords are limited per
+    /// account and address, apart from logins.
+    pub async fn change_password(
+        &self,
+        ip: IpAddr,
+        caller: &Caller,
+        old: &str,
+        new: &str,
+    ) -> Result<()> {
+        let ipk = ip_key(ip);
+        let key = &caller.account.id;
+        self.guard.check_change(key, &ipk)?;
         let hash = self.accounts.password_hash(&caller.account.id).await?;
         if hash.is_none() {
             return Err(Error::invalid(
@@ -354,7 +419,7 @@ impl Auth {
             ));
         }
         if !self.passwords.verify(old, hash.as_deref()).await? {
-            self.backoff.failed(&key);
+            self.guard.change_failed(key, &ipk);
             return Err(Error::invalid("oldPassword", "the old password is wrong"));
         }
         Passwords::validate_new(new)?;
@@ -378,6 +443,12 @@ impl Auth {
     /// Drops expired nonces (called every few seconds, off the request path).
     pub fn sweep_nonces(&self) {
         self.nonces.purge();
+        self.courtesy.purge();
+    }
+
+    /// The guard against password guessing (tests, metrics).
+    pub fn login_guard(&self) -> &LoginGuard {
+        &self.guard
     }
 
     /// Periodic housekeeping: idle limiter buckets, old revocations.
@@ -392,7 +463,7 @@ impl Auth {
         ] {
             l.sweep();
         }
-        self.backoff.sweep();
+        self.guard.sweep();
         self.tokens.purge_expired(self.clock.now_secs()).await?;
         Ok(())
     }

@@ -1,5 +1,5 @@
-//! Rate limits: token buckets keyed by client IP or account, and the per-account slowdown of
-//! failed password logins.
+//! Rate limits: token buckets keyed by client IP or account, and the guard against password
+//! guessing ([`LoginGuard`]) that slows attackers down without locking owners out.
 //!
 //! Buckets live in memory and are swept when idle; limits are per process (a scaled-out
 //! deployment divides its budget by the number of servers).
@@ -76,76 +76,326 @@ impl Limiter {
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
+    last: Instant,
     locked_until: Option<Instant>,
 }
 
-/// Slows down password guessing per account: after `after` consecutive failures, each further
-/// failure locks the account's password login for twice as long as the last (1 s, 2 s, 4 s, …,
-/// at most `max`). A success clears the record.
-#[derive(Debug, Clone)]
-pub struct LoginBackoff {
-    after: u32,
-    max: Duration,
-    disabled: bool,
-    map: Arc<DashMap<String, Failures>>,
+impl Failures {
+    fn locked(&self, now: Instant) -> Option<Duration> {
+        self.locked_until.filter(|u| *u > now).map(|u| u - now)
+    }
 }
 
-impl LoginBackoff {
-    pub fn new(after: u32, max: Duration, disabled: bool) -> Self {
-        LoginBackoff {
+/// Consecutive failures per key; after `after` of them each further failure locks the key for
+/// twice as long as the last (1 s, 2 s, 4 s, …, at most `max`). Records are forgotten once they
+/// have been quiet for `forget`, and at most `capacity` keys are tracked (past it new keys are
+/// not recorded, so random keys cannot grow memory).
+#[derive(Debug)]
+struct Backoff {
+    after: u32,
+    max: Duration,
+    forget: Duration,
+    capacity: usize,
+    map: DashMap<String, Failures>,
+}
+
+impl Backoff {
+    fn new(after: u32, max: Duration, forget: Duration, capacity: usize) -> Self {
+        Backoff {
             after: after.max(1),
             max,
-            disabled,
-            map: Arc::new(DashMap::new()),
+            forget,
+            capacity,
+            map: DashMap::new(),
         }
     }
 
-    /// Refuses while the account is locked.
-    pub fn check(&self, account: &str) -> Result<()> {
-        if self.disabled {
-            return Ok(());
-        }
-        if let Some(f) = self.map.get(account) {
-            if let Some(until) = f.locked_until {
-                let now = Instant::now();
-                if until > now {
-                    return Err(Error::RateLimited {
-                        retry_after_secs: (until - now).as_secs_f64().ceil().max(1.0) as u64,
-                    });
-                }
-            }
-        }
-        Ok(())
+    fn locked(&self, key: &str, now: Instant) -> Option<Duration> {
+        self.map.get(key).and_then(|f| f.locked(now))
     }
 
-    pub fn failed(&self, account: &str) {
-        if self.disabled {
-            return;
+    fn failed(&self, key: &str, now: Instant) -> u32 {
+        if !self.map.contains_key(key) && self.map.len() >= self.capacity {
+            return 0;
         }
-        let mut f = self.map.entry(account.to_string()).or_insert(Failures {
+        let mut f = self.map.entry(key.to_string()).or_insert(Failures {
             count: 0,
+            last: now,
             locked_until: None,
         });
         f.count = f.count.saturating_add(1);
+        f.last = now;
         if f.count >= self.after {
             let exp = (f.count - self.after).min(20);
             let lock = Duration::from_secs(1u64 << exp).min(self.max);
-            f.locked_until = Some(Instant::now() + lock);
+            f.locked_until = Some(now + lock);
+        }
+        f.count
+    }
+
+    fn count(&self, key: &str) -> u32 {
+        self.map.get(key).map_or(0, |f| f.count)
+    }
+
+    fn clear(&self, key: &str) {
+        self.map.remove(key);
+    }
+
+    fn sweep(&self, now: Instant) {
+        self.map.retain(|_, f| {
+            let quiet_since = f.locked_until.map_or(f.last, |u| u.max(f.last));
+            now.saturating_duration_since(quiet_since) < self.forget
+        });
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// What the per-account slowdown knows of one account.
+#[derive(Debug)]
+struct AccountWatch {
+    /// Failures from addresses the account does not trust, since the last success.
+    failures: u32,
+    last_failure: Instant,
+    /// Addresses the owner logged in from lately, with when.
+    trusted: Vec<(String, Instant)>,
+    /// One attempt at a time from untrusted addresses while the account is under attack.
+    gate: Arc<tokio::sync::Semaphore>,
+    waiting: usize,
+}
+
+/// Most addresses an account remembers as its owner's.
+const TRUSTED_PER_ACCOUNT: usize = 8;
+/// How long a successful login makes an address trusted.
+const TRUST_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Most attempts queued for one account's slot before further ones are told to retry.
+const QUEUE_PER_ACCOUNT: usize = 16;
+/// Longest pause before an attempt on an account under attack.
+const MAX_SLOWDOWN: Duration = Duration::from_secs(2);
+
+/// One attempt waiting for its account's slot.
+struct Queued<'a> {
+    accounts: &'a DashMap<String, AccountWatch>,
+    account: &'a str,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if let Some(mut w) = self.accounts.get_mut(self.account) {
+            w.waiting = w.waiting.saturating_sub(1);
+        }
+    }
+}
+
+/// Held while a password is checked; lets the next queued attempt on the account go when dropped.
+#[derive(Debug)]
+pub struct LoginPermit {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Slows password guessing without letting anyone lock an owner out.
+///
+/// - **Per account and address**: after `after` consecutive failures from one address, that
+///   address's attempts on that account are locked for 1 s, 2 s, 4 s … up to `max`. The owner's
+///   own address is not affected by an attacker's failures.
+/// - **Per address**: an address failing on many accounts (password spraying) is locked after
+///   `4 × after` failures, with the same doubling.
+/// - **Per account, a slowdown, never a denial**: once an account has `after` recent failures from
+///   addresses it does not trust, attempts from such addresses wait their turn, one at a time,
+///   after a pause that doubles up to 2 s; at most 16 wait (further ones are told to retry in a
+///   second). Addresses the owner logged in from in the last 30 days skip the queue.
+/// - Records are forgotten after `2 × max` without failures (at least 15 minutes), and each table
+///   is bounded, so random usernames cannot grow memory.
+///
+/// Failures of the password check of a password change are kept apart (per account and address),
+/// and the login locks never apply to an owner holding a valid token.
+#[derive(Debug, Clone)]
+pub struct LoginGuard {
+    after: u32,
+    disabled: bool,
+    pairs: Arc<Backoff>,
+    addresses: Arc<Backoff>,
+    changes: Arc<Backoff>,
+    accounts: Arc<DashMap<String, AccountWatch>>,
+    forget: Duration,
+    capacity: usize,
+}
+
+impl LoginGuard {
+    pub fn new(after: u32, max: Duration, disabled: bool) -> Self {
+        Self::with_capacity(after, max, disabled, 100_000)
+    }
+
+    /// [`LoginGuard::new`] with a bound on every table.
+    pub fn with_capacity(after: u32, max: Duration, disabled: bool, capacity: usize) -> Self {
+        let after = after.max(1);
+        let forget = (max * 2).max(Duration::from_secs(15 * 60));
+        LoginGuard {
+            after,
+            disabled,
+            pairs: Arc::new(Backoff::new(after, max, forget, capacity)),
+            addresses: Arc::new(Backoff::new(after.saturating_mul(4), max, forget, capacity)),
+            changes: Arc::new(Backoff::new(after, max, forget, capacity)),
+            accounts: Arc::new(DashMap::new()),
+            forget,
+            capacity,
         }
     }
 
-    pub fn succeeded(&self, account: &str) {
-        self.map.remove(account);
+    fn pair(account: &str, address: &str) -> String {
+        format!("{address}\u{0}{account}")
     }
 
-    /// Forgets records whose lock ended long ago.
+    fn refuse(d: Duration) -> Error {
+        Error::RateLimited {
+            retry_after_secs: d.as_secs_f64().ceil().max(1.0) as u64,
+        }
+    }
+
+    /// Lets a password attempt on `account` from `address` go ahead (perhaps after a wait), or
+    /// says how long to wait. Hold the permit while the password is checked.
+    pub async fn admit(&self, account: &str, address: &str) -> Result<LoginPermit> {
+        let none = LoginPermit { _permit: None };
+        if self.disabled {
+            return Ok(none);
+        }
+        let now = Instant::now();
+        if let Some(d) = self.pairs.locked(&Self::pair(account, address), now) {
+            return Err(Self::refuse(d));
+        }
+        if let Some(d) = self.addresses.locked(address, now) {
+            return Err(Self::refuse(d));
+        }
+        let (gate, pause) = {
+            let Some(mut w) = self.accounts.get_mut(account) else {
+                return Ok(none);
+            };
+            if w.failures < self.after || w.trusted.iter().any(|(a, _)| a == address) {
+                return Ok(none);
+            }
+            if w.waiting >= QUEUE_PER_ACCOUNT {
+                return Err(Self::refuse(Duration::from_secs(1)));
+            }
+            w.waiting += 1;
+            let exp = (w.failures - self.after).min(10);
+            let pause = (Duration::from_millis(125) * (1u32 << exp)).min(MAX_SLOWDOWN);
+            (w.gate.clone(), pause)
+        };
+        // Counted out again however the wait ends (the client may go away while it waits).
+        let _queued = Queued {
+            accounts: &self.accounts,
+            account,
+        };
+        let permit = gate.acquire_owned().await;
+        tokio::time::sleep(pause).await;
+        Ok(LoginPermit {
+            _permit: permit.ok(),
+        })
+    }
+
+    /// A wrong password (or unknown account) for `account` from `address`.
+    pub fn failed(&self, account: &str, address: &str) {
+        if self.disabled {
+            return;
+        }
+        let now = Instant::now();
+        self.pairs.failed(&Self::pair(account, address), now);
+        self.addresses.failed(address, now);
+        if !self.accounts.contains_key(account) && self.accounts.len() >= self.capacity {
+            return;
+        }
+        let mut w = self
+            .accounts
+            .entry(account.to_string())
+            .or_insert_with(|| AccountWatch {
+                failures: 0,
+                last_failure: now,
+                trusted: Vec::new(),
+                gate: Arc::new(tokio::sync::Semaphore::new(1)),
+                waiting: 0,
+            });
+        if !w.trusted.iter().any(|(a, _)| a == address) {
+            w.failures = w.failures.saturating_add(1);
+        }
+        w.last_failure = now;
+    }
+
+    /// The right password for `account` from `address`: that address's record is cleared and the
+    /// address is trusted by the account from now on.
+    pub fn succeeded(&self, account: &str, address: &str) {
+        if self.disabled {
+            return;
+        }
+        let now = Instant::now();
+        self.pairs.clear(&Self::pair(account, address));
+        if !self.accounts.contains_key(account) && self.accounts.len() >= self.capacity {
+            return;
+        }
+        let mut w = self
+            .accounts
+            .entry(account.to_string())
+            .or_insert_with(|| AccountWatch {
+                failures: 0,
+                last_failure: now,
+                trusted: Vec::new(),
+                gate: Arc::new(tokio::sync::Semaphore::new(1)),
+                waiting: 0,
+            });
+        w.failures = 0;
+        w.trusted.retain(|(a, _)| a != address);
+        w.trusted.push((address.to_string(), now));
+        if w.trusted.len() > TRUSTED_PER_ACCOUNT {
+            w.trusted.remove(0);
+        }
+    }
+
+    /// Refuses a password change's check while `account` has failed it too often from `address`.
+    pub fn check_change(&self, account: &str, address: &str) -> Result<()> {
+        if self.disabled {
+            return Ok(());
+        }
+        match self
+            .changes
+            .locked(&Self::pair(account, address), Instant::now())
+        {
+            Some(d) => Err(Self::refuse(d)),
+            None => Ok(()),
+        }
+    }
+
+    /// A wrong old password in a password change.
+    pub fn change_failed(&self, account: &str, address: &str) {
+        if !self.disabled {
+            self.changes
+                .failed(&Self::pair(account, address), Instant::now());
+        }
+    }
+
+    /// Forgets what has been quiet for long.
     pub fn sweep(&self) {
         let now = Instant::now();
-        let keep = self.max * 2;
-        self.map.retain(|_, f| match f.locked_until {
-            Some(u) => now.saturating_duration_since(u) < keep,
-            None => true,
+        self.pairs.sweep(now);
+        self.addresses.sweep(now);
+        self.changes.sweep(now);
+        self.accounts.retain(|_, w| {
+            w.trusted
+                .retain(|(_, at)| now.saturating_duration_since(*at) < TRUST_FOR);
+            w.waiting > 0
+                || !w.trusted.is_empty()
+                || now.saturating_duration_since(w.last_failure) < self.forget
         });
+    }
+
+    /// Records kept now (every table), for tests and metrics.
+    pub fn records(&self) -> usize {
+        self.pairs.len() + self.addresses.len() + self.changes.len() + self.accounts.len()
+    }
+
+    /// Consecutive failures recorded for `account` from `address`.
+    pub fn failures(&self, account: &str, address: &str) -> u32 {
+        self.pairs.count(&Self::pair(account, address))
     }
 }
 
@@ -168,20 +418,86 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn backoff_doubles() {
-        let b = LoginBackoff::new(3, Duration::from_secs(10), false);
-        for _ in 0..2 {
-            b.failed("x");
-            b.check("x").unwrap();
+    async fn locks_are_per_account_and_address() {
+        let g = LoginGuard::new(3, Duration::from_secs(900), false);
+        for _ in 0..3 {
+            g.admit("alice", "10.0.0.9").await.unwrap();
+            g.failed("alice", "10.0.0.9");
         }
-        b.failed("x");
-        assert!(b.check("x").is_err());
+        assert!(
+            g.admit("alice", "10.0.0.9").await.is_err(),
+            "the attacker is locked"
+        );
+        // The owner, from an address the account trusts, is not.
+        g.succeeded("alice", "10.0.0.1");
+        g.admit("alice", "10.0.0.1").await.unwrap();
         tokio::time::advance(Duration::from_millis(1001)).await;
-        b.check("x").unwrap();
-        b.failed("x");
+        g.admit("alice", "10.0.0.9").await.unwrap();
+        g.failed("alice", "10.0.0.9");
         tokio::time::advance(Duration::from_millis(1500)).await;
-        assert!(b.check("x").is_err(), "second lock is 2 s");
-        b.succeeded("x");
-        b.check("x").unwrap();
+        assert!(
+            g.admit("alice", "10.0.0.9").await.is_err(),
+            "the second lock is 2 s"
+        );
+        g.admit("alice", "10.0.0.1").await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_spraying_many_accounts_is_locked() {
+        let g = LoginGuard::new(2, Duration::from_secs(60), false);
+        for i in 0..8 {
+            g.failed(&format!("user{i}"), "10.0.0.9");
+        }
+        assert!(g.admit("someone-else", "10.0.0.9").await.is_err());
+        g.admit("someone-else", "10.0.0.8").await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_account_under_attack_slows_new_addresses_but_never_refuses_trusted_ones() {
+        let g = LoginGuard::new(3, Duration::from_secs(900), false);
+        g.succeeded("alice", "10.0.0.1");
+        for i in 0..10 {
+            g.failed("alice", &format!("10.1.0.{i}"));
+        }
+        let start = Instant::now();
+        g.admit("alice", "10.0.0.1").await.unwrap();
+        assert_eq!(Instant::now(), start, "the owner's address skips the queue");
+        let p = g.admit("alice", "10.2.0.1").await.unwrap();
+        assert!(Instant::now() > start, "a new address waits");
+        assert!(Instant::now() - start <= MAX_SLOWDOWN);
+        drop(p);
+        // A success from anywhere ends the slowdown.
+        g.succeeded("alice", "10.2.0.1");
+        let t = Instant::now();
+        g.admit("alice", "10.3.0.1").await.unwrap();
+        assert_eq!(Instant::now(), t);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_are_forgotten_and_bounded() {
+        let g = LoginGuard::with_capacity(5, Duration::from_secs(60), false, 100);
+        for i in 0..1000 {
+            g.failed(
+                &format!("random-{i}"),
+                &format!("10.0.{}.{}", i / 256, i % 256),
+            );
+        }
+        assert!(g.records() <= 400, "bounded: {}", g.records());
+        tokio::time::advance(Duration::from_secs(16 * 60)).await;
+        g.sweep();
+        assert_eq!(g.records(), 0, "every quiet record is forgotten");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn password_change_failures_are_kept_apart() {
+        let g = LoginGuard::new(2, Duration::from_secs(60), false);
+        for _ in 0..5 {
+            g.failed("alice", "10.0.0.9");
+        }
+        g.check_change("alice", "10.0.0.1").unwrap();
+        g.change_failed("alice", "10.0.0.9");
+        g.change_failed("alice", "10.0.0.9");
+        assert!(g.check_change("alice", "10.0.0.9").is_err());
+        g.check_change("alice", "10.0.0.1").unwrap();
     }
 }

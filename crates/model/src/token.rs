@@ -7,7 +7,11 @@
 //! padding or trailing data are refused before any claim is read.
 //!
 //! Revocation without extra claims: a logout stores the SHA-256 of the token until it would have
-//! expired; a password change moves the account's `tokens_not_before` past every earlier `iat`.
+//! expired; a password change (or "log out everywhere") moves the account's `tokens_not_before`
+//! past every earlier `iat`. Tokens minted from another token — the access token of a wallet
+//! login and those from `/fresh` (children of the refresh token), TwoCloud tokens renewed with a
+//! token — are linked to that token's family in the database; revoking any token of a family
+//! revokes every token in it, so a session ends whole whichever of its tokens logs out.
 
 use std::sync::Arc;
 
@@ -284,24 +288,106 @@ impl Tokens {
         })
     }
 
-    /// Revokes one token until its expiry.
-    pub async fn revoke(&self, verified: &Verified) -> Result<()> {
-        let h = token_hash(&verified.token);
+    /// The family of the token with hash `h`: its root's hash and expiry (a root is its own).
+    async fn family_of(&self, h: &str, exp: i64) -> Result<(String, i64)> {
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT family, family_expires_at FROM token_links WHERE token_hash = $1",
+        )
+        .bind(h)
+        .fetch_optional(self.db.r())
+        .await?;
+        Ok(row.unwrap_or_else(|| (h.to_string(), exp)))
+    }
+
+    /// Records that `child` (expiring at `child_exp`) was minted from `parent`: it joins the
+    /// parent's family and dies with it. A family revoked meanwhile takes the child along.
+    pub async fn link(&self, child: &str, child_exp: i64, parent: &Verified) -> Result<()> {
+        let (family, family_exp) = self
+            .family_of(&token_hash(&parent.token), parent.claims.exp)
+            .await?;
+        self.link_to(child, child_exp, &family, family_exp).await
+    }
+
+    /// Records that `child` belongs to the family whose root is `root` (a token just issued).
+    pub async fn link_to_root(
+        &self,
+        child: &str,
+        child_exp: i64,
+        root: &str,
+        root_exp: i64,
+    ) -> Result<()> {
+        self.link_to(child, child_exp, &token_hash(root), root_exp)
+            .await
+    }
+
+    async fn link_to(
+        &self,
+        child: &str,
+        child_exp: i64,
+        family: &str,
+        family_exp: i64,
+    ) -> Result<()> {
+        let h = token_hash(child);
+        if h == family {
+            return Ok(());
+        }
         sqlx::query(
-            "INSERT INTO revoked_tokens (token_hash, expires_at) VALUES ($1, $2) \
-             ON CONFLICT (token_hash) DO NOTHING",
+            "INSERT INTO token_links (token_hash, family, expires_at, family_expires_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO NOTHING",
         )
         .bind(&h)
-        .bind(verified.claims.exp)
+        .bind(family)
+        .bind(child_exp)
+        .bind(family_exp)
         .execute(self.db.w())
         .await?;
-        self.revoked.insert(h, verified.claims.exp);
+        if self.revoked.contains_key(family) {
+            self.revoke_hashes(&[(h, child_exp)]).await?;
+        }
         Ok(())
     }
 
-    /// Forgets revocations of tokens that have expired anyway.
+    /// Revokes the token and every token of its family until their expiry.
+    pub async fn revoke(&self, verified: &Verified) -> Result<()> {
+        let (family, family_exp) = self
+            .family_of(&token_hash(&verified.token), verified.claims.exp)
+            .await?;
+        let mut dead: Vec<(String, i64)> =
+            sqlx::query_as("SELECT token_hash, expires_at FROM token_links WHERE family = $1")
+                .bind(&family)
+                .fetch_all(self.db.r())
+                .await?;
+        dead.push((token_hash(&verified.token), verified.claims.exp));
+        dead.push((family, family_exp));
+        self.revoke_hashes(&dead).await
+    }
+
+    async fn revoke_hashes(&self, dead: &[(String, i64)]) -> Result<()> {
+        let mut tx = self.db.w().begin().await?;
+        for (h, exp) in dead {
+            sqlx::query(
+                "INSERT INTO revoked_tokens (token_hash, expires_at) VALUES ($1, $2) \
+                 ON CONFLICT (token_hash) DO NOTHING",
+            )
+            .bind(h)
+            .bind(exp)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        for (h, exp) in dead {
+            self.revoked.insert(h.clone(), *exp);
+        }
+        Ok(())
+    }
+
+    /// Forgets revocations and family links of tokens that have expired anyway.
     pub async fn purge_expired(&self, now: i64) -> Result<u64> {
         let r = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
+            .bind(now)
+            .execute(self.db.w())
+            .await?;
+        sqlx::query("DELETE FROM token_links WHERE expires_at <= $1")
             .bind(now)
             .execute(self.db.w())
             .await?;

@@ -202,7 +202,7 @@ async fn packages_add_space_until_they_expire_and_nothing_is_deleted() {
     assert!(!p.active_at(w.clock_now()));
     // Room again after deleting: uploads within the free tier work.
     for o in listed.objects {
-        w.storage.delete(&a.id, "mefs", &o.cid).await.unwrap();
+        w.storage.delete(&a.id, "mefs", &o.cid, None).await.unwrap();
     }
     put(1_000).await.unwrap();
 }

@@ -110,9 +110,9 @@ async fn an_interrupted_delete_never_loses_referenced_bytes() {
         .await
         .unwrap()
         .is_some());
-    s.delete(&a, "mefs", &shared).await.unwrap();
+    s.delete(&a, "mefs", &shared, None).await.unwrap();
     assert!(blob_path(dir.path(), &shared).exists());
-    s.delete(&b, "mefs", &shared).await.unwrap();
+    s.delete(&b, "mefs", &shared, None).await.unwrap();
     assert!(!blob_path(dir.path(), &shared).exists());
 }
 

@@ -1,15 +1,16 @@
 //! The stratus HTTP server.
 //!
 //! Mounts the three dialects on one listener (ComputeShare under `/api`, TwoCloud under
-//! `/twocloud`, MEMO at the root), adds `GET /healthz` and Prometheus `GET /metrics`, records
-//! per-route request metrics, turns panics into 500s, and shuts down gracefully: on SIGINT or
-//! SIGTERM it stops accepting, lets requests in flight finish, stops background tasks and closes
-//! the database.
+//! `/twocloud`, MEMO at the root), adds `GET /healthz` and Prometheus `GET /metrics` (for the
+//! operator only: it asks for the operator token, or is served on a separate operator listener),
+//! records per-route request metrics, turns panics into 500s, holds connections to the limits of
+//! [`conn`], and shuts down gracefully: on SIGINT or SIGTERM it stops accepting, lets requests in
+//! flight finish, stops background tasks and closes the database.
 
+pub mod conn;
 mod metrics_layer;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Request, State};
@@ -46,21 +47,9 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// The whole HTTP surface of stratus.
 pub fn router(app: Arc<App>) -> Router {
-    let handle = metrics_handle();
     Router::new()
         .route("/healthz", get(healthz))
-        .route(
-            "/metrics",
-            get(move || {
-                let h = handle.clone();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        h.render(),
-                    )
-                }
-            }),
-        )
+        .route("/metrics", get(metrics_with_token))
         .nest("/api", stratus_api_computeshare::router())
         .nest("/twocloud", stratus_api_twocloud::router())
         .merge(stratus_api_memo::router())
@@ -68,6 +57,49 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::middleware::from_fn(metrics_layer::record))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(app)
+}
+
+/// What the operator listener serves: `/metrics` and `/healthz`, without a token.
+pub fn operator_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .with_state(app)
+}
+
+/// `GET /metrics` on the public listener: only with `Authorization: Bearer <operator token>`.
+async fn metrics_with_token(State(app): State<Arc<App>>, headers: http::HeaderMap) -> Response {
+    use subtle::ConstantTimeEq;
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .unwrap_or("");
+    let expected = app.operator_token.as_bytes();
+    if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(expected)) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"stratus operator\"")],
+            axum::Json(serde_json::json!({
+                "code": 401,
+                "message": "metrics are for the operator: send Authorization: Bearer <operator token> \
+                            (see <data_dir>/secrets/operator.token) or use the operator listener"
+            })),
+        )
+            .into_response();
+    }
+    metrics_text(State(app)).await
+}
+
+/// The Prometheus text of every metric, the gateway's per-mapping series included.
+async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+    let mut text = metrics_handle().render();
+    app.compute.gateway().render_metrics(&mut text);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {
@@ -139,12 +171,20 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, with background tasks running.
+/// Serves `app` on `listener` until `shutdown` resolves, with background tasks running (and the
+/// operator listener, when one is configured).
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let settings = conn::Settings::from_config(&app.config.server);
+    let operator = match app.config.operator.listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("operator listener {addr}: {e}"))
+        })?),
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let background = tokio::spawn(app.clone().run_background(stop_rx.clone()));
     // Histogram samples accumulate until upkeep folds them in, scraped or not.
@@ -163,13 +203,24 @@ pub async fn serve(
     };
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "stratus listening");
-    axum::serve(
-        listener,
-        router(app.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    let operator = operator.map(|l| {
+        let addr = l.local_addr().ok();
+        tracing::info!(address = ?addr, "operator listener (metrics) listening");
+        let mut stop = stop_tx.subscribe();
+        let router = operator_router(app.clone());
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            conn::serve(l, router, settings, stopped).await
+        })
+    });
+    conn::serve(listener, router(app.clone()), settings, shutdown).await?;
     let _ = stop_tx.send(true);
+    if let Some(op) = operator {
+        let _ = op.await;
+    }
     let _ = background.await;
     let _ = upkeep.await;
     app.close().await;

@@ -28,6 +28,12 @@ pub struct ServerOpts {
     data_dir: Option<PathBuf>,
 }
 
+/// Files the server and operator tools create (database, blobs, secrets, staging) are readable
+/// by their owner only, whatever the caller's umask.
+fn private_files() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
@@ -95,8 +101,14 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Serve { opts, listen } => cmd::serve::run(opts, listen).await,
-            Command::Admin { opts, command } => cmd::admin::run(opts, command).await,
+            Command::Serve { opts, listen } => {
+                private_files();
+                cmd::serve::run(opts, listen).await
+            }
+            Command::Admin { opts, command } => {
+                private_files();
+                cmd::admin::run(opts, command).await
+            }
             Command::Login(args) => cmd::session::login(args).await,
             Command::Whoami => cmd::session::whoami().await,
             Command::Logout => cmd::session::logout().await,

@@ -295,6 +295,9 @@ pub async fn create(
 #[derive(Deserialize)]
 pub struct ListQuery {
     status: Option<String>,
+    /// Page (from 1) and page size (default 100, at most 1,000).
+    page: Option<u32>,
+    size: Option<u32>,
 }
 
 fn parse_status(field: &'static str, s: &str) -> CsResult<Status> {
@@ -305,7 +308,7 @@ fn parse_status(field: &'static str, s: &str) -> CsResult<Status> {
         .ok_or_else(|| CsError::invalid(field, "must be a status code 0-10"))
 }
 
-/// `GET /v1/instance[?status=]`.
+/// `GET /v1/instance[?status=&page=&size=]`.
 pub async fn list(
     State(app): State<Arc<App>>,
     CsCaller(c): CsCaller,
@@ -317,7 +320,12 @@ pub async fn list(
         Some(s) => Some(parse_status("status", s)?),
     };
     let mut out = Vec::new();
-    for i in app.compute.instances(&c.account.id, status).await? {
+    let (page, size) = (q.page.unwrap_or(1), q.size.unwrap_or(100));
+    for i in app
+        .compute
+        .instances(&c.account.id, status, page, size)
+        .await?
+    {
         out.push(instance_out(&app, i).await?);
     }
     Ok(ok(out))

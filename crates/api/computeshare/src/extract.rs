@@ -26,6 +26,17 @@ impl FromRequestParts<Arc<App>> for CsCaller {
     }
 }
 
+/// The authenticated caller, by an access or a refresh token (logout).
+pub struct AnyCaller(pub Caller);
+
+impl FromRequestParts<Arc<App>> for AnyCaller {
+    type Rejection = CsError;
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, CsError> {
+        let token = stratus_api_request::token(&parts.headers).ok_or(AuthFailure::MissingToken)?;
+        Ok(AnyCaller(app.auth.authenticate_any(&token).await?))
+    }
+}
+
 /// The client's IP address.
 pub struct ClientIp(pub IpAddr);
 

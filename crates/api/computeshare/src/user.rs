@@ -9,7 +9,7 @@ use stratus_app::App;
 use stratus_model::auth::PasswordDialect;
 
 use crate::error::CsResult;
-use crate::extract::{done, ok, Body, ClientIp, CsCaller};
+use crate::extract::{done, ok, AnyCaller, Body, ClientIp, CsCaller, Q};
 
 #[derive(Deserialize)]
 pub struct Credentials {
@@ -105,18 +105,31 @@ pub struct PasswordChange {
 /// `PUT /v1/user/password {oldPassword, newPassword}`: revokes every earlier token.
 pub async fn change_password(
     State(app): State<Arc<App>>,
+    ClientIp(ip): ClientIp,
     CsCaller(c): CsCaller,
     Body(p): Body<PasswordChange>,
 ) -> CsResult<impl axum::response::IntoResponse> {
-    app.auth.change_password(&c, &p.old, &p.new).await?;
+    app.auth.change_password(ip, &c, &p.old, &p.new).await?;
     Ok(done())
 }
 
-/// `POST /v1/user/logout`: revokes the token used.
+#[derive(Deserialize, Default)]
+pub struct LogoutQuery {
+    #[serde(default)]
+    all: Option<String>,
+}
+
+/// `POST /v1/user/logout[?all=true]`: revokes the token used (an access or a refresh token) with
+/// the tokens minted from it or it from (its session); with `all`, every token of the account.
 pub async fn logout(
     State(app): State<Arc<App>>,
-    CsCaller(c): CsCaller,
+    AnyCaller(c): AnyCaller,
+    Q(q): Q<LogoutQuery>,
 ) -> CsResult<impl axum::response::IntoResponse> {
-    app.auth.logout(&c).await?;
+    if matches!(q.all.as_deref(), Some("true" | "1" | "yes")) {
+        app.auth.logout_everywhere(&c).await?;
+    } else {
+        app.auth.logout(&c).await?;
+    }
     Ok(done())
 }

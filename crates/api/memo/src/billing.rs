@@ -194,16 +194,26 @@ pub(crate) async fn buy_pkg(
 }
 
 /// `GET /{target}/getbuypkgs`: the caller's purchases with start and end times.
+#[derive(Deserialize)]
+pub(crate) struct PageQuery {
+    /// Page (from 1) and page size (default 1,000, at most 10,000).
+    page: Option<u32>,
+    #[serde(alias = "limit")]
+    size: Option<u32>,
+}
+
 pub(crate) async fn get_buy_pkgs(
     State(app): State<Arc<App>>,
     P(target): P<String>,
+    Q(q): Q<PageQuery>,
     MemoCaller(caller): MemoCaller,
 ) -> MemoResult<Json<Vec<PurchaseOut>>> {
     check_target(&app, &target)?;
     let now = app.clock.now_ms();
+    let size = q.size.unwrap_or(1000).clamp(1, 10_000);
     let list = app
         .billing
-        .purchases(&caller.account.id, Some(&target))
+        .purchases_page(&caller.account.id, Some(&target), q.page.unwrap_or(1), size)
         .await?;
     Ok(Json(
         list.into_iter()

@@ -152,7 +152,20 @@ impl IntoResponse for MemoError {
 
 impl From<AuthFailure> for MemoError {
     fn from(f: AuthFailure) -> Self {
-        MemoError::new(Kind::Authentication, f.message())
+        // The document's table names three token failures: `Token is Null`, `Invalid token
+        // payload` and `Invalid token`. Every other reason a token is refused (expired, revoked,
+        // the wrong type, an unknown account) is `Invalid token`.
+        let text = match f {
+            AuthFailure::MissingToken => "Token is Null",
+            AuthFailure::MalformedToken => "Invalid token payload",
+            AuthFailure::BadSignature
+            | AuthFailure::Expired
+            | AuthFailure::Revoked
+            | AuthFailure::WrongTokenType
+            | AuthFailure::UnknownAccount => "Invalid token",
+            other => other.message(),
+        };
+        MemoError::new(Kind::Authentication, text)
     }
 }
 

@@ -24,7 +24,10 @@ impl FromRequestParts<Arc<App>> for MemoCaller {
         };
         match result {
             Ok(c) => Ok(MemoCaller(c)),
-            Err(e) if e.is_auth() => Err(e.with_nonce(app.auth.courtesy_nonce())),
+            Err(e) if e.is_auth() => Err(e.with_nonce(
+                app.auth
+                    .courtesy_nonce(stratus_api_request::client_ip(parts)),
+            )),
             Err(e) => Err(e),
         }
     }

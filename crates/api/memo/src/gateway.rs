@@ -1,7 +1,10 @@
 //! `GET|HEAD /{target}/{cid}`: downloads, with the conventions IPFS gateways follow.
 //!
-//! No token is needed (content addressing). The file streams with `Content-Type` from its name
-//! (the first stored name in that target, or `?filename=`),
+//! No token is needed (content addressing). The file streams with `Content-Type` from its name:
+//! `?filename=`; else, for a caller whose token shows it stores the file, the name it stored it
+//! under (then the answer is `private` to caches); else the name every owner gave it when they
+//! all gave the same one, or the CID (see `Storage::resolve`) — one account's name is never
+//! shown to another;
 //! `Content-Disposition: attachment`, `Content-Length`, a strong `ETag` of the CID, immutable
 //! caching, single byte ranges (206/416) and `If-None-Match` (304). Trustless forms:
 //! `?format=raw` / `Accept: application/vnd.ipld.raw` answers one block (any block of a stored
@@ -186,21 +189,42 @@ pub(crate) async fn download(
         })?;
     let head = method == Method::HEAD;
     let resp = match format {
-        Format::File => file(&app, &r, q.filename.as_deref(), &headers, head).await?,
+        Format::File => {
+            let own = own_name(&app, &target, &r, &headers).await;
+            file(&app, &r, q.filename.as_deref(), own, &headers, head).await?
+        }
         Format::Raw => raw(&app, &r, &headers, head).await?,
         Format::Car => car(&app, r, &headers, head),
     };
     Ok(resp)
 }
 
+/// The name the caller stored the file under, when the request carries a valid token of an
+/// account that stores it (a bad or stale token is not an error here: downloads need none).
+async fn own_name(app: &App, target: &str, r: &Resolved, headers: &HeaderMap) -> Option<String> {
+    if !r.is_root() {
+        return None;
+    }
+    let token = stratus_api_request::token(headers)?;
+    let caller = app.auth.authenticate(&token).await.ok()?;
+    app.storage
+        .own_name(&caller.account.id, target, &r.root)
+        .await
+        .ok()
+        .flatten()
+}
+
 async fn file(
     app: &App,
     r: &Resolved,
     filename: Option<&str>,
+    own: Option<String>,
     headers: &HeaderMap,
     head: bool,
 ) -> MemoResult<Response> {
     let etag = format!("\"{}\"", r.cid);
+    // A name only its owner sees must not be kept by shared caches.
+    let private = own.is_some();
     let name = match filename {
         Some(f) if !f.is_empty() => {
             if f.chars().any(char::is_control) || f.contains(['/', '\\']) || f.len() > 255 {
@@ -211,7 +235,9 @@ async fn file(
             }
             f.to_string()
         }
-        _ => r.name.clone().unwrap_or_else(|| r.cid.to_string()),
+        _ => own
+            .or_else(|| r.name.clone())
+            .unwrap_or_else(|| r.cid.to_string()),
     };
     if etag_matches(headers, &etag) {
         return Ok(base(StatusCode::NOT_MODIFIED, &etag)
@@ -233,7 +259,17 @@ async fn file(
                 .expect("valid response"))
         }
     };
-    let mut b = base(status, &etag)
+    let mut b = base(status, &etag);
+    if private {
+        if let Some(h) = b.headers_mut() {
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=29030400, immutable"),
+            );
+        }
+        b = b.header(header::VARY, "Authorization");
+    }
+    let mut b = b
         .header(header::CONTENT_TYPE, ctype)
         .header(header::CONTENT_DISPOSITION, disposition(&name))
         .header(header::ACCEPT_RANGES, "bytes")

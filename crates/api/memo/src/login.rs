@@ -54,7 +54,7 @@ pub(crate) async fn login(
         if e.retry_after.is_some() {
             e
         } else {
-            e.with_nonce(app.auth.courtesy_nonce())
+            e.with_nonce(app.auth.courtesy_nonce(ip))
         }
     };
     // JSON as documented, or form fields; no body at all is the document's "empty parameter".
@@ -112,4 +112,45 @@ fn illegal() -> Response {
         "Illegal fresh token",
     )
         .into_response()
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct LogoutQuery {
+    #[serde(default)]
+    all: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct LoggedOut {
+    state: &'static str,
+}
+
+/// `POST /logout[?all=true]` with an access or fresh token: revokes the session (the fresh token
+/// and every access token minted from it), or with `all` every token of the account.
+pub(crate) async fn logout(
+    State(app): State<Arc<App>>,
+    ClientIp(ip): ClientIp,
+    crate::extract::Q(q): crate::extract::Q<LogoutQuery>,
+    headers: HeaderMap,
+) -> MemoResult<Json<LoggedOut>> {
+    let wrap = |e: MemoError| {
+        if e.is_auth() {
+            e.with_nonce(app.auth.courtesy_nonce(ip))
+        } else {
+            e
+        }
+    };
+    let token = stratus_api_request::token(&headers)
+        .ok_or_else(|| wrap(stratus_model::AuthFailure::MissingToken.into()))?;
+    let caller = app
+        .auth
+        .authenticate_any(&token)
+        .await
+        .map_err(|e| wrap(e.into()))?;
+    if matches!(q.all.as_deref(), Some("true" | "1" | "yes")) {
+        app.auth.logout_everywhere(&caller).await?;
+    } else {
+        app.auth.logout(&caller).await?;
+    }
+    Ok(Json(LoggedOut { state: "success" }))
 }

@@ -15,6 +15,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/getnonce", get(login::get_nonce))
         .route("/login", post(login::login))
         .route("/fresh", get(login::fresh))
+        .route("/logout", post(login::logout))
         .route("/{target}", post(storage::upload))
         .route("/{target}/", post(storage::upload))
         .route("/{target}/listobjects", get(storage::list))

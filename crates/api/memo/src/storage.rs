@@ -220,7 +220,11 @@ async fn receive(
 
 #[derive(Deserialize)]
 pub(crate) struct ListQuery {
+    /// Page size; `max-keys`/`MaxKeys` as S3 clients say it. Default 1,000, at most 10,000.
+    #[serde(alias = "max-keys", alias = "MaxKeys", alias = "maxkeys")]
     limit: Option<u32>,
+    /// Where the previous page ended (its `NextAfter`), or a CID; `marker` as S3 clients say it.
+    #[serde(alias = "marker", alias = "Marker")]
     after: Option<String>,
 }
 
@@ -268,8 +272,14 @@ pub(crate) async fn list(
 ) -> MemoResult<Json<Listing>> {
     check_target(&app, &target)?;
     if let Some(a) = q.after.as_deref().filter(|a| !a.is_empty()) {
-        a.parse::<Cid>()
-            .map_err(|e| MemoError::new(Kind::BadRequest, format!("after: invalid CID: {e}")))?;
+        if !a.bytes().all(|b| b.is_ascii_digit()) {
+            a.parse::<Cid>().map_err(|e| {
+                MemoError::new(
+                    Kind::BadRequest,
+                    format!("after: neither a NextAfter position nor a CID: {e}"),
+                )
+            })?;
+        }
     }
     let page = app
         .storage
@@ -328,10 +338,18 @@ pub(crate) struct Deleted {
     cid: String,
 }
 
-/// `DELETE /{target}/{cid}`: removes the caller's object.
+#[derive(Deserialize)]
+pub(crate) struct DeleteQuery {
+    /// Only the record with this name (else every record of the CID).
+    name: Option<String>,
+}
+
+/// `DELETE /{target}/{cid}[?name=]`: removes the caller's records of the CID (or the one with
+/// that name).
 pub(crate) async fn delete(
     State(app): State<Arc<App>>,
     P((target, cid)): P<(String, String)>,
+    Q(q): Q<DeleteQuery>,
     MemoCaller(caller): MemoCaller,
 ) -> MemoResult<Json<Deleted>> {
     check_target(&app, &target)?;
@@ -340,12 +358,21 @@ pub(crate) async fn delete(
         .map_err(|e| MemoError::new(Kind::BadRequest, format!("invalid CID {cid:?}: {e}")))?;
     let canonical = parsed.to_string();
     app.storage
-        .delete(&caller.account.id, &target, &canonical)
+        .delete(
+            &caller.account.id,
+            &target,
+            &canonical,
+            q.name.as_deref().filter(|n| !n.is_empty()),
+        )
         .await
         .map_err(|e| match e {
-            stratus_model::Error::NotFound(_) => {
-                MemoError::new(Kind::NotFound, format!("you store no object {canonical}"))
-            }
+            stratus_model::Error::NotFound(_) => match q.name.as_deref() {
+                Some(n) if !n.is_empty() => MemoError::new(
+                    Kind::NotFound,
+                    format!("you store no object {canonical} named {n:?}"),
+                ),
+                _ => MemoError::new(Kind::NotFound, format!("you store no object {canonical}")),
+            },
             other => other.into(),
         })?;
     Ok(Json(Deleted {

@@ -2,6 +2,10 @@
 //! `username:password` answers `{"duration": <seconds>, "token": "…"}`. A valid token given as the
 //! Basic username (password ignored) also gets a fresh token, as in the original. Errors are
 //! `{"code": <status>, "msg": "…"}`; a 401 carries `WWW-Authenticate: Basic`.
+//!
+//! A renewed token belongs to the family of the token it was renewed with and dies with it.
+//! `DELETE /twocloud/tokens` with a token (Bearer, bare, or as the Basic username) revokes that
+//! token's family; with `?all=true`, every token of the account.
 
 use std::sync::Arc;
 
@@ -143,7 +147,8 @@ async fn tokens(
         if let Ok(caller) = app.auth.authenticate(&username).await {
             let token = app
                 .auth
-                .reissue(peer.ip(), &caller, PasswordDialect::TwoCloud)?;
+                .reissue(peer.ip(), &caller, PasswordDialect::TwoCloud)
+                .await?;
             return Ok(Json(Issued {
                 duration: ttl,
                 token,
@@ -158,6 +163,40 @@ async fn tokens(
         duration: ttl,
         token,
     }))
+}
+
+#[derive(serde::Deserialize)]
+struct RevokeQuery {
+    #[serde(default)]
+    all: Option<String>,
+}
+
+/// `DELETE /twocloud/tokens[?all=true]`: revokes the presented token's family, or every token of
+/// the account. `204` on success.
+async fn revoke(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<RevokeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<StatusCode, TcError> {
+    let all = match query {
+        Ok(q) => matches!(q.0.all.as_deref(), Some("true" | "1" | "yes")),
+        Err(e) => {
+            return Err(TcError {
+                status: StatusCode::BAD_REQUEST,
+                msg: format!("query string: {}", e.body_text()),
+                retry_after: None,
+            })
+        }
+    };
+    let token =
+        stratus_api_request::token(&headers).ok_or_else(|| unauthorized("Token is Null"))?;
+    let caller = app.auth.authenticate_any(&token).await?;
+    if all {
+        app.auth.logout_everywhere(&caller).await?;
+    } else {
+        app.auth.logout(&caller).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn not_found() -> TcError {
@@ -179,7 +218,7 @@ async fn method_not_allowed() -> TcError {
 /// The dialect's routes; mount under `/twocloud`.
 pub fn router() -> Router<Arc<App>> {
     Router::new()
-        .route("/tokens", post(tokens))
+        .route("/tokens", post(tokens).delete(revoke))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

@@ -243,8 +243,7 @@ impl Resolver for RuntimeResolver {
     }
 }
 
-/// Counters of one mapping since it was opened (the `stratus_mapping_bytes_total` metric keeps
-/// counting across re-opens of the same mapping id).
+/// Counters of one mapping since it was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MappingStats {
     /// Bytes from the public side to the service.
@@ -265,23 +264,16 @@ struct Counters {
     active: AtomicUsize,
     accepted: AtomicU64,
     rejected: AtomicU64,
-    metric_in: metrics::Counter,
-    metric_out: metrics::Counter,
-    metric_active: metrics::Gauge,
 }
 
 impl Counters {
-    fn new(mapping_id: &str) -> Self {
-        let id = mapping_id.to_string();
+    fn new() -> Self {
         Counters {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
-            metric_in: metrics::counter!("stratus_mapping_bytes_total", "mapping" => id.clone(), "direction" => "in"),
-            metric_out: metrics::counter!("stratus_mapping_bytes_total", "mapping" => id.clone(), "direction" => "out"),
-            metric_active: metrics::gauge!("stratus_mapping_connections", "mapping" => id),
         }
     }
 
@@ -290,11 +282,9 @@ impl Counters {
         match direction {
             Direction::In => {
                 self.bytes_in.fetch_add(n, Ordering::Relaxed);
-                self.metric_in.increment(n);
             }
             Direction::Out => {
                 self.bytes_out.fetch_add(n, Ordering::Relaxed);
-                self.metric_out.increment(n);
             }
         }
     }
@@ -583,7 +573,7 @@ impl Gateway {
             .map_err(|source| GatewayError::Bind { addr, source })?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let counters = Arc::new(Counters::new(mapping_id));
+        let counters = Arc::new(Counters::new());
         #[cfg(target_os = "linux")]
         let route = match kernel {
             Some(kernel) => match kernel.add_port(local_addr.port()).await {
@@ -696,7 +686,6 @@ impl Gateway {
             let current = *route.current.lock().await;
             route.kernel.remove_port(route.port, current).await;
         }
-        mapping.counters.metric_active.set(0.0);
         tracing::info!(mapping = mapping_id, "gateway: mapping closed");
         true
     }
@@ -752,6 +741,59 @@ impl Gateway {
             .expect("gateway lock")
             .get(mapping_id)
             .map(|m| m.counters.snapshot())
+    }
+
+    /// Appends the per-mapping series in Prometheus text format to `out`:
+    /// `stratus_mapping_bytes_total{mapping,direction}` and `stratus_mapping_connections{mapping}`
+    /// of the mappings open now. A mapping's series go with the mapping (a mapping id is only
+    /// ever shown to its owner and the operator).
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let mut rows: Vec<(String, MappingStats)> = self
+            .mappings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, m)| (id.clone(), m.counters.snapshot()))
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let label = |id: &str| {
+            id.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
+        out.push_str(
+            "# HELP stratus_mapping_bytes_total Bytes forwarded through a port mapping.\n",
+        );
+        out.push_str("# TYPE stratus_mapping_bytes_total counter\n");
+        for (id, st) in &rows {
+            let id = label(id);
+            let _ = writeln!(
+                out,
+                "stratus_mapping_bytes_total{{mapping=\"{id}\",direction=\"in\"}} {}",
+                st.bytes_in
+            );
+            let _ = writeln!(
+                out,
+                "stratus_mapping_bytes_total{{mapping=\"{id}\",direction=\"out\"}} {}",
+                st.bytes_out
+            );
+        }
+        out.push_str(
+            "# HELP stratus_mapping_connections Connections open through a port mapping.\n",
+        );
+        out.push_str("# TYPE stratus_mapping_connections gauge\n");
+        for (id, st) in &rows {
+            let _ = writeln!(
+                out,
+                "stratus_mapping_connections{{mapping=\"{}\"}} {}",
+                label(id),
+                st.active_connections
+            );
+        }
     }
 
     /// Whether the mapping's new connections are forwarded by the kernel to a target now.
@@ -836,16 +878,14 @@ struct ActiveGuard(Arc<Counters>);
 
 impl ActiveGuard {
     fn new(counters: Arc<Counters>) -> Self {
-        let n = counters.active.fetch_add(1, Ordering::Relaxed) + 1;
-        counters.metric_active.set(n as f64);
+        counters.active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(counters)
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        let n = self.0.active.fetch_sub(1, Ordering::Relaxed) - 1;
-        self.0.metric_active.set(n as f64);
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -164,14 +164,30 @@ impl Billing {
 
     /// The account's purchases for `target` (all targets when `None`), newest first.
     pub async fn purchases(&self, account_id: &str, target: Option<&str>) -> Result<Vec<Purchase>> {
+        self.purchases_page(account_id, target, 1, u32::MAX).await
+    }
+
+    /// One page (from 1, `size` per page) of [`Billing::purchases`].
+    pub async fn purchases_page(
+        &self,
+        account_id: &str,
+        target: Option<&str>,
+        page: u32,
+        size: u32,
+    ) -> Result<Vec<Purchase>> {
         type Row = (i64, String, i64, i64, i64, String, i64, i64, String);
+        let size = i64::from(size.max(1));
+        let offset = (i64::from(page.max(1)) - 1).saturating_mul(size);
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT p.id, p.target, p.package_id, p.quantity, p.bytes, p.price, p.starts_at, p.ends_at, l.balance_after \
              FROM purchases p JOIN ledger l ON l.id = p.ledger_id \
-             WHERE p.account_id = $1 AND ($2 IS NULL OR p.target = $2) ORDER BY p.id DESC",
+             WHERE p.account_id = $1 AND ($2 IS NULL OR p.target = $2) ORDER BY p.id DESC \
+             LIMIT $3 OFFSET $4",
         )
         .bind(account_id)
         .bind(target)
+        .bind(size)
+        .bind(offset)
         .fetch_all(self.db.r())
         .await?;
         rows.into_iter()

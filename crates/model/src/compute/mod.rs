@@ -208,33 +208,29 @@ impl Compute {
         row.map(records::instance_from_row).transpose()
     }
 
-    /// The account's instances, newest first; deleted ones only when asked for by status.
+    /// The account's instances, newest first, a page at a time (pages start at 1, at most 1,000
+    /// per page); deleted ones only when asked for by status.
     pub async fn instances(
         &self,
         account_id: &str,
         status: Option<Status>,
+        page: u32,
+        size: u32,
     ) -> Result<Vec<Instance>> {
-        let rows: Vec<records::InstanceRow> = match status {
-            Some(s) => {
-                sqlx::query_as(&format!(
-                    "SELECT {} FROM instances WHERE account_id = $1 AND status = $2 ORDER BY created_at DESC",
-                    records::INSTANCE_COLUMNS
-                ))
-                .bind(account_id)
-                .bind(s.code())
-                .fetch_all(self.inner.db.r())
-                .await?
-            }
-            None => {
-                sqlx::query_as(&format!(
-                    "SELECT {} FROM instances WHERE account_id = $1 AND status <> 7 ORDER BY created_at DESC",
-                    records::INSTANCE_COLUMNS
-                ))
-                .bind(account_id)
-                .fetch_all(self.inner.db.r())
-                .await?
-            }
-        };
+        let size = size.clamp(1, 1000) as i64;
+        let offset = (page.max(1) as i64 - 1).saturating_mul(size);
+        let rows: Vec<records::InstanceRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM instances WHERE account_id = $1 \
+             AND (($2 IS NULL AND status <> 7) OR status = $2) \
+             ORDER BY created_at DESC, id LIMIT $3 OFFSET $4",
+            records::INSTANCE_COLUMNS
+        ))
+        .bind(account_id)
+        .bind(status.map(|s| s.code()))
+        .bind(size)
+        .bind(offset)
+        .fetch_all(self.inner.db.r())
+        .await?;
         rows.into_iter().map(records::instance_from_row).collect()
     }
 

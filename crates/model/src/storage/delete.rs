@@ -9,8 +9,15 @@ use super::Storage;
 use crate::{Error, Result};
 
 impl Storage {
-    /// Removes the caller's object; reclaims the bytes when nobody else references them.
-    pub async fn delete(&self, account_id: &str, target: &str, cid: &str) -> Result<()> {
+    /// Removes the caller's records of `cid` (only the one called `name`, when given); reclaims
+    /// the bytes when nobody references them any more.
+    pub async fn delete(
+        &self,
+        account_id: &str,
+        target: &str,
+        cid: &str,
+        name: Option<&str>,
+    ) -> Result<()> {
         let t = self
             .target(target)
             .ok_or_else(|| Error::NotFound(format!("storage target {target}")))?;
@@ -19,11 +26,13 @@ impl Storage {
             let _guard = self.lock_blob(&backend, cid).await;
             let mut tx = self.db.w().begin().await?;
             let r = sqlx::query(
-                "DELETE FROM objects WHERE account_id = $1 AND target = $2 AND cid = $3",
+                "DELETE FROM objects WHERE account_id = $1 AND target = $2 AND cid = $3 \
+                 AND ($4 IS NULL OR name = $4)",
             )
             .bind(account_id)
             .bind(target)
             .bind(cid)
+            .bind(name)
             .execute(&mut *tx)
             .await?;
             if r.rows_affected() == 0 {

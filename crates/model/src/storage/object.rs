@@ -34,19 +34,25 @@ fn from_row((id, target, cid, name, size, created_at): Row) -> Object {
 #[derive(Debug, Clone)]
 pub struct Page {
     pub objects: Vec<Object>,
-    /// The CID to pass as `after` for the next page, when there is one.
+    /// What to pass as `after` for the next page, when there is one.
     pub next: Option<String>,
 }
 
 /// What an account stores in a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
+    /// The sum of the sizes of the account's records (the file list).
     pub used: u64,
+    /// How many records the file list shows.
     pub files: u64,
 }
 
+/// Largest page of a listing.
+pub const MAX_PAGE: u32 = 10_000;
+
 impl Storage {
-    /// The account's objects in `target`, in upload order, after the object with CID `after`.
+    /// The account's objects in `target`, in upload order, a page at a time. `after` is the
+    /// `next` of the previous page (a record's position), or a CID (after that CID's last record).
     pub async fn list(
         &self,
         account_id: &str,
@@ -56,26 +62,28 @@ impl Storage {
     ) -> Result<Page> {
         let after_id = match after {
             None | Some("") => 0,
+            Some(pos) if pos.bytes().all(|b| b.is_ascii_digit()) => pos
+                .parse::<i64>()
+                .map_err(|_| Error::invalid("after", "position out of range"))?,
             Some(cid) => {
-                let row: Option<(i64,)> = sqlx::query_as(
-                    "SELECT id FROM objects WHERE account_id = $1 AND target = $2 AND cid = $3",
+                let row: Option<(Option<i64>,)> = sqlx::query_as(
+                    "SELECT MAX(id) FROM objects WHERE account_id = $1 AND target = $2 AND cid = $3",
                 )
                 .bind(account_id)
                 .bind(target)
                 .bind(cid)
                 .fetch_optional(self.db.r())
                 .await?;
-                row.ok_or_else(|| {
+                row.and_then(|r| r.0).ok_or_else(|| {
                     Error::invalid("after", format!("no object {cid} to list after"))
                 })?
-                .0
             }
         };
-        let limit = match limit {
-            Some(0) | None if self.cfg.list_default_limit == 0 => i64::MAX,
-            Some(0) | None => self.cfg.list_default_limit as i64,
-            Some(n) => n.min(10_000) as i64,
+        let default = match self.cfg.list_default_limit {
+            0 => 1000,
+            n => n,
         };
+        let limit = limit.filter(|n| *n > 0).unwrap_or(default).min(MAX_PAGE) as i64;
         let mut rows: Vec<Row> = sqlx::query_as(
             "SELECT id, target, cid, name, size, created_at FROM objects \
              WHERE account_id = $1 AND target = $2 AND id > $3 ORDER BY id LIMIT $4",
@@ -92,7 +100,7 @@ impl Storage {
         }
         let objects: Vec<Object> = rows.into_iter().map(from_row).collect();
         let next = if more {
-            objects.last().map(|o| o.cid.clone())
+            objects.last().map(|o| o.id.to_string())
         } else {
             None
         };
@@ -114,7 +122,7 @@ impl Storage {
         })
     }
 
-    /// One of the account's objects.
+    /// The account's first record of `cid` in `target`.
     pub async fn object(
         &self,
         account_id: &str,
@@ -123,7 +131,7 @@ impl Storage {
     ) -> Result<Option<Object>> {
         let row: Option<Row> = sqlx::query_as(
             "SELECT id, target, cid, name, size, created_at FROM objects \
-             WHERE account_id = $1 AND target = $2 AND cid = $3",
+             WHERE account_id = $1 AND target = $2 AND cid = $3 ORDER BY id LIMIT 1",
         )
         .bind(account_id)
         .bind(target)

@@ -53,7 +53,8 @@ pub struct Resolved {
     pub offset: u64,
     pub len: u64,
     node: Option<Bytes>,
-    /// The uploaded file name, when `cid` is a stored file's root.
+    /// When `cid` is a stored file's root: the name it is downloaded under by anyone (see
+    /// [`Storage::own_name`] for its owners).
     pub name: Option<String>,
 }
 
@@ -73,8 +74,15 @@ impl Resolved {
     }
 }
 
-/// root, kind, offset, length, node bytes, and the first name the root was stored under.
-type Row = (String, i16, i64, i64, Option<Vec<u8>>, String);
+/// root, kind, offset, length, node bytes, and the least and greatest names the root was stored
+/// under in the target.
+type Row = (String, i16, i64, i64, Option<Vec<u8>>, String, String);
+
+/// The extension of a file name (`png` of `a.b.png`), if it has one.
+fn extension(name: &str) -> Option<&str> {
+    let (stem, ext) = name.rsplit_once('.')?;
+    (!stem.is_empty() && !ext.is_empty() && ext.len() <= 16).then_some(ext)
+}
 
 fn one_shot(b: Bytes) -> ByteStream {
     Box::pin(futures::stream::once(async move { Ok(b) }))
@@ -82,25 +90,69 @@ fn one_shot(b: Bytes) -> ByteStream {
 
 impl Storage {
     /// A block of a live file that somebody stored in `target` (targets may share a backend,
-    /// but what was stored in one is not served from the other), with the name of the file's
-    /// oldest record there: a shared link keeps its file name and type when somebody else later
-    /// stores the same bytes under another name.
+    /// but what was stored in one is not served from the other), with the least and greatest
+    /// names the file was stored under there.
     async fn find_block(&self, backend: &str, target: &str, cid: &str) -> Result<Option<Row>> {
         Ok(sqlx::query_as(
             "SELECT * FROM ( \
                SELECT b.root, b.kind, b.file_offset, b.file_len, b.data, \
-                      (SELECT ob.name FROM objects ob \
-                       WHERE ob.backend = b.backend AND ob.cid = b.root AND ob.target = $3 \
-                       ORDER BY ob.id ASC LIMIT 1) AS name \
+                      (SELECT MIN(ob.name) FROM objects ob \
+                       WHERE ob.backend = b.backend AND ob.cid = b.root AND ob.target = $3) AS least, \
+                      (SELECT MAX(ob.name) FROM objects ob \
+                       WHERE ob.backend = b.backend AND ob.cid = b.root AND ob.target = $3) AS greatest \
                FROM blocks b JOIN blobs o ON o.backend = b.backend AND o.cid = b.root \
                WHERE b.cid = $1 AND b.backend = $2 AND o.state = 'live' \
-             ) found WHERE name IS NOT NULL LIMIT 1",
+             ) found WHERE least IS NOT NULL LIMIT 1",
         )
         .bind(cid)
         .bind(backend)
         .bind(target)
         .fetch_optional(self.db.r())
         .await?)
+    }
+
+    /// The name a file is downloaded under by someone who did not store it: the name its owners
+    /// gave it when they all gave the same one; otherwise no owner's name is shown, only the CID
+    /// (with the extension the names share, if they share one, so the type stays right).
+    async fn public_name(
+        &self,
+        backend: &str,
+        target: &str,
+        root: &str,
+        least: String,
+        greatest: String,
+    ) -> Result<String> {
+        if least == greatest {
+            return Ok(least);
+        }
+        let (lo, hi) = (extension(&least), extension(&greatest));
+        if lo.is_none() || lo != hi {
+            return Ok(root.to_string());
+        }
+        let names: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT name FROM objects WHERE backend = $1 AND cid = $2 AND target = $3 \
+             LIMIT 1000",
+        )
+        .bind(backend)
+        .bind(root)
+        .bind(target)
+        .fetch_all(self.db.r())
+        .await?;
+        Ok(if names.iter().all(|(n,)| extension(n) == lo) {
+            format!("{root}.{}", lo.unwrap_or_default())
+        } else {
+            root.to_string()
+        })
+    }
+
+    /// The name `account_id` stored `cid` under in `target` (its first), if it stores it.
+    pub async fn own_name(
+        &self,
+        account_id: &str,
+        target: &str,
+        cid: &str,
+    ) -> Result<Option<String>> {
+        Ok(self.object(account_id, target, cid).await?.map(|o| o.name))
     }
 
     /// Finds `cid` among the blocks stored in `target` (either CID version of a dag-pb block).
@@ -118,11 +170,18 @@ impl Storage {
         }
         for c in candidates {
             let text = c.to_string();
-            if let Some((root, kind, off, len, data, name)) =
+            if let Some((root, kind, off, len, data, least, greatest)) =
                 self.find_block(&backend, target, &text).await?
             {
                 // Only the file itself has a name; an inner block is served by CID.
-                let name = (root == text).then_some(name);
+                let name = if root == text {
+                    Some(
+                        self.public_name(&backend, target, &root, least, greatest)
+                            .await?,
+                    )
+                } else {
+                    None
+                };
                 return Ok(Some(Resolved {
                     target: target.to_string(),
                     store: t.store.clone(),

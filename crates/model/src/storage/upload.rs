@@ -320,16 +320,27 @@ impl Storage {
         let (free, extra) = self.limit(account_id, &target.name).await?;
         let limit = free.saturating_add(extra);
         let mut tx = self.db.w().begin().await?;
-        let (used,): (i64,) = sqlx::query_as(
-            "SELECT COALESCE(SUM(size), 0) FROM objects WHERE account_id = $1 AND target = $2 AND cid <> $3",
+        // Every record counts: `Used` is the sum of the sizes the file list shows. The same bytes
+        // under the same name again add no record, and no size.
+        let existing: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT id, created_at FROM objects \
+             WHERE account_id = $1 AND target = $2 AND cid = $3 AND name = $4",
         )
         .bind(account_id)
         .bind(&target.name)
         .bind(cid)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (used,): (i64,) = sqlx::query_as(
+            "SELECT COALESCE(SUM(size), 0) FROM objects WHERE account_id = $1 AND target = $2",
+        )
+        .bind(account_id)
+        .bind(&target.name)
         .fetch_one(&mut *tx)
         .await?;
         let used = used as u64;
-        if used.saturating_add(size) > limit {
+        if existing.is_none() && used.saturating_add(size) > limit {
             return Err(Error::QuotaExceeded {
                 used,
                 limit,
@@ -390,22 +401,25 @@ impl Storage {
                 .execute(&mut *tx)
                 .await?;
         }
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO objects (account_id, target, cid, backend, name, size, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (account_id, target, cid) DO UPDATE SET name = excluded.name, \
-             created_at = excluded.created_at \
-             RETURNING id",
-        )
-        .bind(account_id)
-        .bind(&target.name)
-        .bind(cid)
-        .bind(backend)
-        .bind(name)
-        .bind(size as i64)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (id, created_at) = match existing {
+            Some(found) => found,
+            None => {
+                let (id,): (i64,) = sqlx::query_as(
+                    "INSERT INTO objects (account_id, target, cid, backend, name, size, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                )
+                .bind(account_id)
+                .bind(&target.name)
+                .bind(cid)
+                .bind(backend)
+                .bind(name)
+                .bind(size as i64)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                (id, now)
+            }
+        };
         tx.commit().await?;
         Ok(Object {
             id,
@@ -413,7 +427,7 @@ impl Storage {
             cid: cid.to_string(),
             name: name.to_string(),
             size,
-            created_at: now,
+            created_at,
         })
     }
 }

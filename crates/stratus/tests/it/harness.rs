@@ -28,6 +28,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     env: Vec<(String, String)>,
+    /// Descriptor limit (soft and hard) the server runs under, if not the inherited one.
+    nofile: Option<u64>,
     child: Option<Child>,
     pub log: PathBuf,
 }
@@ -37,6 +39,7 @@ pub struct Server {
 pub struct ServerBuilder {
     env: Vec<(String, String)>,
     data_dir: Option<PathBuf>,
+    nofile: Option<u64>,
 }
 
 impl ServerBuilder {
@@ -50,6 +53,11 @@ impl ServerBuilder {
     }
     pub fn data_dir(mut self, d: &Path) -> Self {
         self.data_dir = Some(d.to_path_buf());
+        self
+    }
+    /// Runs the server under this descriptor limit (soft and hard), through `prlimit`.
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
         self
     }
     pub fn start(self) -> Server {
@@ -68,6 +76,7 @@ impl ServerBuilder {
             data_dir: dir,
             _tmp: tmp,
             env: self.env,
+            nofile: self.nofile,
             child: None,
         };
         s.spawn(None);
@@ -91,7 +100,15 @@ impl Server {
         let listen = listen
             .map(|a| a.to_string())
             .unwrap_or("127.0.0.1:0".into());
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.nofile {
+            Some(n) => {
+                // prlimit sets the limits and executes the server in its place (same pid).
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg(&listen)

@@ -11,5 +11,6 @@ mod billing;
 mod chain;
 mod cli;
 mod compute;
+mod security;
 mod storage;
 mod storage_crash;

@@ -1,0 +1,409 @@
+//! Which connections are open, from where, and which one gives way when there is no room.
+//!
+//! Owns the connection cap and the fair share per client address. A new connection is admitted
+//! while the server holds fewer than `max_total` connections and its address fewer than
+//! `max_per_ip`. When a cap is reached, a connection that is not serving a request (idle between
+//! requests, or still waiting for a request's header) gives way, the oldest first: from the new
+//! connection's own address when that address is at its cap, else from the address holding the
+//! most connections (never from an address holding fewer than the newcomer's would). A connection
+//! in the middle of a request is never cut to make room; when nothing can give way the newcomer
+//! is refused. So one address (or a few) holding connections open cannot keep others out, and a
+//! busy NAT still gets up to `max_per_ip` connections.
+//!
+//! It never closes a socket itself: it flags a connection and wakes its task, which closes it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// A client address as the caps count it: an IPv4 address, or an IPv6 /64 (one host easily owns
+/// a whole prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct IpKey(u128);
+
+impl IpKey {
+    pub(crate) fn of(ip: IpAddr) -> IpKey {
+        match ip {
+            IpAddr::V4(v4) => IpKey(u32::from(v4) as u128),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpKey(u32::from(v4) as u128),
+                None => IpKey((u128::from(v6) >> 64 << 64) | (1 << 32)),
+            },
+        }
+    }
+}
+
+/// What a connection's task and its I/O share: the phase the connection is in and since when.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    ip: IpKey,
+    epoch: Instant,
+    /// Requests being served (more than one only with HTTP/2).
+    in_flight: AtomicU32,
+    /// True from the first byte of a request's header until the request is handed over (and for a
+    /// new connection, from the accept).
+    reading_head: AtomicBool,
+    /// Milliseconds since `epoch` when the current phase began.
+    since_ms: AtomicU64,
+    /// Milliseconds since `epoch` + 1 when a write started waiting for the client; 0 otherwise.
+    write_blocked_ms: AtomicU64,
+    /// Asked to close once it is not serving a request.
+    shed: AtomicBool,
+    /// Wakes the connection's task to look at its phase again.
+    pub(crate) wake: Notify,
+}
+
+/// What the connection's task should do at a deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Overdue {
+    /// Idle between requests too long: close it gracefully.
+    Idle,
+    /// The request header did not arrive in time, or the client stopped reading the response:
+    /// drop the connection.
+    Stalled,
+}
+
+/// The three timeouts a connection is held to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub header: Duration,
+    pub idle: Duration,
+    pub send: Duration,
+}
+
+impl ConnState {
+    fn new(ip: IpKey, epoch: Instant) -> ConnState {
+        let s = ConnState {
+            ip,
+            epoch,
+            in_flight: AtomicU32::new(0),
+            reading_head: AtomicBool::new(true),
+            since_ms: AtomicU64::new(0),
+            write_blocked_ms: AtomicU64::new(0),
+            shed: AtomicBool::new(false),
+            wake: Notify::new(),
+        };
+        s.since_ms.store(s.now_ms(), Ordering::Relaxed);
+        s
+    }
+
+    fn now_ms(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
+    /// Serving at least one request.
+    pub(crate) fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    /// Asked to give way.
+    pub(crate) fn shed_requested(&self) -> bool {
+        self.shed.load(Ordering::Acquire)
+    }
+
+    /// Bytes arrived from the client.
+    pub(crate) fn on_read(&self) {
+        if !self.busy() && !self.reading_head.load(Ordering::Relaxed) {
+            self.since_ms.store(self.now_ms(), Ordering::Relaxed);
+            self.reading_head.store(true, Ordering::Release);
+            self.wake.notify_one();
+        }
+    }
+
+    /// A write could not proceed (the client is not reading) or went through.
+    pub(crate) fn on_write(&self, blocked: bool) {
+        let cur = self.write_blocked_ms.load(Ordering::Relaxed);
+        if blocked && cur == 0 {
+            self.write_blocked_ms
+                .store(self.now_ms() + 1, Ordering::Relaxed);
+            self.wake.notify_one();
+        } else if !blocked && cur != 0 {
+            self.write_blocked_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A request's header has been read: it is being served.
+    pub(crate) fn begin_request(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.reading_head.store(false, Ordering::Relaxed);
+    }
+
+    /// A request's answer has been sent (or abandoned).
+    pub(crate) fn end_request(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.since_ms.store(self.now_ms(), Ordering::Relaxed);
+            self.wake.notify_one();
+        }
+    }
+
+    /// When the current phase runs out, and what is due then.
+    pub(crate) fn deadline(&self, t: &Timeouts) -> Option<(Instant, Overdue)> {
+        if self.busy() {
+            return match self.write_blocked_ms.load(Ordering::Relaxed) {
+                0 => None,
+                ms => Some((self.at(ms - 1) + t.send, Overdue::Stalled)),
+            };
+        }
+        let since = self.at(self.since_ms.load(Ordering::Relaxed));
+        if self.reading_head.load(Ordering::Acquire) {
+            Some((since + t.header, Overdue::Stalled))
+        } else {
+            Some((since + t.idle, Overdue::Idle))
+        }
+    }
+
+    /// The start of the current phase, for choosing the oldest to give way.
+    fn since(&self) -> u64 {
+        self.since_ms.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    total: usize,
+    by_ip: HashMap<IpKey, Vec<Arc<ConnState>>>,
+}
+
+/// The open connections of one listener.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    max_total: usize,
+    max_per_ip: usize,
+    epoch: Instant,
+    inner: Mutex<Inner>,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Its address holds `max_per_ip` connections, all serving requests.
+    AddressFull,
+    /// The server holds `max_total` connections and none can give way.
+    ServerFull,
+}
+
+impl Registry {
+    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Registry {
+        Registry {
+            max_total: max_total.max(1),
+            max_per_ip: max_per_ip.max(1),
+            epoch: Instant::now(),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    pub(crate) fn max_total(&self) -> usize {
+        self.max_total
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // The state is a set of counters that every step leaves consistent: a panic elsewhere
+        // must not stop the server from accepting.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a connection from `ip`, making room if a cap is reached.
+    pub(crate) fn admit(&self, ip: IpAddr) -> Result<Arc<ConnState>, Refused> {
+        let key = IpKey::of(ip);
+        let mut inner = self.lock();
+        let mine = inner.by_ip.get(&key).map_or(0, Vec::len);
+        if mine >= self.max_per_ip {
+            if !shed_oldest(inner.by_ip.get(&key)) {
+                return Err(Refused::AddressFull);
+            }
+            metrics::counter!("stratus_http_connections_shed_total", "why" => "address_full")
+                .increment(1);
+        } else if inner.total >= self.max_total {
+            // Addresses holding the most connections give way first; never one holding fewer
+            // than this address will.
+            let mut crowded: Vec<(usize, IpKey)> = inner
+                .by_ip
+                .iter()
+                .filter(|(_, v)| v.len() > mine)
+                .map(|(k, v)| (v.len(), *k))
+                .collect();
+            crowded.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
+            let made_room = crowded.iter().any(|(_, k)| shed_oldest(inner.by_ip.get(k)))
+                || shed_oldest(inner.by_ip.get(&key));
+            if !made_room {
+                return Err(Refused::ServerFull);
+            }
+            metrics::counter!("stratus_http_connections_shed_total", "why" => "server_full")
+                .increment(1);
+        }
+        let state = Arc::new(ConnState::new(key, self.epoch));
+        inner.total += 1;
+        inner.by_ip.entry(key).or_default().push(state.clone());
+        Ok(state)
+    }
+
+    /// Forgets a closed connection.
+    pub(crate) fn release(&self, state: &Arc<ConnState>) {
+        let mut inner = self.lock();
+        if let Some(list) = inner.by_ip.get_mut(&state.ip) {
+            if let Some(i) = list.iter().position(|s| Arc::ptr_eq(s, state)) {
+                list.swap_remove(i);
+                let empty = list.is_empty();
+                if empty {
+                    inner.by_ip.remove(&state.ip);
+                }
+                inner.total -= 1;
+            }
+        }
+    }
+
+    /// Asks the oldest connection that is not serving a request, from any address, to give way
+    /// (the process ran out of descriptors). False when there is none.
+    pub(crate) fn shed_any(&self) -> bool {
+        let inner = self.lock();
+        let oldest = inner
+            .by_ip
+            .values()
+            .flatten()
+            .filter(|s| !s.busy() && !s.shed_requested())
+            .min_by_key(|s| s.since());
+        match oldest {
+            Some(s) => {
+                request_shed(s);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Connections open now.
+    pub(crate) fn open(&self) -> usize {
+        self.lock().total
+    }
+
+    /// Asks every connection to close once it is not serving a request (shutdown).
+    pub(crate) fn shed_all(&self) {
+        for s in self.lock().by_ip.values().flatten() {
+            request_shed(s);
+        }
+    }
+}
+
+fn request_shed(s: &ConnState) {
+    s.shed.store(true, Ordering::Release);
+    s.wake.notify_one();
+}
+
+/// Asks the oldest connection of `list` that is not serving a request to give way.
+fn shed_oldest(list: Option<&Vec<Arc<ConnState>>>) -> bool {
+    let Some(list) = list else { return false };
+    match list
+        .iter()
+        .filter(|s| !s.busy() && !s.shed_requested())
+        .min_by_key(|s| s.since())
+    {
+        Some(s) => {
+            request_shed(s);
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_counts_per_64() {
+        assert_eq!(
+            IpKey::of(ip("2001:db8:1:2::1")),
+            IpKey::of(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            IpKey::of(ip("2001:db8:1:2::1")),
+            IpKey::of(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(IpKey::of(ip("::ffff:10.0.0.1")), IpKey::of(ip("10.0.0.1")));
+        assert_ne!(IpKey::of(ip("::1")), IpKey::of(ip("0.0.0.1")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_address_gives_way_oldest_first_and_busy_ones_never() {
+        let r = Registry::new(100, 2);
+        let a1 = r.admit(ip("10.0.0.1")).unwrap();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let a2 = r.admit(ip("10.0.0.1")).unwrap();
+        let a3 = r.admit(ip("10.0.0.1")).unwrap();
+        assert!(a1.shed_requested() && !a2.shed_requested());
+        r.release(&a1);
+        a2.begin_request();
+        a3.begin_request();
+        assert_eq!(r.admit(ip("10.0.0.1")).unwrap_err(), Refused::AddressFull);
+        // Other addresses are not affected.
+        r.admit(ip("10.0.0.2")).unwrap();
+        assert_eq!(r.open(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_server_takes_room_from_the_most_crowded_address() {
+        let r = Registry::new(4, 10);
+        let crowd: Vec<_> = (0..3).map(|_| r.admit(ip("10.0.0.9")).unwrap()).collect();
+        let other = r.admit(ip("10.0.0.1")).unwrap();
+        let newcomer = r.admit(ip("10.0.0.2")).unwrap();
+        assert!(crowd[0].shed_requested(), "the crowded address gives way");
+        assert!(!other.shed_requested() && !newcomer.shed_requested());
+        // When every connection of the crowded address is busy and nobody else holds more than
+        // the newcomer would, the newcomer is refused.
+        for c in &crowd {
+            c.begin_request();
+        }
+        other.begin_request();
+        newcomer.begin_request();
+        assert_eq!(r.admit(ip("10.0.0.3")).unwrap_err(), Refused::ServerFull);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn phases_and_deadlines() {
+        let t = Timeouts {
+            header: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            send: Duration::from_secs(30),
+        };
+        let r = Registry::new(10, 10);
+        let s = r.admit(ip("10.0.0.1")).unwrap();
+        let born = Instant::now();
+        // A new connection must send its header in time.
+        assert_eq!(s.deadline(&t), Some((born + t.header, Overdue::Stalled)));
+        s.begin_request();
+        assert_eq!(
+            s.deadline(&t),
+            None,
+            "a request being served has no deadline"
+        );
+        s.on_write(true);
+        assert_eq!(s.deadline(&t), Some((born + t.send, Overdue::Stalled)));
+        s.on_write(false);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        s.end_request();
+        let idle = Instant::now();
+        assert_eq!(s.deadline(&t), Some((idle + t.idle, Overdue::Idle)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        s.on_read();
+        assert_eq!(
+            s.deadline(&t),
+            Some((Instant::now() + t.header, Overdue::Stalled)),
+            "the header timeout counts from the first byte of the next request"
+        );
+    }
+}
