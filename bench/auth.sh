@@ -3,6 +3,10 @@
 #  1. GET /getnonce and an authenticated GET /api/v1/user, wrk 10 s × 64 connections, against
 #     nginx answering a fixed 64-byte 200 in the same run (targets: ≥ 0.5× and ≥ 0.3× nginx).
 #  2. GET /getnonce p99 while 32 clients hammer password login (target: < 50 ms).
+#  3. GET /getnonce while 200 slowloris connections (half-sent headers, a line every 2 s) are
+#     open, as a ratio to the figure without them (target >= 0.9).
+#  4. Server CPU time of 100 requests for a 60 KB CID (target: under 10 ms in all), beside 100
+#     requests for an ordinary unknown CID.
 source "$(dirname "$0")/lib.sh"
 need wrk wrk; need nginx nginx
 DURATION=${DURATION:-10s}
@@ -42,3 +46,19 @@ wait $HAMMER
 L=$(wrk_rps "$OUT/auth-login-hammer.txt"); P=$(wrk_p99_ms "$OUT/auth-getnonce-under-load.txt")
 printf '%-34s %12s req/s\n' "password logins (32 clients)" "$L"
 printf '%-34s %12s ms (target < 50)\n' "GET /getnonce p99 under that load" "$P"
+
+echo "== GET /getnonce while 200 slowloris connections are open"
+python3 "$BENCH_ROOT/bench/httpabuse.py" slowloris 127.0.0.1 "$SPORT" 200 "$(( ${DURATION%s} + 2 ))" >"$OUT/auth-slowloris.txt" &
+SLOW=$!
+sleep 1
+wrk -t2 -c64 -d"$DURATION" "http://127.0.0.1:$SPORT/getnonce" >"$OUT/auth-getnonce-slowloris.txt"
+wait $SLOW
+S=$(wrk_rps "$OUT/auth-getnonce-slowloris.txt")
+printf '%-34s %12s req/s  ratio %s to %s without them (target >= 0.9); %s of 200 still open at the end\n' \
+  "GET /getnonce, 200 slowloris open" "$S" "$(ratio "$S" "$G")" "$G" "$(cat "$OUT/auth-slowloris.txt")"
+
+echo "== server CPU time of 100 requests for a 60 KB CID"
+read -r LONG LONG_ST < <(python3 "$BENCH_ROOT/bench/httpabuse.py" cid-cost 127.0.0.1 "$SPORT" "$STRATUS_PID" 100 60000)
+read -r SHORT SHORT_ST < <(python3 "$BENCH_ROOT/bench/httpabuse.py" cid-cost 127.0.0.1 "$SPORT" "$STRATUS_PID" 100 59)
+printf '%-34s %12s ms  (%s; target < 10 ms in all)\n' "100 x GET /mefs/<60 KB CID>" "$LONG" "$LONG_ST"
+printf '%-34s %12s ms  (%s)\n' "100 x GET /mefs/<59-char CID>" "$SHORT" "$SHORT_ST"

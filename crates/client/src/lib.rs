@@ -228,9 +228,15 @@ impl Authed {
     }
 
     /// `POST /api/v1/user/logout` and forget the session.
-    pub async fn logout(&mut self) -> Result<()> {
-        self.send(|c| c.request(Method::POST, "/api/v1/user/logout"))
-            .await?;
+    /// Revokes the session's tokens (with `everywhere`, every token of the account) and forgets
+    /// the session.
+    pub async fn logout(&mut self, everywhere: bool) -> Result<()> {
+        let path = if everywhere {
+            "/api/v1/user/logout?all=true"
+        } else {
+            "/api/v1/user/logout"
+        };
+        self.send(|c| c.request(Method::POST, path)).await?;
         Session::remove()?;
         Ok(())
     }

@@ -42,6 +42,15 @@ enum Command {
     /// example `STRATUS_COMPUTE__GATEWAY_FORWARDING=userspace` (mapped ports relayed through
     /// stratus instead of the default `auto`: nftables DNAT in the kernel when stratus runs as
     /// root with `nft` and `conntrack` installed) or `STRATUS_COMPUTE__GATEWAY_BIND=127.0.0.1`.
+    ///
+    /// Connections are held to `[server]` limits: a request header must arrive within
+    /// `header_read_timeout_secs` (15) of its first byte, an idle keep-alive connection closes
+    /// after `idle_timeout_secs` (60), a body stalled for `body_read_timeout_secs` (30) fails, at
+    /// most `max_connections` (from the descriptor limit) and `max_connections_per_ip` (1024)
+    /// connections are open, idle and half-sent ones giving way first. `/metrics` needs
+    /// `Authorization: Bearer <operator token>` (generated in `<data_dir>/secrets/operator.token`)
+    /// unless served on `operator.listen` (e.g. `STRATUS_OPERATOR__LISTEN=127.0.0.1:9464`).
+    /// Files in the data directory are created readable by their owner only.
     Serve {
         #[command(flatten)]
         opts: ServerOpts,
@@ -60,8 +69,8 @@ enum Command {
     Login(cmd::session::LoginArgs),
     /// Show the account of the saved session.
     Whoami,
-    /// Revoke the saved session's token and forget it.
-    Logout,
+    /// Revoke the saved session's tokens and forget it (`--all`: every token of the account).
+    Logout(cmd::session::LogoutArgs),
     /// Upload a file; prints its CID.
     Put(cmd::storage::PutArgs),
     /// Download a file by CID (the bytes are verified against the CID).
@@ -111,7 +120,7 @@ fn main() -> ExitCode {
             }
             Command::Login(args) => cmd::session::login(args).await,
             Command::Whoami => cmd::session::whoami().await,
-            Command::Logout => cmd::session::logout().await,
+            Command::Logout(args) => cmd::session::logout(args).await,
             Command::Put(a) => cmd::storage::put(a).await,
             Command::Get(a) => cmd::storage::get(a).await,
             Command::Ls(a) => cmd::storage::ls(a).await,

@@ -172,6 +172,8 @@ impl ConnState {
 #[derive(Debug, Default)]
 struct Inner {
     total: usize,
+    /// Connections asked to give way that have not closed yet: room that is on its way.
+    leaving: usize,
     by_ip: HashMap<IpKey, Vec<Arc<ConnState>>>,
 }
 
@@ -213,18 +215,23 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits a connection from `ip`, making room if a cap is reached.
+    /// Admits a connection from `ip`, making room if a cap is reached. Connections already asked
+    /// to give way count as room on its way, so a burst of newcomers while they close does not
+    /// make more connections give way than needed, nor refuse anyone.
     pub(crate) fn admit(&self, ip: IpAddr) -> Result<Arc<ConnState>, Refused> {
         let key = IpKey::of(ip);
         let mut inner = self.lock();
-        let mine = inner.by_ip.get(&key).map_or(0, Vec::len);
-        if mine >= self.max_per_ip {
+        let (mine, mine_leaving) = inner.by_ip.get(&key).map_or((0, 0), |l| {
+            (l.len(), l.iter().filter(|s| s.shed_requested()).count())
+        });
+        if mine - mine_leaving >= self.max_per_ip {
             if !shed_oldest(inner.by_ip.get(&key)) {
                 return Err(Refused::AddressFull);
             }
+            inner.leaving += 1;
             metrics::counter!("stratus_http_connections_shed_total", "why" => "address_full")
                 .increment(1);
-        } else if inner.total >= self.max_total {
+        } else if inner.total - inner.leaving >= self.max_total {
             // Addresses holding the most connections give way first; never one holding fewer
             // than this address will.
             let mut crowded: Vec<(usize, IpKey)> = inner
@@ -239,6 +246,7 @@ impl Registry {
             if !made_room {
                 return Err(Refused::ServerFull);
             }
+            inner.leaving += 1;
             metrics::counter!("stratus_http_connections_shed_total", "why" => "server_full")
                 .increment(1);
         }
@@ -259,6 +267,9 @@ impl Registry {
                     inner.by_ip.remove(&state.ip);
                 }
                 inner.total -= 1;
+                if state.shed_requested() {
+                    inner.leaving -= 1;
+                }
             }
         }
     }
@@ -266,16 +277,18 @@ impl Registry {
     /// Asks the oldest connection that is not serving a request, from any address, to give way
     /// (the process ran out of descriptors). False when there is none.
     pub(crate) fn shed_any(&self) -> bool {
-        let inner = self.lock();
+        let mut inner = self.lock();
         let oldest = inner
             .by_ip
             .values()
             .flatten()
             .filter(|s| !s.busy() && !s.shed_requested())
-            .min_by_key(|s| s.since());
+            .min_by_key(|s| s.since())
+            .cloned();
         match oldest {
             Some(s) => {
-                request_shed(s);
+                request_shed(&s);
+                inner.leaving += 1;
                 true
             }
             None => false,
@@ -289,9 +302,15 @@ impl Registry {
 
     /// Asks every connection to close once it is not serving a request (shutdown).
     pub(crate) fn shed_all(&self) {
-        for s in self.lock().by_ip.values().flatten() {
-            request_shed(s);
+        let mut inner = self.lock();
+        let mut flagged = 0;
+        for s in inner.by_ip.values().flatten() {
+            if !s.shed_requested() {
+                request_shed(s);
+                flagged += 1;
+            }
         }
+        inner.leaving += flagged;
     }
 }
 
@@ -371,6 +390,26 @@ mod tests {
         other.begin_request();
         newcomer.begin_request();
         assert_eq!(r.admit(ip("10.0.0.3")).unwrap_err(), Refused::ServerFull);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_on_their_way_out_count_as_room() {
+        let r = Registry::new(2, 10);
+        let a = r.admit(ip("10.0.0.1")).unwrap();
+        let b = r.admit(ip("10.0.0.1")).unwrap();
+        // Full: the newcomer makes the oldest give way…
+        let c = r.admit(ip("10.0.0.1")).unwrap();
+        assert!(a.shed_requested() && !b.shed_requested());
+        // …and a second newcomer, while the first leaver has not closed yet, the next one.
+        let d = r.admit(ip("10.0.0.1")).unwrap();
+        assert!(b.shed_requested() && !c.shed_requested());
+        r.release(&a);
+        r.release(&b);
+        assert_eq!(r.open(), 2);
+        // Nothing is leaving now, and the two left are busy: no room.
+        c.begin_request();
+        d.begin_request();
+        assert_eq!(r.admit(ip("10.0.0.2")).unwrap_err(), Refused::ServerFull);
     }
 
     #[tokio::test(start_paused = true)]

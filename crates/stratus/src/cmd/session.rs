@@ -68,9 +68,20 @@ pub async fn whoami() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn logout() -> anyhow::Result<()> {
+#[derive(clap::Args, Debug)]
+pub struct LogoutArgs {
+    /// Revoke every token of the account (every session, on every device), not only this one.
+    #[arg(long)]
+    all: bool,
+}
+
+pub async fn logout(args: LogoutArgs) -> anyhow::Result<()> {
     let mut a = Authed::load()?;
-    a.logout().await?;
-    println!("logged out of {}", a.session.server);
+    a.logout(args.all).await?;
+    if args.all {
+        println!("revoked every token of the account on {}", a.session.server);
+    } else {
+        println!("logged out of {}", a.session.server);
+    }
     Ok(())
 }

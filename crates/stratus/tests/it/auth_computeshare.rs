@@ -215,7 +215,8 @@ fn health_metrics_and_unknown_routes() {
     let (st, v) = json(s.get("/healthz"));
     assert_eq!((st, v), (200, json!({"status": "ok"})));
     let _ = s.get("/getnonce").send().unwrap();
-    let m = s.get("/metrics").send().unwrap().text().unwrap();
+    assert_eq!(s.get("/metrics").send().unwrap().status(), 401);
+    let m = s.metrics();
     assert!(m.contains("stratus_http_requests_total"), "{m}");
     assert!(m.contains("route=\"/getnonce\""), "{m}");
     let (st, v) = json(s.get("/api/v1/nothing"));

@@ -543,6 +543,9 @@ fn network_mappings_are_managed_and_limited() {
             .json(&json!({"name": "renamed"})),
     );
     assert_eq!((st, v["data"]["name"].clone()), (200, json!("renamed")));
+    // The gateway's per-mapping series are in /metrics while the mapping exists.
+    let series = format!("stratus_mapping_bytes_total{{mapping=\"{mid}\",direction=\"out\"}}");
+    assert!(s.metrics().contains(&series), "{}", s.metrics());
     // Listing, paged, as the original.
     let (_, l) = json(
         s.get(&format!(
@@ -591,9 +594,9 @@ fn network_mappings_are_managed_and_limited() {
     std::net::TcpListener::bind(("127.0.0.1", first as u16 + 1)).expect("port freed");
     json(s.delete(&format!("/api/v1/instance/{id}")).bearer_auth(&t));
     wait(&s, &t, &id, 7);
-    // The byte counters of the gateway are in /metrics.
-    let metrics = s.get("/metrics").send().unwrap().text().unwrap();
-    assert!(metrics.contains("stratus_mapping_bytes_total"), "{metrics}");
+    // The series of deleted mappings are gone from /metrics.
+    let metrics = s.metrics();
+    assert!(!metrics.contains(&mid), "{metrics}");
 }
 
 #[test]

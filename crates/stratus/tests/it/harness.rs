@@ -212,6 +212,19 @@ impl Server {
         client().delete(format!("{}{}", self.url, path))
     }
 
+    /// `GET /metrics` with the operator token the server generated in its data dir.
+    pub fn metrics(&self) -> String {
+        let token = std::fs::read_to_string(self.data_dir.join("secrets/operator.token"))
+            .expect("the operator token is generated at first start");
+        let r = self
+            .get("/metrics")
+            .header("Authorization", format!("Bearer {}", token.trim()))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().unwrap()
+    }
+
     /// Creates a password account with the admin command (on the live data dir).
     pub fn add_user(&self, username: &str, password: &str) {
         let out = Command::new(BIN)

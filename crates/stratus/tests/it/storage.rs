@@ -515,9 +515,30 @@ fn download_names_are_stable_and_targets_are_separate() {
         "application/pdf".to_string(),
     );
     assert_eq!(disposition(&format!("/mefs/{cid}")), first);
-    // Somebody else storing the same bytes under another name renames nobody's link.
+    // Somebody else storing the same bytes under another name: neither name is handed to the
+    // other or to anyone else; each owner (by its token) downloads under its own.
     assert_eq!(put(&s, &tb, "mefs", "other.bin", bytes.clone()), cid);
-    assert_eq!(disposition(&format!("/mefs/{cid}")), first);
+    assert_eq!(
+        disposition(&format!("/mefs/{cid}")),
+        (
+            200,
+            format!("attachment; filename=\"{cid}\""),
+            "application/octet-stream".to_string()
+        )
+    );
+    let owned = |token: &str| {
+        let r = s
+            .get(&format!("/mefs/{cid}"))
+            .header("Authorization", token)
+            .send()
+            .unwrap();
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(owned(&ta), "attachment; filename=\"plan.pdf\"");
+    assert_eq!(owned(&tb), "attachment; filename=\"other.bin\"");
     // The IPFS gateway convention: ?filename= chooses the name (and so the type).
     assert_eq!(
         disposition(&format!("/mefs/{cid}?filename=notes.txt")),
