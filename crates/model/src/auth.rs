@@ -188,7 +188,9 @@ impl Auth {
     ) -> Result<(Account, String)> {
         let ipk = ip_key(ip);
         self.login_ip.check(&ipk)?;
-        if username.is_empty() || password.is_empty() {
+        // A name no account can have is refused before anything is recorded or hashed (the
+        // guard's tables would otherwise keep whatever an attacker sends as a key).
+        if password.is_empty() || crate::account::validate_username(username).is_err() {
             return Err(AuthFailure::BadCredentials.into());
         }
         let acct_key = format!("user:{username}");
