@@ -23,11 +23,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use crate::nft::{nft, owner_is_dead, run, tables};
 
 /// High half of the connection mark of forwarded connections.
 const MARK_TAG: u32 = 0x5354_0000;
@@ -233,40 +231,6 @@ fn parse_set_counters(json: &str) -> io::Result<Vec<(u32, u64)>> {
     Ok(out)
 }
 
-/// Runs `nft -f -` with `script`.
-async fn nft(script: &str) -> io::Result<()> {
-    run("nft", &["-f", "-"], Some(script)).await.map(drop)
-}
-
-/// Runs a program, feeding `stdin`; its standard output, or an error with its standard error.
-async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> io::Result<String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("{program}: {e}")))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).await?;
-        drop(pipe);
-    }
-    let out = child.wait_with_output().await?;
-    if !out.status.success() {
-        return Err(io::Error::other(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Ends every connection forwarded for `port` (its conntrack entries go; the next packet of
 /// either side meets no socket and is answered with a reset).
 async fn kill_connections(port: u16) {
@@ -282,24 +246,11 @@ async fn kill_connections(port: u16) {
 
 /// Deletes `stratus_<pid>_<n>` tables whose process is gone.
 async fn collect_stale_tables() {
-    let Ok(json) = run("nft", &["-j", "list", "tables", "ip"], None).await else {
+    let Ok(names) = tables("ip", TABLE_PREFIX).await else {
         return;
     };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&json) else {
-        return;
-    };
-    for item in v["nftables"].as_array().cloned().unwrap_or_default() {
-        let Some(name) = item["table"]["name"].as_str() else {
-            continue;
-        };
-        let Some(pid) = name
-            .strip_prefix(TABLE_PREFIX)
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+    for name in names {
+        if !owner_is_dead(&name, TABLE_PREFIX) {
             continue;
         }
         match nft(&format!("delete table ip {name}\n")).await {

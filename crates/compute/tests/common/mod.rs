@@ -70,7 +70,11 @@ impl Drop for Cleanup {
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             rt.block_on(async {
-                if let Ok(docker) = DockerRuntime::connect(DockerConfig::default()).await {
+                let config = DockerConfig {
+                    firewall: None,
+                    ..DockerConfig::default()
+                };
+                if let Ok(docker) = DockerRuntime::connect(config).await {
                     if let Err(e) = docker.remove(&id).await {
                         eprintln!("cleanup of {id} failed: {e}");
                     }
@@ -81,8 +85,14 @@ impl Drop for Cleanup {
     }
 }
 
+/// The default policy, with the test image listed as a local image (as servers list it in
+/// `compute.local_images`).
+pub fn policy() -> Policy {
+    Policy::default().with_local_images([IMAGE])
+}
+
 pub fn app(yaml: &str) -> ComposeApp {
-    ComposeApp::parse(yaml, &Policy::default()).expect("valid compose file")
+    ComposeApp::parse(yaml, &policy()).expect("valid compose file")
 }
 
 pub fn spec(id: &str, yaml: &str) -> InstanceSpec {
