@@ -1243,7 +1243,18 @@ impl Runtime for DockerRuntime {
         let members = self.list(instance_id).await?;
         if !members.is_empty() {
             if self.network_exists(instance_id).await? {
-                self.guard(instance_id).await?;
+                if let Err(e) = self.guard(instance_id).await {
+                    // Fail closed: what the firewall cannot guard does not keep running.
+                    tracing::error!(instance = instance_id, error = %e, "stopping an instance the firewall cannot guard");
+                    self.stopped
+                        .lock()
+                        .expect("stopped lock")
+                        .insert(instance_id.to_string());
+                    self.stop_members(&members).await?;
+                    return Ok(InstanceState::Failed {
+                        reason: format!("stopped: {e}"),
+                    });
+                }
             }
             self.reapply_bounds(instance_id, &members)?;
         }
