@@ -275,7 +275,12 @@ async fn raw_frames_to_the_host_loopback_reach_nothing() {
         "the host's loopback service got the sandbox's frame: {:?}",
         received.lock().unwrap()
     );
+    // A graceful teardown turns route_localnet off again.
     gw.close_all().await;
+    let localnet =
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"))
+            .unwrap();
+    assert_eq!(localnet.trim(), "0");
     rt.remove(&id).await.unwrap();
     rt.close().await;
 }
@@ -301,8 +306,9 @@ impl Internet {
         let k = std::process::id() % 200 + 20;
         let ns = format!("stratus-inet-{k}");
         let veth = format!("stih{k}");
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        let _ = Command::new("ip").args(["link", "del", &veth]).status();
+        // Left by an earlier run that was killed: gone first.
+        quietly(&["netns", "del", &ns]);
+        quietly(&["link", "del", &veth]);
         let mut inet = Internet {
             public: format!("10.203.{k}.2"),
             denied: format!("10.203.{k}.3"),
@@ -387,6 +393,15 @@ impl Internet {
         inet.httpd = Some(httpd);
         inet
     }
+}
+
+/// Runs `ip` with `args`, whatever comes of it.
+fn quietly(args: &[&str]) {
+    let _ = Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 impl Drop for Internet {

@@ -12,7 +12,9 @@
 //! - `conns`: per-port connection counts; a new connection over the mapping's cap is reset.
 //!
 //! Connections from this host to a loopback address are masqueraded and the container bridge
-//! gets `route_localnet` (as Docker does for its own published ports without its proxy).
+//! gets `route_localnet` (as Docker does for its own published ports without its proxy); the
+//! sandbox firewall's loopback guard keeps anything else from using it, and a graceful teardown
+//! turns it off again on the bridges this gateway turned it on.
 //! Connections from elsewhere cross Docker's `FORWARD` chain, so a rule in `DOCKER-USER` accepts
 //! marked connections.
 //!
@@ -36,6 +38,8 @@ const TABLE_PREFIX: &str = "stratus_";
 #[derive(Debug)]
 pub(crate) struct Kernel {
     table: String,
+    /// Interfaces this gateway set `route_localnet` on.
+    localnet: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// The connection mark of a public port's forwarded connections.
@@ -102,7 +106,10 @@ impl Kernel {
         );
         nft(&script).await?;
         exempt_from_docker_forward().await;
-        Ok(Kernel { table })
+        Ok(Kernel {
+            table,
+            localnet: Default::default(),
+        })
     }
 
     /// The table's name.
@@ -142,7 +149,9 @@ add element ip {t} bytes_out {{ {mark:#x} }}
             script += &target_element("delete", t, port, old);
         }
         if let Some(new) = to {
-            allow_loopback_sources(*new.ip());
+            if let Some(dev) = allow_loopback_sources(*new.ip()) {
+                self.localnet.lock().expect("localnet lock").insert(dev);
+            }
             script += &target_element("add", t, port, new);
         }
         nft(&script).await?;
@@ -196,6 +205,21 @@ delete element ip {t} bytes_out {{ {mark:#x} }}
     pub(crate) async fn teardown(&self) {
         if let Err(e) = nft(&format!("delete table ip {}\n", self.table)).await {
             tracing::warn!(table = %self.table, error = %e, "gateway: cannot delete nftables table");
+        }
+        let devices: Vec<String> = self
+            .localnet
+            .lock()
+            .expect("localnet lock")
+            .drain()
+            .collect();
+        for dev in devices {
+            let path = format!("/proc/sys/net/ipv4/conf/{dev}/route_localnet");
+            // A bridge removed meanwhile has nothing left to reset.
+            if std::path::Path::new(&path).exists() {
+                if let Err(e) = std::fs::write(&path, "0") {
+                    tracing::warn!(%dev, error = %e, "gateway: cannot reset route_localnet");
+                }
+            }
         }
     }
 }
@@ -285,17 +309,24 @@ async fn exempt_from_docker_forward() {
 }
 
 /// Sets `route_localnet` on the interface that reaches `target`, so connections from a
-/// loopback address on this host can be forwarded there.
-fn allow_loopback_sources(target: Ipv4Addr) {
-    let Some(dev) = route_device(target) else {
-        return;
-    };
+/// loopback address on this host can be forwarded there; the interface, when it has it now.
+fn allow_loopback_sources(target: Ipv4Addr) -> Option<String> {
+    if target.is_loopback() {
+        // Delivered on this host: no interface needs it (and the main routing table would name
+        // the default route's).
+        return None;
+    }
+    let dev = route_device(target)?;
     let path = format!("/proc/sys/net/ipv4/conf/{dev}/route_localnet");
     if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
-        return;
+        return Some(dev);
     }
-    if let Err(e) = std::fs::write(&path, "1") {
-        tracing::warn!(%dev, error = %e, "gateway: cannot set route_localnet");
+    match std::fs::write(&path, "1") {
+        Ok(()) => Some(dev),
+        Err(e) => {
+            tracing::warn!(%dev, error = %e, "gateway: cannot set route_localnet");
+            None
+        }
     }
 }
 

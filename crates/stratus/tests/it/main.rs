@@ -11,5 +11,6 @@ mod billing;
 mod chain;
 mod cli;
 mod compute;
+mod compute_security;
 mod storage;
 mod storage_crash;
