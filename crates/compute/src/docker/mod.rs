@@ -284,7 +284,14 @@ impl DockerRuntime {
                         Some(fw)
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "sandboxes are refused: the host firewall cannot be installed (it needs root and nft; compute.firewall = false runs sandboxes without it)");
+                        // Said loudly once; the retries that follow say it quietly.
+                        static SAID: std::sync::atomic::AtomicBool =
+                            std::sync::atomic::AtomicBool::new(false);
+                        if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            tracing::error!(error = %e, "sandboxes are refused: the host firewall cannot be installed (it needs root and nft; compute.firewall = false runs sandboxes without it)");
+                        } else {
+                            tracing::debug!(error = %e, "sandboxes are refused: the host firewall cannot be installed");
+                        }
                         return Err(RuntimeError::Unavailable(format!(
                             "the sandbox firewall cannot be installed: {e}"
                         )));
