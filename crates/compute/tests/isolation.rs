@@ -546,7 +546,8 @@ async fn egress_reaches_the_internet_and_its_own_instance_only() {
     other_rt.close().await;
 }
 
-/// The runtime refuses to run sandboxes when its firewall cannot be installed.
+/// The runtime refuses to run sandboxes when its firewall cannot be installed, unless the
+/// operator turned the firewall off.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_firewall_no_sandbox() {
     let config = DockerConfig {
@@ -563,4 +564,12 @@ async fn no_firewall_no_sandbox() {
         "{err}"
     );
     assert!(err.to_string().contains("compute.egress.allow"), "{err}");
+    // The operator's explicit opt-out (`compute.firewall = false`): no table at all.
+    let off = DockerRuntime::connect(DockerConfig {
+        firewall: None,
+        ..DockerConfig::default()
+    })
+    .await
+    .unwrap();
+    assert!(off.firewall().is_none());
 }

@@ -301,9 +301,35 @@ fn guard_table(pid: u32) -> String {
 
 #[test]
 fn sandboxes_run_behind_the_firewall_with_few_capabilities() {
-    let mut s = compute_server().start();
+    behind_the_firewall("auto", "13200000004");
+}
+
+#[test]
+fn the_firewall_holds_with_user_space_forwarding_too() {
+    behind_the_firewall("userspace", "13200000006");
+}
+
+/// GET / through a public port on loopback: the body, or None.
+fn http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    c.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    c.read_to_string(&mut out).ok()?;
+    out.split("\r\n\r\n").nth(1).map(str::to_string)
+}
+
+/// A sandbox served through the gateway in `forwarding` mode: reduced capabilities, a private
+/// cgroup namespace, its bridge under the server's firewall, no way to any address of the host,
+/// the mapping still served (replies to the gateway pass); the bridge leaves the table with the
+/// instance, and the table leaves with a graceful stop.
+fn behind_the_firewall(forwarding: &str, user: &str) {
+    let mut s = compute_server()
+        .env("STRATUS_COMPUTE__GATEWAY_FORWARDING", forwarding)
+        .start();
     let pid = s.pid().unwrap();
-    let t = funded(&s, "13200000004", 1);
+    let t = funded(&s, user, 1);
     let compose = format!(
         "services:
   web:
@@ -326,6 +352,18 @@ fn sandboxes_run_behind_the_firewall_with_few_capabilities() {
     let id = v["data"]["instanceId"].as_str().unwrap().to_string();
     let (st, v) = wait(&s, &t, &id, 1);
     assert_eq!(st, 200, "{v}");
+    let port = v["data"]["networkMappings"][0]["serverPort"]
+        .as_u64()
+        .unwrap() as u16;
+    let mut served = None;
+    for _ in 0..50 {
+        served = http_get(port);
+        if served.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(served.as_deref(), Some("hello from stratus-test\n"));
 
     // Every container: all capabilities dropped but a web app's, a private cgroup namespace.
     for (service, caps) in [
@@ -383,7 +421,7 @@ fn sandboxes_run_behind_the_firewall_with_few_capabilities() {
     // any of the host's addresses (its bridge's gateway included).
     let listener = TcpListener::bind("0.0.0.0:0").unwrap();
     listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let host_port = listener.local_addr().unwrap().port();
     let gateway = net[0]["IPAM"]["Config"][0]["Gateway"]
         .as_str()
         .unwrap_or_default()
@@ -415,7 +453,7 @@ fn sandboxes_run_behind_the_firewall_with_few_capabilities() {
     }
     assert!(!targets.is_empty());
     for ip in &targets {
-        let c = std::net::TcpStream::connect((ip.as_str(), port)).expect("the host connects");
+        let c = std::net::TcpStream::connect((ip.as_str(), host_port)).expect("the host connects");
         let mut accepted = false;
         for _ in 0..250 {
             if listener.accept().is_ok() {
@@ -428,7 +466,7 @@ fn sandboxes_run_behind_the_firewall_with_few_capabilities() {
         drop(c);
         let (code, out) = exec(
             &web,
-            &format!("timeout 8 nc -w 4 {ip} {port} </dev/null && echo CONNECTED"),
+            &format!("timeout 8 nc -w 4 {ip} {host_port} </dev/null && echo CONNECTED"),
         );
         assert!(
             !out.contains("CONNECTED"),
