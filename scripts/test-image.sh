@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds the local image the compute tests run: a rootfs holding Debian's static busybox (httpd,
-# nc, sh …) and tests/peers/tcpd.c (a concurrent echo/sink server) compiled statically, imported
-# with `docker import` (no registry needed). Rebuilt when missing or out of date.
+# nc, sh …), tests/peers/tcpd.c (a concurrent echo/sink server) and tests/peers/rawprobe.c (a
+# raw-frame probe for the isolation tests) compiled statically, imported with `docker import` (no
+# registry needed). Rebuilt when missing or out of date.
 set -euo pipefail
 IMAGE=${1:-stratus-test/busybox:latest}
-VERSION=2
+VERSION=3
 have=$(docker image inspect -f '{{index .Config.Labels "io.stratus.test-image"}}' "$IMAGE" 2>/dev/null || true)
 if [ "$have" = "$VERSION" ]; then exit 0; fi
 root=$(mktemp -d)
@@ -21,6 +22,7 @@ echo 'nogroup:x:65534:' >> "$root/etc/group"
 echo 'hello from stratus-test' > "$root/www/index.html"
 chmod 1777 "$root/tmp"
 gcc -static -O2 -o "$root/bin/tcpd" "$(dirname "$0")/../tests/peers/tcpd.c"
+gcc -static -O2 -o "$root/bin/rawprobe" "$(dirname "$0")/../tests/peers/rawprobe.c"
 tar -C "$root" -c . | docker import \
   -c 'ENV PATH=/bin:/sbin' -c 'CMD ["/bin/sh"]' -c "LABEL io.stratus.test-image=$VERSION" \
   - "$IMAGE" >/dev/null

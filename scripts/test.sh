@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole stratus test suite on a fresh Debian machine: installs and starts what the tests
-# need (Docker engine, nftables and conntrack for the gateway's kernel forwarding, a local busybox
-# image, eth-account, ganache/solc/@ipld/car from npm), checks formatting and lints, then runs
-# every test. Idempotent: what is already there is reused.
+# need (Docker engine, nftables and conntrack for the gateway's kernel forwarding and the sandbox
+# firewall, iproute2 for the isolation tests' network namespaces, a local busybox image,
+# eth-account, ganache/solc/@ipld/car from npm), checks formatting and lints, then runs every
+# test. Idempotent: what is already there is reused.
 #
 # usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
@@ -15,6 +16,8 @@ command -v dockerd >/dev/null || need_apt+=(docker.io)
 [ -x /usr/bin/busybox ] && /usr/bin/busybox --list 2>/dev/null | grep -qx httpd || need_apt+=(busybox-static)
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v conntrack >/dev/null || need_apt+=(conntrack)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then

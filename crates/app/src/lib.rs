@@ -185,8 +185,8 @@ impl App {
 
     /// Closes the database.
     pub async fn close(&self) {
-        // Listeners go and the kernel's forwarding rules with them.
-        self.compute.gateway().close_all().await;
+        // Listeners go and the kernel's forwarding rules with them, and the sandbox firewall.
+        self.compute.close().await;
         self.db.close().await;
     }
 }

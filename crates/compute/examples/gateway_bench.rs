@@ -293,7 +293,11 @@ services:
 "#;
     let spec = InstanceSpec {
         instance_id: id.clone(),
-        app: ComposeApp::parse(yaml, &Policy::default()).unwrap(),
+        app: ComposeApp::parse(
+            yaml,
+            &Policy::default().with_local_images(["stratus-test/busybox:latest"]),
+        )
+        .unwrap(),
         cpus: 2.0,
         memory_bytes: 512 << 20,
         pids_limit: 64,
@@ -322,6 +326,7 @@ services:
         compare("container", target, a, client, gw_rt)
     }));
     client.block_on(docker.remove(&id)).unwrap();
+    client.block_on(docker.close());
     result.expect("container benchmark")
 }
 

@@ -8,6 +8,8 @@
 //! - [`policy`]: what a compose file may ask of a shared host ([`Policy`]).
 //! - [`runtime`]: the [`Runtime`] trait every sandbox backend implements.
 //! - [`docker`]: the Docker backend ([`DockerRuntime`]).
+//! - [`firewall`]: the host firewall every sandbox runs behind ([`Firewall`]): no way to the
+//!   host's loopback, and an egress policy (the internet and its own instance only).
 //! - [`gateway`]: the TCP gateway that forwards public ports ([`Gateway`]).
 //!
 //! # Driving it
@@ -57,12 +59,15 @@
 
 pub mod compose;
 pub mod docker;
+pub mod firewall;
 pub mod gateway;
+mod nft;
 pub mod policy;
 pub mod runtime;
 
-pub use compose::{ComposeApp, ComposeError, PublishedPort};
+pub use compose::{ComposeApp, ComposeError, ImageRef, ImageSource, PublishedPort};
 pub use docker::{Bounds, BoundsMode, DockerConfig, DockerRuntime};
+pub use firewall::{EgressPolicy, Firewall, FirewallError};
 pub use gateway::{
     resolver_fn, Forwarding, Gateway, GatewayConfig, GatewayError, MappingStats, Resolver,
     RuntimeResolver,

@@ -7,6 +7,10 @@
 //! parser asks this module about every such field and turns a refusal into
 //! [`ComposeError::Refused`](crate::compose::ComposeError::Refused), which names the field.
 //!
+//! It also owns what an `image:` may name ([`Policy::check_image`]: a registry on the
+//! allow-list, or a local image the operator lists; never an address, never this host), how many
+//! volumes an app may declare, and the host's hard resource limits that `ulimits` may not exceed.
+//!
 //! This module never relaxes a rule on a value it does not understand: a refused field is allowed
 //! only when its value is the harmless default (`privileged: false`, `cap_add: []`,
 //! `network_mode: bridge`).
@@ -15,7 +19,9 @@ use std::time::Duration;
 
 use stratus_config::ComputeConfig;
 
+use crate::compose::reference::{normalize_registry, ImageRef, DOCKER_HUB};
 use crate::compose::yaml::Node;
+use crate::compose::ImageSource;
 
 /// Limits a compose file is held to. Build it from the server configuration with
 /// [`Policy::from_config`], or start from [`Policy::default`].
@@ -45,6 +51,73 @@ pub struct Policy {
     pub max_nofile: u64,
     /// Most retries of `restart: on-failure:N`.
     pub max_restart_retries: u32,
+    /// Most volumes one app may declare: named volumes plus anonymous volume mounts.
+    pub max_volumes: usize,
+    /// Registries images may come from, normalized (`docker.io` is Docker Hub).
+    pub allowed_registries: Vec<String>,
+    /// Images on the engine that may run without a registry (never pulled).
+    pub local_images: Vec<ImageRef>,
+    /// Hard resource limits of this host; `ulimits` may not exceed them.
+    pub host_limits: HostLimits,
+}
+
+/// Hard resource limits of the host (of this process, which runs beside the engine); `None`
+/// is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostLimits {
+    pub nofile: Option<u64>,
+    pub nproc: Option<u64>,
+    pub memlock: Option<u64>,
+    pub core: Option<u64>,
+    pub stack: Option<u64>,
+}
+
+impl HostLimits {
+    /// The hard limits of this process (read from `/proc/self/limits`; where that cannot be
+    /// read, nothing is allowed above the conservative defaults of a Linux host).
+    pub fn of_this_process() -> HostLimits {
+        std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|t| HostLimits::parse_proc(&t))
+            .unwrap_or(HostLimits {
+                nofile: Some(4096),
+                nproc: Some(4096),
+                memlock: Some(64 * 1024),
+                core: Some(0),
+                stack: Some(8 << 20),
+            })
+    }
+
+    /// Parses the hard limits out of a `/proc/<pid>/limits` text.
+    fn parse_proc(text: &str) -> Option<HostLimits> {
+        let hard = |label: &str| -> Option<Option<u64>> {
+            let line = text.lines().find(|l| l.starts_with(label))?;
+            let fields: Vec<&str> = line[label.len()..].split_whitespace().collect();
+            match *fields.get(1)? {
+                "unlimited" => Some(None),
+                n => n.parse().ok().map(Some),
+            }
+        };
+        Some(HostLimits {
+            nofile: hard("Max open files")?,
+            nproc: hard("Max processes")?,
+            memlock: hard("Max locked memory")?,
+            core: hard("Max core file size")?,
+            stack: hard("Max stack size")?,
+        })
+    }
+
+    /// The hard limit of a `ulimits` name (`None`: unlimited), or `Err` for a name not offered.
+    pub(crate) fn of(&self, name: &str) -> Result<Option<u64>, ()> {
+        match name {
+            "nofile" => Ok(self.nofile),
+            "nproc" => Ok(self.nproc),
+            "memlock" => Ok(self.memlock),
+            "core" => Ok(self.core),
+            "stack" => Ok(self.stack),
+            _ => Err(()),
+        }
+    }
 }
 
 impl Default for Policy {
@@ -62,17 +135,79 @@ impl Default for Policy {
             min_healthcheck_interval: Duration::from_secs(1),
             max_nofile: 65_536,
             max_restart_retries: 100,
+            max_volumes: 16,
+            allowed_registries: vec![DOCKER_HUB.to_string()],
+            local_images: Vec::new(),
+            host_limits: HostLimits::of_this_process(),
         }
     }
 }
 
 impl Policy {
-    /// The default policy with the server's configured service limit.
+    /// The default policy with the server's configured limits, registries and local images.
+    /// A local image entry that is not a valid reference is left out (and logged): it never
+    /// widens what runs.
     pub fn from_config(config: &ComputeConfig) -> Self {
+        let local_images = config
+            .local_images
+            .iter()
+            .filter_map(|i| match ImageRef::parse(i) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(image = %i, error = %e, "compute.local_images: not an image reference; ignored");
+                    None
+                }
+            })
+            .collect();
         Policy {
             max_services: config.max_services.max(1) as usize,
+            max_volumes: config.max_volumes as usize,
+            allowed_registries: config
+                .allowed_registries
+                .iter()
+                .map(|r| normalize_registry(r))
+                .filter(|r| !r.is_empty())
+                .collect(),
+            local_images,
             ..Policy::default()
         }
+    }
+
+    /// The same policy with `images` (`name:tag`) listed as local images.
+    pub fn with_local_images<'a>(mut self, images: impl IntoIterator<Item = &'a str>) -> Self {
+        self.local_images.extend(
+            images
+                .into_iter()
+                .map(|i| ImageRef::parse(i).expect("a valid image reference")),
+        );
+        self
+    }
+
+    /// Where an image may come from, or why it may not run here. The answer depends on the
+    /// reference alone: nothing is resolved or contacted.
+    pub fn check_image(&self, image: &ImageRef) -> Result<ImageSource, String> {
+        if self.local_images.contains(image) {
+            return Ok(ImageSource::Local);
+        }
+        if self.allowed_registries.contains(&image.registry) {
+            return Ok(ImageSource::Registry);
+        }
+        let allowed = if self.allowed_registries.is_empty() {
+            "no registry is allowed here".to_string()
+        } else {
+            format!(
+                "images come from {} only",
+                self.allowed_registries.join(", ")
+            )
+        };
+        let what = if image.registry_is_ip() {
+            "a registry named by an IP address is not allowed".to_string()
+        } else if image.registry_is_local() {
+            "a registry on this host is not allowed".to_string()
+        } else {
+            format!("registry {} is not allowed", image.registry)
+        };
+        Err(format!("{what}; {allowed}"))
     }
 }
 
@@ -293,8 +428,83 @@ mod tests {
     fn policy_follows_the_config() {
         let c = ComputeConfig {
             max_services: 3,
+            max_volumes: 2,
+            allowed_registries: vec!["Index.Docker.IO".into(), "quay.io".into()],
+            local_images: vec!["stratus-test/busybox:latest".into(), "Not Valid".into()],
             ..ComputeConfig::default()
         };
-        assert_eq!(Policy::from_config(&c).max_services, 3);
+        let p = Policy::from_config(&c);
+        assert_eq!(p.max_services, 3);
+        assert_eq!(p.max_volumes, 2);
+        assert_eq!(p.allowed_registries, ["docker.io", "quay.io"]);
+        assert_eq!(
+            p.local_images,
+            [ImageRef::parse("stratus-test/busybox:latest").unwrap()]
+        );
+        assert_eq!(Policy::default().max_volumes, 16);
+    }
+
+    #[test]
+    fn host_limits_are_read_from_proc() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units
+Max cpu time              unlimited            unlimited            seconds
+Max stack size            8388608              unlimited            bytes
+Max core file size        0                    unlimited            bytes
+Max processes             96365                96365                processes
+Max open files            20000                20000                files
+Max locked memory         8388608              8388608              bytes
+";
+        assert_eq!(
+            HostLimits::parse_proc(text),
+            Some(HostLimits {
+                nofile: Some(20000),
+                nproc: Some(96365),
+                memlock: Some(8388608),
+                core: None,
+                stack: None,
+            })
+        );
+        let mine = HostLimits::of_this_process();
+        assert!(mine.nofile.is_some(), "{mine:?}");
+    }
+
+    #[test]
+    fn images_come_from_allowed_registries_or_the_local_list() {
+        let p = Policy::default().with_local_images(["stratus-test/busybox:latest"]);
+        let check = |s: &str| p.check_image(&ImageRef::parse(s).unwrap());
+        assert_eq!(check("nginx"), Ok(ImageSource::Registry));
+        assert_eq!(
+            check("docker.io/library/nginx:1"),
+            Ok(ImageSource::Registry)
+        );
+        assert_eq!(check("stratus-test/busybox"), Ok(ImageSource::Local));
+        assert_eq!(
+            check("docker.io/stratus-test/busybox:latest"),
+            Ok(ImageSource::Local)
+        );
+        // Another tag of a local image is a registry image: it must come from Docker Hub.
+        assert_eq!(check("stratus-test/busybox:2"), Ok(ImageSource::Registry));
+        for (image, why) in [
+            ("127.0.0.1:5000/x", "IP address"),
+            ("[::1]:5000/x", "IP address"),
+            ("10.0.0.1/x", "IP address"),
+            ("169.254.169.254/x", "IP address"),
+            ("localhost:5000/x", "on this host"),
+            ("quay.io/x", "registry quay.io is not allowed"),
+        ] {
+            let e = check(image).unwrap_err();
+            assert!(
+                e.contains(why) && e.contains("docker.io only"),
+                "{image}: {e}"
+            );
+        }
+        let closed = Policy {
+            allowed_registries: vec![],
+            ..Policy::default()
+        };
+        assert!(closed
+            .check_image(&ImageRef::parse("nginx").unwrap())
+            .unwrap_err()
+            .contains("no registry is allowed"));
     }
 }

@@ -150,6 +150,10 @@ pub trait Runtime: Send + Sync {
     /// restarted: re-applies instance-wide resource bounds that a host reboot wiped, and reports
     /// the state. Starts or stops nothing.
     async fn recover(&self, instance_id: &str) -> Result<InstanceState, RuntimeError>;
+
+    /// Removes what the runtime installed on the host for itself (its firewall table), on a
+    /// graceful stop of the server. Instances are left as they are.
+    async fn close(&self) {}
 }
 
 /// Checks an instance id: it becomes part of container, network and volume names.

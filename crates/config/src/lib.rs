@@ -434,6 +434,31 @@ pub struct ComputeConfig {
     pub pids_limit: i64,
     /// Seconds an instance may stay in a transitional state.
     pub transition_timeout_secs: u64,
+    /// Registries a compose `image:` may come from (`docker.io` is Docker Hub). An image counts
+    /// as coming from a registry only when the engine pulled it from there.
+    pub allowed_registries: Vec<String>,
+    /// Images already on the engine that compose files may run without a registry
+    /// (`["name:tag", …]`; `STRATUS_COMPUTE__LOCAL_IMAGES='["name:tag"]'`). They are never pulled.
+    pub local_images: Vec<String>,
+    /// Most volumes (named and anonymous) one compose file may declare.
+    pub max_volumes: u32,
+    /// Refuse to run sandboxes unless the host firewall (loopback guard and egress policy) is
+    /// installed. `false` runs them without it: only where the operator isolates them otherwise.
+    pub firewall: bool,
+    /// What sandboxes may reach besides the internet.
+    pub egress: EgressConfig,
+}
+
+/// Egress of sandboxes. By default a sandbox reaches the internet and its own instance only:
+/// not the host, not other instances, not private, link-local or other special-purpose ranges.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct EgressConfig {
+    /// IPv4 CIDRs sandboxes may reach although they are in a blocked range (a resolver or a
+    /// service on a private network). Never opens the host itself or other instances.
+    pub allow: Vec<String>,
+    /// IPv4 CIDRs sandboxes may never reach; wins over `allow`.
+    pub deny: Vec<String>,
 }
 
 impl Default for ComputeConfig {
@@ -472,6 +497,11 @@ impl Default for ComputeConfig {
             max_services: 8,
             pids_limit: 512,
             transition_timeout_secs: 300,
+            allowed_registries: vec!["docker.io".to_string()],
+            local_images: Vec::new(),
+            max_volumes: 16,
+            firewall: true,
+            egress: EgressConfig::default(),
         }
     }
 }
@@ -583,6 +613,64 @@ mod tests {
             assert_eq!(c.auth.domain, "example.org");
             assert_eq!(c.auth.nonce_ttl, 5);
             assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API
+    fn compute_lists_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "STRATUS_COMPUTE__LOCAL_IMAGES",
+                r#"["stratus-test/busybox:latest", "registry.example.com:5000/team/tool@sha256:0123"]"#,
+            );
+            jail.set_env(
+                "STRATUS_COMPUTE__ALLOWED_REGISTRIES",
+                r#"["docker.io", "quay.io"]"#,
+            );
+            jail.set_env("STRATUS_COMPUTE__EGRESS__ALLOW", r#"["10.0.0.2/32"]"#);
+            jail.set_env(
+                "STRATUS_COMPUTE__EGRESS__DENY",
+                r#"["198.51.100.0/24", "8.8.8.8/32"]"#,
+            );
+            jail.set_env("STRATUS_COMPUTE__MAX_VOLUMES", "4");
+            jail.set_env("STRATUS_COMPUTE__FIREWALL", "false");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.compute.local_images,
+                [
+                    "stratus-test/busybox:latest",
+                    "registry.example.com:5000/team/tool@sha256:0123"
+                ]
+            );
+            assert_eq!(c.compute.allowed_registries, ["docker.io", "quay.io"]);
+            assert_eq!(c.compute.egress.allow, ["10.0.0.2/32"]);
+            assert_eq!(c.compute.egress.deny, ["198.51.100.0/24", "8.8.8.8/32"]);
+            assert_eq!(c.compute.max_volumes, 4);
+            assert!(!c.compute.firewall);
+            Ok(())
+        });
+        let c = Config::default();
+        assert_eq!(c.compute.allowed_registries, ["docker.io"]);
+        assert!(c.compute.local_images.is_empty());
+        assert_eq!(c.compute.max_volumes, 16);
+        assert!(c.compute.firewall);
+        assert_eq!(c.compute.egress, EgressConfig::default());
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API
+    fn compute_lists_come_from_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "s.toml",
+                "[compute]\nlocal_images = [\"a:1\"]\n[compute.egress]\nallow = [\"10.1.0.0/16\"]\n",
+            )?;
+            let c = Config::load(Some(Path::new("s.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.compute.local_images, ["a:1"]);
+            assert_eq!(c.compute.egress.allow, ["10.1.0.0/16"]);
+            assert!(c.compute.egress.deny.is_empty());
             Ok(())
         });
     }

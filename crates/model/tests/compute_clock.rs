@@ -44,6 +44,7 @@ async fn world(port_min: u16, timeout_secs: u64) -> World {
         port_max: port_min + 9,
         transition_timeout_secs: timeout_secs,
         owner: Some(format!("test-{}", uuid::Uuid::new_v4())),
+        local_images: vec!["stratus-test/busybox:latest".into()],
         ..ComputeConfig::default()
     };
     let compute = Compute::new(db.clone(), Arc::new(clock.clone()), cfg, billing.clone()).unwrap();
@@ -160,6 +161,8 @@ async fn an_instance_expires_when_its_duration_is_over() {
         .unwrap();
     assert_eq!(rt.state(&i.id).await.unwrap(), InstanceState::Missing);
     let _ = w.clock.now_ms();
+    rt.close().await;
+    w.compute.close().await;
 }
 
 /// A runtime whose every operation hangs forever.

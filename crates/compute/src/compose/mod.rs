@@ -15,6 +15,7 @@
 //!
 //! This module never talks to Docker and never names containers; `container_name` is ignored.
 
+pub mod reference;
 mod service;
 mod values;
 pub(crate) mod yaml;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 use crate::policy::{self, Policy};
+pub use reference::ImageRef;
 use yaml::Node;
 
 /// Why a compose file was not accepted. Every variant is the user's fault (HTTP 400).
@@ -239,11 +241,26 @@ pub enum PullPolicy {
     Never,
 }
 
+/// Where a service's image comes from, as the [`Policy`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ImageSource {
+    /// From its registry (one on `compute.allowed_registries`): it runs only when the engine
+    /// pulled it from there, never a local image that merely carries the same name.
+    #[default]
+    Registry,
+    /// A local image the operator listed (`compute.local_images`): never pulled.
+    Local,
+}
+
 /// One service, normalized.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Service {
     pub name: String,
+    /// The image as the compose file names it (for messages).
     pub image: String,
+    /// The image, normalized: what the runtime asks the engine for.
+    pub image_ref: ImageRef,
+    pub image_source: ImageSource,
     pub pull_policy: PullPolicy,
     /// `None` keeps the image's entrypoint; `Some(vec![])` clears it.
     pub entrypoint: Option<Vec<String>>,
@@ -438,7 +455,19 @@ fn parse_top_level(
         match key.as_str() {
             "version" | "name" => {}
             "services" => services_node = Some(value),
-            "volumes" => volumes = parse_volumes(value)?,
+            "volumes" => {
+                volumes = parse_volumes(value)?;
+                if volumes.len() > policy.max_volumes {
+                    return Err(ComposeError::Invalid {
+                        field: "volumes".into(),
+                        message: format!(
+                            "the app declares {} volumes, at most {} are allowed",
+                            volumes.len(),
+                            policy.max_volumes
+                        ),
+                    });
+                }
+            }
             "networks" => networks.extend(parse_networks(value)?),
             k => {
                 if let Some(reason) = policy::refused_top_level_key(k, &value) {
@@ -478,8 +507,24 @@ fn parse_top_level(
     };
     let mut parsed = Vec::with_capacity(services.len());
     let mut links = Vec::new();
+    // Every anonymous volume mount is a volume of its own on the engine.
+    let mut volume_count = volumes.len();
     for (name, node) in services {
         let (svc, l) = service::parse(&name, node, &ctx)?;
+        volume_count += svc
+            .mounts
+            .iter()
+            .filter(|m| matches!(m, Mount::Anonymous { .. }))
+            .count();
+        if volume_count > policy.max_volumes {
+            return Err(ComposeError::Invalid {
+                field: format!("services.{name}.volumes"),
+                message: format!(
+                    "the app declares {volume_count} volumes (named and anonymous), at most {} are allowed",
+                    policy.max_volumes
+                ),
+            });
+        }
         parsed.push(svc);
         links.extend(l);
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
+use super::reference::ImageRef;
 use super::values::{
     parse_bytes, parse_duration, parse_port_range, parse_port_short, parse_protocol, parse_restart,
 };
@@ -191,7 +192,7 @@ pub(crate) fn parse(
             return Err(ComposeError::Refused { field: f, reason });
         }
         match key.as_str() {
-            "image" => image = Some(parse_image(&value, &f)?),
+            "image" => image = Some(parse_image(&value, &f, ctx.policy)?),
             "pull_policy" => svc.pull_policy = parse_pull_policy(&value, &f)?,
             "command" => svc.command = parse_command(&value, &f)?,
             "entrypoint" => svc.entrypoint = parse_command(&value, &f)?,
@@ -280,12 +281,15 @@ pub(crate) fn parse(
             _ => return Err(unsupported(f)),
         }
     }
-    svc.image = image.ok_or_else(|| {
+    let (image, image_ref, image_source) = image.ok_or_else(|| {
         invalid(
             &format!("{field}.image"),
             "a service needs an image (images are not built here)",
         )
     })?;
+    svc.image = image;
+    svc.image_ref = image_ref;
+    svc.image_source = image_source;
     let tmpfs = svc
         .mounts
         .iter()
@@ -317,35 +321,19 @@ pub(crate) fn parse(
     Ok((svc, links))
 }
 
-fn parse_image(node: &Node, field: &str) -> Result<String, ComposeError> {
+/// `image:`: a valid reference that the policy lets run here (see `Policy::check_image`).
+fn parse_image(
+    node: &Node,
+    field: &str,
+    policy: &Policy,
+) -> Result<(String, ImageRef, super::ImageSource), ComposeError> {
     let image = scalar(node, field)?;
-    let bad = |why: &str| invalid(field, format!("invalid image reference {image:?}: {why}"));
-    if image.is_empty() || image.len() > 255 {
-        return Err(bad("empty or too long"));
-    }
-    if !image
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':' | b'@'))
-    {
-        return Err(bad("unexpected character"));
-    }
-    if image.starts_with(['-', '/', ':', '@', '.']) {
-        return Err(bad("must start with a letter or digit"));
-    }
-    let name = image.split('@').next().unwrap_or_default();
-    let repo = match name.rfind(':') {
-        Some(i) if !name[i..].contains('/') => &name[..i],
-        _ => name,
-    };
-    // The registry host may have upper case letters; the path may not.
-    let path = match repo.split_once('/') {
-        Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => rest,
-        _ => repo,
-    };
-    if path.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err(bad("repository names must be lowercase"));
-    }
-    Ok(image)
+    let reference = ImageRef::parse(&image)
+        .map_err(|why| invalid(field, format!("invalid image reference {image:?}: {why}")))?;
+    let source = policy
+        .check_image(&reference)
+        .map_err(|why| invalid(field, format!("image {image:?} cannot run here: {why}")))?;
+    Ok((image, reference, source))
 }
 
 fn parse_pull_policy(node: &Node, field: &str) -> Result<PullPolicy, ComposeError> {
@@ -1156,16 +1144,26 @@ fn parse_extra_hosts(node: &Node, field: &str) -> Result<Vec<String>, ComposeErr
     Ok(out)
 }
 
+/// `cap_drop:` names, normalized as the engine spells them (`NET_RAW`, `ALL`).
 fn parse_cap_drop(node: &Node, field: &str) -> Result<Vec<String>, ComposeError> {
-    let caps = string_list(node, field)?;
-    for c in &caps {
+    let mut caps = Vec::new();
+    for c in string_list(node, field)? {
         if c.is_empty() || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(invalid(field, format!("invalid capability {c:?}")));
+        }
+        let upper = c.to_ascii_uppercase();
+        let name = upper.strip_prefix("CAP_").unwrap_or(&upper).to_string();
+        if !caps.contains(&name) {
+            caps.push(name);
         }
     }
     Ok(caps)
 }
 
+/// `ulimits:`: each limit at most the host's hard limit (and `nofile` at most the policy's), soft
+/// at most hard; `-1` (unlimited) only where the host itself is unlimited, and never for
+/// `memlock` and `nproc`, which would let a sandbox pin the host's memory or count against
+/// processes of other sandboxes running as the same user.
 fn parse_ulimits(node: &Node, field: &str, policy: &Policy) -> Result<Vec<Ulimit>, ComposeError> {
     let Node::Map(map) = node else {
         return Err(invalid(
@@ -1176,21 +1174,25 @@ fn parse_ulimits(node: &Node, field: &str, policy: &Policy) -> Result<Vec<Ulimit
     let mut out = Vec::new();
     for (name, v) in map {
         let f = format!("{field}.{name}");
-        let max = match name.as_str() {
-            "nofile" => policy.max_nofile as i64,
-            "nproc" | "core" | "stack" | "memlock" => i64::MAX,
-            _ => return Err(unsupported(f)),
+        let Ok(host_hard) = policy.host_limits.of(name) else {
+            return Err(unsupported(f));
+        };
+        // The largest value allowed; `None`: unlimited (-1) is allowed too.
+        let max: Option<u64> = match name.as_str() {
+            "nofile" => Some(host_hard.map_or(policy.max_nofile, |h| h.min(policy.max_nofile))),
+            "memlock" | "nproc" => Some(host_hard.unwrap_or(i64::MAX as u64)),
+            _ => host_hard,
         };
         let num = |n: &Node, f: &str| -> Result<i64, ComposeError> {
             match n {
                 Node::Int(i) if *i >= -1 => Ok(*i),
-                _ => Err(invalid(f, "expected a number")),
+                _ => Err(invalid(f, "expected a number (-1 for unlimited)")),
             }
         };
-        let (soft, hard) = match v {
+        let (soft, hard, at) = match v {
             Node::Int(_) => {
                 let n = num(v, &f)?;
-                (n, n)
+                (n, n, f.clone())
             }
             Node::Map(m) => {
                 let soft = m
@@ -1205,17 +1207,32 @@ fn parse_ulimits(node: &Node, field: &str, policy: &Policy) -> Result<Vec<Ulimit
                 (
                     num(soft, &format!("{f}.soft"))?,
                     num(hard, &format!("{f}.hard"))?,
+                    f.clone(),
                 )
             }
             _ => return Err(invalid(&f, "expected a number or soft/hard")),
         };
-        let unlimited = |x: i64| x == -1;
-        if (max != i64::MAX && (unlimited(soft) || unlimited(hard) || soft > max || hard > max))
-            || (!unlimited(hard) && (unlimited(soft) || soft > hard))
-        {
+        let allowed = |x: i64| match (x, max) {
+            (-1, None) => true,
+            (-1, Some(_)) => false,
+            (x, None) => x >= 0,
+            (x, Some(m)) => x >= 0 && (x as u64) <= m,
+        };
+        let limit = match max {
+            Some(m) => format!("at most {m} on this host"),
+            None => "unlimited on this host".to_string(),
+        };
+        if !allowed(hard) || !allowed(soft) {
             return Err(invalid(
-                &f,
-                format!("limit out of range (at most {max}, soft <= hard)"),
+                &at,
+                format!("{name} limit out of range ({limit}; -1, unlimited, only where the host is unlimited)"),
+            ));
+        }
+        let unlimited = |x: i64| x == -1;
+        if !unlimited(hard) && (unlimited(soft) || soft > hard) {
+            return Err(invalid(
+                &at,
+                format!("the soft {name} limit must not exceed the hard one"),
             ));
         }
         out.push(Ulimit {

@@ -1,9 +1,18 @@
 use std::time::Duration;
 
 use super::*;
+use crate::policy::HostLimits;
+
+/// The default policy, with the registry of `FULL`'s private image allowed too.
+fn policy() -> Policy {
+    let mut p = Policy::default();
+    p.allowed_registries
+        .push("registry.example.com:5000".into());
+    p
+}
 
 fn parse(text: &str) -> Result<ComposeApp, ComposeError> {
-    ComposeApp::parse(text, &Policy::default())
+    ComposeApp::parse(text, &policy())
 }
 
 fn ok(text: &str) -> ComposeApp {
@@ -151,6 +160,14 @@ fn parses_every_supported_key() {
 
     let web = app.service("web").unwrap();
     assert_eq!(web.image, "stratus-test/busybox:latest");
+    assert_eq!(
+        web.image_ref.canonical(),
+        "docker.io/stratus-test/busybox:latest"
+    );
+    assert_eq!(web.image_source, ImageSource::Registry);
+    let init = app.service("init").unwrap();
+    assert_eq!(init.image_ref.registry, "registry.example.com:5000");
+    assert!(init.image_ref.digest.is_some());
     assert_eq!(
         web.command.as_deref().unwrap(),
         ["httpd", "-f", "-p", "80", "-h", "/www"]
@@ -639,6 +656,119 @@ fn invalid_values_name_their_field() {
     assert_eq!(e.field(), Some("services.bad name!"));
     let e = err("services:\n  x:\n    image: a\n    volumes: ['/a', '/a']\n");
     assert_eq!(e.field(), Some("services.x.volumes"));
+}
+
+#[test]
+fn images_must_come_from_an_allowed_registry_or_the_local_list() {
+    let local = policy().with_local_images(["stratus-test/busybox:latest"]);
+    let app = ComposeApp::parse(
+        "services:\n  a:\n    image: stratus-test/busybox\n  b:\n    image: nginx\n",
+        &local,
+    )
+    .unwrap();
+    assert_eq!(app.services[0].image_source, ImageSource::Local);
+    assert_eq!(app.services[1].image_source, ImageSource::Registry);
+    for (image, why) in [
+        ("127.0.0.1:5000/x", "IP address"),
+        ("'127.0.0.1:5000/x:1'", "IP address"),
+        ("10.1.2.3/x", "IP address"),
+        ("192.168.1.1:443/team/x", "IP address"),
+        ("169.254.169.254/latest", "IP address"),
+        ("'[::1]:5000/x'", "IP address"),
+        ("'[fd00::1]/x'", "IP address"),
+        ("localhost:5000/x", "on this host"),
+        ("localhost/x", "on this host"),
+        ("ghcr.io/x/y", "registry ghcr.io is not allowed"),
+        ("metadata.google.internal/x", "is not allowed"),
+    ] {
+        let e = err(&format!("services:\n  web:\n    image: {image}\n"));
+        assert_eq!(e.field(), Some("services.web.image"), "{image}: {e}");
+        assert!(e.to_string().contains(why), "{image}: {e}");
+        assert!(
+            e.to_string().contains("images come from docker.io"),
+            "{image}: {e}"
+        );
+    }
+}
+
+#[test]
+fn volumes_are_bounded() {
+    let named: String = (0..17).map(|i| format!("  v{i}:\n")).collect();
+    let e = err(&format!("services:\n  x:\n    image: a\nvolumes:\n{named}"));
+    assert_eq!(e.field(), Some("volumes"), "{e}");
+    assert!(e.to_string().contains("at most 16"), "{e}");
+    // Anonymous volumes count too (each is a volume on the engine).
+    let anon: String = (0..9).map(|i| format!("'/a{i}', ")).collect();
+    let e = err(&format!(
+        "services:\n  x:\n    image: a\n    volumes: [{anon}]\n  y:\n    image: a\n    volumes: [{anon}]\n"
+    ));
+    assert_eq!(e.field(), Some("services.y.volumes"), "{e}");
+    let sixteen: String = (0..16).map(|i| format!("  v{i}:\n")).collect();
+    ok(&format!(
+        "services:\n  x:\n    image: a\nvolumes:\n{sixteen}"
+    ));
+}
+
+#[test]
+fn ulimits_stay_within_the_host_hard_limits() {
+    let host = HostLimits {
+        nofile: Some(20_000),
+        nproc: Some(1000),
+        memlock: Some(8 << 20),
+        core: None,
+        stack: Some(8 << 20),
+    };
+    let p = Policy {
+        host_limits: host,
+        ..policy()
+    };
+    let parse = |u: &str| {
+        ComposeApp::parse(
+            &format!("services:\n  x:\n    image: a\n    ulimits: {u}\n"),
+            &p,
+        )
+    };
+    for (u, field) in [
+        ("{memlock: -1}", "services.x.ulimits.memlock"),
+        (
+            "{memlock: {soft: -1, hard: -1}}",
+            "services.x.ulimits.memlock",
+        ),
+        ("{memlock: 8388609}", "services.x.ulimits.memlock"),
+        ("{nproc: -1}", "services.x.ulimits.nproc"),
+        ("{nproc: 1001}", "services.x.ulimits.nproc"),
+        ("{nofile: 20001}", "services.x.ulimits.nofile"),
+        (
+            "{nofile: {soft: 100, hard: 20001}}",
+            "services.x.ulimits.nofile",
+        ),
+        ("{nofile: -1}", "services.x.ulimits.nofile"),
+        (
+            "{nofile: {soft: 2048, hard: 1024}}",
+            "services.x.ulimits.nofile",
+        ),
+        ("{stack: -1}", "services.x.ulimits.stack"),
+        ("{rtprio: 1}", "services.x.ulimits.rtprio"),
+    ] {
+        let e = parse(u).unwrap_err();
+        assert_eq!(e.field(), Some(field), "{u}: {e}");
+    }
+    let app = parse("{nofile: {soft: 1024, hard: 20000}, nproc: 1000, memlock: 65536, core: -1}")
+        .unwrap();
+    assert_eq!(app.services[0].ulimits.len(), 4);
+    // The policy's own cap on nofile applies below a larger host limit.
+    let roomy = Policy {
+        host_limits: HostLimits {
+            nofile: Some(1 << 20),
+            ..host
+        },
+        ..policy()
+    };
+    assert!(ComposeApp::parse(
+        "services:\n  x:\n    image: a\n    ulimits: {nofile: 65537}\n",
+        &roomy
+    )
+    .is_err());
 }
 
 #[test]

@@ -16,8 +16,21 @@
 //! (`CgroupParent`), each also capped at the whole instance's limits as a backstop. Otherwise
 //! (systemd driver, remote engine, no permission) the limits are split evenly across the services
 //! (`Memory`, `NanoCpus` per container). Every container always gets `PidsLimit`,
-//! `no-new-privileges`, no added capabilities, no privileged mode, bounded json-file logs and a
-//! restart policy that never brings back an instance stratus stopped.
+//! `no-new-privileges`, every capability dropped but the few a web app needs, a private cgroup
+//! namespace, no privileged mode, bounded json-file logs and a restart policy that never brings
+//! back an instance stratus stopped.
+//!
+//! Isolation. Unless configured off, the runtime installs the host [`Firewall`] when it
+//! connects (connecting fails when it cannot: no sandbox runs unguarded) and puts each
+//! instance's bridge under it before any of its containers starts; the bridge leaves the policy
+//! with the instance, and the table goes with [`Runtime::close`].
+//!
+//! Images. A local image (`compute.local_images`) runs as it is on the engine. A registry image
+//! runs only if the engine pulled it from that registry: the local image of that name must list
+//! a digest of that very repository (`RepoDigests`), else it is pulled; the container is created
+//! from the image id found that way, never from a name another image could take meanwhile. A
+//! failed pull never falls back to a local look-alike, and its reason stays generic (the
+//! engine's text, which can tell whether a port of some address is open, is only logged).
 //!
 //! It must never touch a container, network or volume that lacks the `io.stratus.instance`
 //! label: everything is found by label, and removal goes by the ids found that way.
@@ -43,16 +56,18 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use stratus_config::ComputeConfig;
+use stratus_config::{ComputeConfig, EgressConfig};
 
-use crate::compose::{dependency_order, resolve_port, DependsCondition, PullPolicy};
+use crate::compose::{
+    dependency_order, resolve_port, DependsCondition, ImageRef, ImageSource, PullPolicy, Service,
+};
+use crate::firewall::{EgressPolicy, Firewall};
 use crate::runtime::{validate_instance_id, InstanceSpec, InstanceState, Runtime, RuntimeError};
 use cgroup::{CgroupTree, GroupLimits};
 use spec::{
     container_body, container_name, network_name, parse_depends_label, parse_limits_label,
-    parse_ports_label, split_reference, volume_name, Bounding, Fixed, LABEL_DEPENDS, LABEL_INDEX,
-    LABEL_INSTANCE, LABEL_LIMITS, LABEL_OWNER, LABEL_PORTS, LABEL_SERVICE, LABEL_SERVICES,
-    LABEL_VOLUME,
+    parse_ports_label, volume_name, Bounding, Fixed, LABEL_DEPENDS, LABEL_INDEX, LABEL_INSTANCE,
+    LABEL_LIMITS, LABEL_OWNER, LABEL_PORTS, LABEL_SERVICE, LABEL_SERVICES, LABEL_VOLUME,
 };
 
 /// How instance-wide CPU and memory bounds are enforced.
@@ -90,6 +105,9 @@ pub struct DockerConfig {
     /// `io.stratus.owner=<owner>` and [`Runtime::instances`] lists only that owner's, so several
     /// stratus servers can share one engine without touching each other's instances.
     pub owner: Option<String>,
+    /// The egress policy of the host [`Firewall`]; `None` runs sandboxes without the firewall
+    /// (only where the operator isolates them otherwise).
+    pub firewall: Option<EgressConfig>,
 }
 
 impl Default for DockerConfig {
@@ -104,6 +122,7 @@ impl Default for DockerConfig {
             log_max_size: "10m".into(),
             log_max_files: 3,
             owner: None,
+            firewall: Some(EgressConfig::default()),
         }
     }
 }
@@ -115,6 +134,7 @@ impl DockerConfig {
             host: config.docker_host.clone().filter(|h| !h.is_empty()),
             start_timeout: Duration::from_secs(config.transition_timeout_secs.max(10)),
             owner: config.owner.clone().filter(|o| !o.is_empty()),
+            firewall: config.firewall.then(|| config.egress.clone()),
             ..DockerConfig::default()
         }
     }
@@ -139,6 +159,8 @@ pub struct DockerRuntime {
     host_cpus: f64,
     /// Instances this process stopped: their exit statuses are not failures.
     stopped: Mutex<HashSet<String>>,
+    /// The host firewall, unless configured off.
+    firewall: Option<Firewall>,
 }
 
 fn is_status(e: &BollardError, code: u16) -> bool {
@@ -161,22 +183,6 @@ fn engine(e: BollardError) -> RuntimeError {
         BollardError::RequestTimeoutError => RuntimeError::Unavailable("request timed out".into()),
         other => RuntimeError::Unavailable(other.to_string()),
     }
-}
-
-fn looks_unreachable(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    [
-        "dial tcp",
-        "no such host",
-        "i/o timeout",
-        "connection refused",
-        "network is unreachable",
-        "tls handshake timeout",
-        "temporary failure in name resolution",
-        "context deadline exceeded",
-    ]
-    .iter()
-    .any(|p| m.contains(p))
 }
 
 /// One container of an instance, as listed.
@@ -266,6 +272,37 @@ impl DockerRuntime {
                 }
             }
         };
+        let firewall = match &config.firewall {
+            Some(egress) => {
+                let installed = match EgressPolicy::from_config(egress) {
+                    Ok(policy) => Firewall::install(&policy).await,
+                    Err(e) => Err(e),
+                };
+                match installed {
+                    Ok(fw) => {
+                        tracing::info!(table = fw.table(), "sandbox firewall installed (nftables)");
+                        Some(fw)
+                    }
+                    Err(e) => {
+                        // Said loudly once; the retries that follow say it quietly.
+                        static SAID: std::sync::atomic::AtomicBool =
+                            std::sync::atomic::AtomicBool::new(false);
+                        if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            tracing::error!(error = %e, "sandboxes are refused: the host firewall cannot be installed (it needs root and nft; compute.firewall = false runs sandboxes without it)");
+                        } else {
+                            tracing::debug!(error = %e, "sandboxes are refused: the host firewall cannot be installed");
+                        }
+                        return Err(RuntimeError::Unavailable(format!(
+                            "the sandbox firewall cannot be installed: {e}"
+                        )));
+                    }
+                }
+            }
+            None => {
+                tracing::warn!("sandboxes run WITHOUT the host firewall (compute.firewall = false): they can reach the host, other instances and private networks");
+                None
+            }
+        };
         tracing::info!(api = ?docker.client_version(), ?bounds, "docker runtime connected");
         Ok(DockerRuntime {
             docker,
@@ -274,6 +311,52 @@ impl DockerRuntime {
             bounds,
             host_cpus,
             stopped: Mutex::new(HashSet::new()),
+            firewall,
+        })
+    }
+
+    /// The host firewall, when it is on.
+    pub fn firewall(&self) -> Option<&Firewall> {
+        self.firewall.as_ref()
+    }
+
+    /// The bridge interface of the instance's network, if the network exists.
+    pub async fn bridge_of(&self, instance_id: &str) -> Result<Option<String>, RuntimeError> {
+        let net = match self
+            .docker
+            .inspect_network(&network_name(instance_id), None)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) if is_status(&e, 404) => return Ok(None),
+            Err(e) => return Err(engine(e)),
+        };
+        if let Some(name) = net
+            .options
+            .as_ref()
+            .and_then(|o| o.get("com.docker.network.bridge.name"))
+            .filter(|n| !n.is_empty())
+        {
+            return Ok(Some(name.clone()));
+        }
+        Ok(net
+            .id
+            .filter(|id| id.len() >= 12)
+            .map(|id| format!("br-{}", &id[..12])))
+    }
+
+    /// Puts the instance's bridge under the firewall (before any of its containers runs).
+    async fn guard(&self, instance_id: &str) -> Result<(), RuntimeError> {
+        let Some(fw) = &self.firewall else {
+            return Ok(());
+        };
+        let Some(bridge) = self.bridge_of(instance_id).await? else {
+            return Err(RuntimeError::Engine(format!(
+                "the network of instance {instance_id} is missing"
+            )));
+        };
+        fw.admit(&bridge).await.map_err(|e| {
+            RuntimeError::Unavailable(format!("sandbox firewall: cannot guard {bridge}: {e}"))
         })
     }
 
@@ -371,28 +454,97 @@ impl DockerRuntime {
         dependency_order(&graph).unwrap_or_else(|_| (0..members.len()).collect())
     }
 
-    async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<(), RuntimeError> {
-        let present = match self.docker.inspect_image(image).await {
-            Ok(_) => true,
-            Err(e) if is_status(&e, 404) => false,
-            Err(e) => return Err(engine(e)),
+    /// The id of the image `svc` runs: a listed local image as it is, a registry image only as
+    /// the engine pulled it from its registry (pulling it when the engine holds no such copy).
+    async fn resolve_image(&self, svc: &Service) -> Result<String, RuntimeError> {
+        let image = &svc.image_ref;
+        let unavailable = |reason: &str| RuntimeError::ImageUnavailable {
+            image: svc.image.clone(),
+            reason: reason.to_string(),
         };
-        match policy {
-            PullPolicy::Missing if present => return Ok(()),
-            PullPolicy::Never if present => return Ok(()),
+        if svc.image_source == ImageSource::Local {
+            return match self.docker.inspect_image(&image.canonical()).await {
+                Ok(i) => i.id.ok_or_else(|| unavailable("has no id")),
+                Err(e) if is_status(&e, 404) => Err(unavailable("is not available on this host")),
+                Err(e) => Err(engine(e)),
+            };
+        }
+        let pulled = self.pulled_copy(image).await?;
+        let must_pull = match svc.pull_policy {
+            PullPolicy::Always => true,
+            PullPolicy::Missing => pulled.is_none(),
             PullPolicy::Never => {
-                return Err(RuntimeError::ImageUnavailable {
-                    image: image.into(),
-                    reason: "is not available locally (pull_policy: never)".into(),
+                return pulled.ok_or_else(|| {
+                    unavailable("is not available on this host (pull_policy: never)")
                 })
             }
-            _ => {}
+        };
+        if !must_pull {
+            return Ok(pulled.expect("checked above"));
         }
-        let (from_image, tag) = split_reference(image);
+        match self.pull(image).await {
+            Ok(id) => Ok(id),
+            Err(message) => {
+                tracing::warn!(image = %image, engine = %message, "image pull failed");
+                match pulled {
+                    // A copy this registry gave the engine before is still that registry's.
+                    Some(id) => {
+                        tracing::warn!(image = %image, "using the copy pulled before");
+                        Ok(id)
+                    }
+                    None => Err(unavailable("could not be pulled from its registry")),
+                }
+            }
+        }
+    }
+
+    /// The id of the engine's copy of `image` if the engine pulled it from its registry: the
+    /// image must list a digest of that very repository, and that digest must name the same
+    /// image. A look-alike (committed, loaded or re-tagged under the name) has no such digest.
+    async fn pulled_copy(&self, image: &ImageRef) -> Result<Option<String>, RuntimeError> {
+        let inspect = match self.docker.inspect_image(&image.canonical()).await {
+            Ok(i) => i,
+            Err(e) if is_status(&e, 404) => return Ok(None),
+            Err(e) => return Err(engine(e)),
+        };
+        let Some(id) = inspect.id else {
+            return Ok(None);
+        };
+        let name = image.name();
+        for repo_digest in inspect.repo_digests.unwrap_or_default() {
+            let Ok(r) = ImageRef::parse(&repo_digest) else {
+                continue;
+            };
+            let Some(digest) = &r.digest else { continue };
+            if r.name() != name || image.digest.as_ref().is_some_and(|d| d != digest) {
+                continue;
+            }
+            match self.docker.inspect_image(&format!("{name}@{digest}")).await {
+                Ok(by_digest) if by_digest.id.as_deref() == Some(id.as_str()) => {
+                    return Ok(Some(id))
+                }
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(engine(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Pulls `image` from its registry; the id of what was pulled (found by the digest the
+    /// pull reports), or the engine's message.
+    async fn pull(&self, image: &ImageRef) -> Result<String, String> {
+        let name = image.name();
+        let tag = image
+            .digest
+            .clone()
+            .or_else(|| image.tag.clone())
+            .unwrap_or_else(|| "latest".into());
         let pull = async {
+            let mut reported = None;
             let mut stream = self.docker.create_image(
                 Some(CreateImageOptions {
-                    from_image: Some(from_image),
+                    from_image: Some(name.clone()),
                     tag: Some(tag),
                     ..Default::default()
                 }),
@@ -400,34 +552,33 @@ impl DockerRuntime {
                 None,
             );
             while let Some(item) = stream.next().await {
-                item?;
+                let info = item.map_err(|e| engine_message(&e))?;
+                if let Some(d) = info
+                    .status
+                    .as_deref()
+                    .and_then(|s| s.strip_prefix("Digest: "))
+                {
+                    reported = Some(d.trim().to_string());
+                }
             }
-            Ok::<(), BollardError>(())
+            Ok::<_, String>(reported)
         };
-        let failure = match tokio::time::timeout(self.config.pull_timeout, pull).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(engine_message(&e)),
-            Err(_) => Some(format!(
-                "pull did not finish within {} s",
-                self.config.pull_timeout.as_secs()
-            )),
-        };
-        if let Some(message) = failure {
-            if present {
-                tracing::warn!(image, %message, "pull failed, using the local image");
-                return Ok(());
+        let reported = match tokio::time::timeout(self.config.pull_timeout, pull).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(format!(
+                    "pull did not finish within {} s",
+                    self.config.pull_timeout.as_secs()
+                ))
             }
-            let reason = if looks_unreachable(&message) {
-                "is not available locally and no registry is reachable".to_string()
-            } else {
-                format!("is not available locally and could not be pulled: {message}")
-            };
-            return Err(RuntimeError::ImageUnavailable {
-                image: image.into(),
-                reason,
-            });
+        };
+        let digest = reported
+            .or_else(|| image.digest.clone())
+            .ok_or_else(|| "the pull reported no digest".to_string())?;
+        match self.docker.inspect_image(&format!("{name}@{digest}")).await {
+            Ok(i) => i.id.ok_or_else(|| "the pulled image has no id".to_string()),
+            Err(e) => Err(engine_message(&e)),
         }
-        Ok(())
     }
 
     fn group_limits(cpus: f64, memory_bytes: u64, pids: i64, services: usize) -> GroupLimits {
@@ -438,7 +589,11 @@ impl DockerRuntime {
         }
     }
 
-    async fn create_inner(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+    async fn create_inner(
+        &self,
+        spec: &InstanceSpec,
+        images: &[String],
+    ) -> Result<(), RuntimeError> {
         let id = &spec.instance_id;
         let bounding = match &self.cgroups {
             Some(tree) => {
@@ -477,6 +632,7 @@ impl DockerRuntime {
                     engine(e)
                 }
             })?;
+        self.guard(id).await?;
         for v in &spec.app.volumes {
             let mut vlabels: HashMap<String, String> = v
                 .labels
@@ -502,7 +658,7 @@ impl DockerRuntime {
             owner: self.config.owner.clone(),
         };
         for (index, svc) in spec.app.services.iter().enumerate() {
-            let body = container_body(spec, index, &bounding, &fixed);
+            let body = container_body(spec, index, &images[index], &bounding, &fixed);
             self.docker
                 .create_container(
                     Some(CreateContainerOptions {
@@ -825,14 +981,22 @@ impl Runtime for DockerRuntime {
         if !self.list(id).await?.is_empty() || self.network_exists(id).await? {
             return Err(RuntimeError::AlreadyExists(id.clone()));
         }
-        let mut seen = HashSet::new();
+        let mut resolved: HashMap<(&ImageRef, ImageSource, PullPolicy), String> = HashMap::new();
+        let mut images = Vec::with_capacity(spec.app.services.len());
         for svc in &spec.app.services {
-            if seen.insert((&svc.image, svc.pull_policy)) {
-                self.ensure_image(&svc.image, svc.pull_policy).await?;
-            }
+            let key = (&svc.image_ref, svc.image_source, svc.pull_policy);
+            let image_id = match resolved.get(&key) {
+                Some(i) => i.clone(),
+                None => {
+                    let i = self.resolve_image(svc).await?;
+                    resolved.insert(key, i.clone());
+                    i
+                }
+            };
+            images.push(image_id);
         }
         self.stopped.lock().expect("stopped lock").remove(id);
-        if let Err(e) = self.create_inner(spec).await {
+        if let Err(e) = self.create_inner(spec, &images).await {
             // Removal goes by label: only what this call created is removed.
             if let Err(cleanup) = self.remove(id).await {
                 tracing::warn!(instance = %id, error = %cleanup, "cleanup after a failed create");
@@ -848,6 +1012,7 @@ impl Runtime for DockerRuntime {
         if members.is_empty() {
             return Err(RuntimeError::NotFound(instance_id.into()));
         }
+        self.guard(instance_id).await?;
         self.reapply_bounds(instance_id, &members)?;
         self.stopped
             .lock()
@@ -928,6 +1093,11 @@ impl Runtime for DockerRuntime {
         });
         for r in futures_util::future::join_all(removals).await {
             r?;
+        }
+        if let Some(fw) = &self.firewall {
+            if let Some(bridge) = self.bridge_of(instance_id).await? {
+                fw.release(&bridge).await;
+            }
         }
         let networks = self
             .docker
@@ -1079,9 +1249,29 @@ impl Runtime for DockerRuntime {
         validate_instance_id(instance_id)?;
         let members = self.list(instance_id).await?;
         if !members.is_empty() {
+            if self.network_exists(instance_id).await? {
+                if let Err(e) = self.guard(instance_id).await {
+                    // Fail closed: what the firewall cannot guard does not keep running.
+                    tracing::error!(instance = instance_id, error = %e, "stopping an instance the firewall cannot guard");
+                    self.stopped
+                        .lock()
+                        .expect("stopped lock")
+                        .insert(instance_id.to_string());
+                    self.stop_members(&members).await?;
+                    return Ok(InstanceState::Failed {
+                        reason: format!("stopped: {e}"),
+                    });
+                }
+            }
             self.reapply_bounds(instance_id, &members)?;
         }
         self.observe(instance_id, &members).await
+    }
+
+    async fn close(&self) {
+        if let Some(fw) = &self.firewall {
+            fw.remove().await;
+        }
     }
 }
 

@@ -1,17 +1,18 @@
 //! Names, labels and container definitions of the Docker runtime.
 //!
 //! Owns the mapping from a normalized compose service to a `ContainerCreateBody`: the fixed
-//! safety settings (no-new-privileges, no added capabilities, no host port bindings, bounded
-//! logs, a pids limit), resource bounds, mounts of the instance's own volumes, the private
+//! safety settings (no-new-privileges, every capability dropped but the few a web app needs
+//! ([`SANDBOX_CAPABILITIES`]), a private cgroup namespace, no host port bindings, bounded logs, a
+//! pids limit), the image pinned to the id the runtime verified, resource bounds, mounts of the instance's own volumes, the private
 //! network with the service name as alias, and the labels through which the runtime finds
 //! everything again (`io.stratus.*`). Pure functions: nothing here talks to the engine.
 
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount,
-    MountTmpfsOptions, MountType, MountVolumeOptions, NetworkingConfig, ResourcesUlimits,
-    RestartPolicy as DockerRestart, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigCgroupnsModeEnum,
+    HostConfigLogConfig, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkingConfig,
+    ResourcesUlimits, RestartPolicy as DockerRestart, RestartPolicyNameEnum,
 };
 
 use crate::compose::{
@@ -38,6 +39,35 @@ pub(crate) const LABEL_DEPENDS: &str = "io.stratus.depends";
 pub(crate) const LABEL_PORTS: &str = "io.stratus.ports";
 /// `cpus=…,memory=…,pids=…`: the instance-wide bounds, to re-apply them after a reboot.
 pub(crate) const LABEL_LIMITS: &str = "io.stratus.limits";
+/// The image as the compose file named it (the container runs the id it was verified as).
+pub const LABEL_IMAGE: &str = "io.stratus.image";
+
+/// The capabilities a sandbox keeps: what a typical web app needs to start as root, change to
+/// its own user, own its files and bind a low port. Everything else Docker grants by default
+/// (`NET_RAW` for raw and packet sockets above all, `MKNOD`, `SETPCAP`, `SETFCAP`,
+/// `SYS_CHROOT`, `AUDIT_WRITE`, `NET_ADMIN`…) is dropped; `cap_drop` may drop more.
+pub const SANDBOX_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "NET_BIND_SERVICE",
+    "SETGID",
+    "SETUID",
+];
+
+/// What a service keeps of [`SANDBOX_CAPABILITIES`] after its `cap_drop`.
+pub(crate) fn kept_capabilities(svc: &Service) -> Vec<String> {
+    if svc.cap_drop.iter().any(|c| c == "ALL") {
+        return Vec::new();
+    }
+    SANDBOX_CAPABILITIES
+        .iter()
+        .filter(|c| !svc.cap_drop.iter().any(|d| d == *c))
+        .map(|c| c.to_string())
+        .collect()
+}
 
 /// Name of the instance's private network.
 pub fn network_name(instance_id: &str) -> String {
@@ -168,10 +198,12 @@ fn nanos(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
-/// The container definition of service `index` of `spec`.
+/// The container definition of service `index` of `spec`, running image `image_id` (the id the
+/// runtime verified the service's image as).
 pub(crate) fn container_body(
     spec: &InstanceSpec,
     index: usize,
+    image_id: &str,
     bounding: &Bounding,
     fixed: &Fixed,
 ) -> ContainerCreateBody {
@@ -191,6 +223,7 @@ pub(crate) fn container_body(
     labels.insert(LABEL_DEPENDS.into(), depends_label(svc));
     labels.insert(LABEL_PORTS.into(), ports_label(svc));
     labels.insert(LABEL_LIMITS.into(), limits_label(spec));
+    labels.insert(LABEL_IMAGE.into(), svc.image.clone());
     if let Some(owner) = &fixed.owner {
         labels.insert(LABEL_OWNER.into(), owner.clone());
     }
@@ -348,7 +381,9 @@ pub(crate) fn container_body(
         security_opt: Some(vec!["no-new-privileges".into()]),
         privileged: Some(false),
         readonly_rootfs: Some(svc.read_only),
-        cap_drop: (!svc.cap_drop.is_empty()).then(|| svc.cap_drop.clone()),
+        cap_drop: Some(vec!["ALL".into()]),
+        cap_add: Some(kept_capabilities(svc)),
+        cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
         publish_all_ports: Some(false),
         restart_policy: Some(restart),
         mounts: (!mounts.is_empty()).then_some(mounts),
@@ -388,7 +423,7 @@ pub(crate) fn container_body(
     };
 
     ContainerCreateBody {
-        image: Some(svc.image.clone()),
+        image: Some(image_id.to_string()),
         cmd: svc.command.clone(),
         entrypoint,
         env: (!env.is_empty()).then_some(env),
@@ -408,19 +443,6 @@ pub(crate) fn container_body(
         host_config: Some(host_config),
         networking_config,
         ..Default::default()
-    }
-}
-
-/// Splits an image reference into the `fromImage` and `tag` of a pull (`tag` may be a digest).
-pub(crate) fn split_reference(image: &str) -> (String, String) {
-    if let Some((repo, digest)) = image.split_once('@') {
-        return (repo.to_string(), digest.to_string());
-    }
-    match image.rfind(':') {
-        Some(i) if !image[i..].contains('/') => {
-            (image[..i].to_string(), image[i + 1..].to_string())
-        }
-        _ => (image.to_string(), "latest".to_string()),
     }
 }
 
@@ -476,14 +498,25 @@ volumes:
     #[test]
     fn safe_fixed_settings_and_labels() {
         let s = spec(APP);
-        let body = container_body(&s, 0, &Bounding::Split, &fixed());
+        let body = container_body(&s, 0, "sha256:web", &Bounding::Split, &fixed());
         let hc = body.host_config.as_ref().unwrap();
         assert_eq!(
             hc.security_opt.as_deref(),
             Some(&["no-new-privileges".to_string()][..])
         );
         assert_eq!(hc.privileged, Some(false));
-        assert_eq!(hc.cap_add, None);
+        assert_eq!(hc.cap_drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert_eq!(
+            hc.cap_add.as_deref().unwrap(),
+            SANDBOX_CAPABILITIES,
+            "only what a web app needs"
+        );
+        assert_eq!(hc.cgroupns_mode, Some(HostConfigCgroupnsModeEnum::PRIVATE));
+        assert_eq!(
+            body.image.as_deref(),
+            Some("sha256:web"),
+            "pinned to the id"
+        );
         assert_eq!(hc.port_bindings, None);
         assert_eq!(hc.publish_all_ports, Some(false));
         assert_eq!(hc.pids_limit, Some(256));
@@ -518,6 +551,7 @@ volumes:
         let labels = body.labels.as_ref().unwrap();
         assert_eq!(labels[LABEL_INSTANCE], "i-1");
         assert_eq!(labels[LABEL_SERVICE], "web");
+        assert_eq!(labels[LABEL_IMAGE], "busybox");
         assert_eq!(labels["team"], "x");
         assert_eq!(labels[LABEL_SERVICES], "web,db");
         assert_eq!(labels[LABEL_PORTS], "8080:80/tcp,443/tcp");
@@ -547,7 +581,12 @@ volumes:
 
     fn serde_json_string(s: &InstanceSpec) -> String {
         (0..s.app.services.len())
-            .map(|i| format!("{:?}", container_body(s, i, &Bounding::Split, &fixed())))
+            .map(|i| {
+                format!(
+                    "{:?}",
+                    container_body(s, i, "sha256:x", &Bounding::Split, &fixed())
+                )
+            })
             .collect()
     }
 
@@ -557,6 +596,7 @@ volumes:
         let body = container_body(
             &s,
             1,
+            "sha256:db",
             &Bounding::Parent {
                 cgroup_parent: "/stratus/i-1".into(),
             },
@@ -579,14 +619,40 @@ volumes:
         let parent = Bounding::Parent {
             cgroup_parent: "/stratus/i-1".into(),
         };
-        let hc = container_body(&s, 0, &parent, &small_host)
+        let hc = container_body(&s, 0, "sha256:web", &parent, &small_host)
             .host_config
             .unwrap();
         assert_eq!(hc.nano_cpus, Some(1_000_000_000));
-        let hc = container_body(&s, 0, &Bounding::Split, &small_host)
+        let hc = container_body(&s, 0, "sha256:web", &Bounding::Split, &small_host)
             .host_config
             .unwrap();
         assert_eq!(hc.nano_cpus, Some(500_000_000), "split across two services");
+    }
+
+    #[test]
+    fn cap_drop_removes_more_and_all_removes_everything() {
+        let s = spec(
+            "services:\n  a:\n    image: x\n    cap_drop: [cap_kill, NET_BIND_SERVICE, NET_RAW]\n  b:\n    image: x\n    cap_drop: [all]\n",
+        );
+        let caps = |i| {
+            container_body(&s, i, "sha256:x", &Bounding::Split, &fixed())
+                .host_config
+                .unwrap()
+                .cap_add
+                .unwrap()
+        };
+        assert_eq!(
+            caps(0),
+            [
+                "CHOWN",
+                "DAC_OVERRIDE",
+                "FOWNER",
+                "FSETID",
+                "SETGID",
+                "SETUID"
+            ]
+        );
+        assert!(caps(1).is_empty());
     }
 
     #[test]
@@ -600,26 +666,5 @@ volumes:
         );
         assert!(parse_depends_label("").is_empty());
         assert!(parse_ports_label("x", "").is_empty());
-    }
-
-    #[test]
-    fn image_references() {
-        assert_eq!(split_reference("nginx"), ("nginx".into(), "latest".into()));
-        assert_eq!(
-            split_reference("nginx:1.25"),
-            ("nginx".into(), "1.25".into())
-        );
-        assert_eq!(
-            split_reference("localhost:5000/a/b"),
-            ("localhost:5000/a/b".into(), "latest".into())
-        );
-        assert_eq!(
-            split_reference("localhost:5000/a/b:v1"),
-            ("localhost:5000/a/b".into(), "v1".into())
-        );
-        assert_eq!(
-            split_reference("a@sha256:abc"),
-            ("a".into(), "sha256:abc".into())
-        );
     }
 }

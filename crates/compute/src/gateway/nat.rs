@@ -12,7 +12,9 @@
 //! - `conns`: per-port connection counts; a new connection over the mapping's cap is reset.
 //!
 //! Connections from this host to a loopback address are masqueraded and the container bridge
-//! gets `route_localnet` (as Docker does for its own published ports without its proxy).
+//! gets `route_localnet` (as Docker does for its own published ports without its proxy); the
+//! sandbox firewall's loopback guard keeps anything else from using it, and a graceful teardown
+//! turns it off again on the bridges this gateway turned it on.
 //! Connections from elsewhere cross Docker's `FORWARD` chain, so a rule in `DOCKER-USER` accepts
 //! marked connections.
 //!
@@ -23,11 +25,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use crate::nft::{nft, owner_is_dead, run, tables};
 
 /// High half of the connection mark of forwarded connections.
 const MARK_TAG: u32 = 0x5354_0000;
@@ -38,6 +38,8 @@ const TABLE_PREFIX: &str = "stratus_";
 #[derive(Debug)]
 pub(crate) struct Kernel {
     table: String,
+    /// Interfaces this gateway set `route_localnet` on.
+    localnet: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// The connection mark of a public port's forwarded connections.
@@ -104,7 +106,10 @@ impl Kernel {
         );
         nft(&script).await?;
         exempt_from_docker_forward().await;
-        Ok(Kernel { table })
+        Ok(Kernel {
+            table,
+            localnet: Default::default(),
+        })
     }
 
     /// The table's name.
@@ -144,7 +149,9 @@ add element ip {t} bytes_out {{ {mark:#x} }}
             script += &target_element("delete", t, port, old);
         }
         if let Some(new) = to {
-            allow_loopback_sources(*new.ip());
+            if let Some(dev) = allow_loopback_sources(*new.ip()) {
+                self.localnet.lock().expect("localnet lock").insert(dev);
+            }
             script += &target_element("add", t, port, new);
         }
         nft(&script).await?;
@@ -199,6 +206,21 @@ delete element ip {t} bytes_out {{ {mark:#x} }}
         if let Err(e) = nft(&format!("delete table ip {}\n", self.table)).await {
             tracing::warn!(table = %self.table, error = %e, "gateway: cannot delete nftables table");
         }
+        let devices: Vec<String> = self
+            .localnet
+            .lock()
+            .expect("localnet lock")
+            .drain()
+            .collect();
+        for dev in devices {
+            let path = format!("/proc/sys/net/ipv4/conf/{dev}/route_localnet");
+            // A bridge removed meanwhile has nothing left to reset.
+            if std::path::Path::new(&path).exists() {
+                if let Err(e) = std::fs::write(&path, "0") {
+                    tracing::warn!(%dev, error = %e, "gateway: cannot reset route_localnet");
+                }
+            }
+        }
     }
 }
 
@@ -233,40 +255,6 @@ fn parse_set_counters(json: &str) -> io::Result<Vec<(u32, u64)>> {
     Ok(out)
 }
 
-/// Runs `nft -f -` with `script`.
-async fn nft(script: &str) -> io::Result<()> {
-    run("nft", &["-f", "-"], Some(script)).await.map(drop)
-}
-
-/// Runs a program, feeding `stdin`; its standard output, or an error with its standard error.
-async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> io::Result<String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("{program}: {e}")))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).await?;
-        drop(pipe);
-    }
-    let out = child.wait_with_output().await?;
-    if !out.status.success() {
-        return Err(io::Error::other(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Ends every connection forwarded for `port` (its conntrack entries go; the next packet of
 /// either side meets no socket and is answered with a reset).
 async fn kill_connections(port: u16) {
@@ -282,24 +270,11 @@ async fn kill_connections(port: u16) {
 
 /// Deletes `stratus_<pid>_<n>` tables whose process is gone.
 async fn collect_stale_tables() {
-    let Ok(json) = run("nft", &["-j", "list", "tables", "ip"], None).await else {
+    let Ok(names) = tables("ip", TABLE_PREFIX).await else {
         return;
     };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&json) else {
-        return;
-    };
-    for item in v["nftables"].as_array().cloned().unwrap_or_default() {
-        let Some(name) = item["table"]["name"].as_str() else {
-            continue;
-        };
-        let Some(pid) = name
-            .strip_prefix(TABLE_PREFIX)
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+    for name in names {
+        if !owner_is_dead(&name, TABLE_PREFIX) {
             continue;
         }
         match nft(&format!("delete table ip {name}\n")).await {
@@ -334,17 +309,24 @@ async fn exempt_from_docker_forward() {
 }
 
 /// Sets `route_localnet` on the interface that reaches `target`, so connections from a
-/// loopback address on this host can be forwarded there.
-fn allow_loopback_sources(target: Ipv4Addr) {
-    let Some(dev) = route_device(target) else {
-        return;
-    };
+/// loopback address on this host can be forwarded there; the interface, when it has it now.
+fn allow_loopback_sources(target: Ipv4Addr) -> Option<String> {
+    if target.is_loopback() {
+        // Delivered on this host: no interface needs it (and the main routing table would name
+        // the default route's).
+        return None;
+    }
+    let dev = route_device(target)?;
     let path = format!("/proc/sys/net/ipv4/conf/{dev}/route_localnet");
     if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
-        return;
+        return Some(dev);
     }
-    if let Err(e) = std::fs::write(&path, "1") {
-        tracing::warn!(%dev, error = %e, "gateway: cannot set route_localnet");
+    match std::fs::write(&path, "1") {
+        Ok(()) => Some(dev),
+        Err(e) => {
+            tracing::warn!(%dev, error = %e, "gateway: cannot set route_localnet");
+            None
+        }
     }
 }
 

@@ -34,15 +34,17 @@ pub async fn runtime() -> Arc<DockerRuntime> {
             panic!("Docker is required for these tests ({e}); start it with scripts/docker-up.sh")
         }
     };
-    if rt.client().inspect_image(IMAGE).await.is_err() {
+    // Built, or rebuilt when out of date, once per test process (the script is idempotent).
+    static IMAGE_READY: std::sync::Once = std::sync::Once::new();
+    IMAGE_READY.call_once(|| {
         let status = Command::new(repo_root().join("scripts/test-image.sh"))
             .arg(IMAGE)
             .status();
         assert!(
             matches!(status, Ok(s) if s.success()),
-            "the test image {IMAGE} is missing and scripts/test-image.sh failed"
+            "the test image {IMAGE} cannot be built (scripts/test-image.sh)"
         );
-    }
+    });
     Arc::new(rt)
 }
 
@@ -70,7 +72,11 @@ impl Drop for Cleanup {
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             rt.block_on(async {
-                if let Ok(docker) = DockerRuntime::connect(DockerConfig::default()).await {
+                let config = DockerConfig {
+                    firewall: None,
+                    ..DockerConfig::default()
+                };
+                if let Ok(docker) = DockerRuntime::connect(config).await {
                     if let Err(e) = docker.remove(&id).await {
                         eprintln!("cleanup of {id} failed: {e}");
                     }
@@ -81,8 +87,14 @@ impl Drop for Cleanup {
     }
 }
 
+/// The default policy, with the test image listed as a local image (as servers list it in
+/// `compute.local_images`).
+pub fn policy() -> Policy {
+    Policy::default().with_local_images([IMAGE])
+}
+
 pub fn app(yaml: &str) -> ComposeApp {
-    ComposeApp::parse(yaml, &Policy::default()).expect("valid compose file")
+    ComposeApp::parse(yaml, &policy()).expect("valid compose file")
 }
 
 pub fn spec(id: &str, yaml: &str) -> InstanceSpec {

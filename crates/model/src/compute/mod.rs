@@ -48,6 +48,8 @@ struct Inner {
     billing: Billing,
     policy: Policy,
     runtime: RwLock<Option<Arc<dyn Runtime>>>,
+    /// Why the runtime could not be connected last time (the sandbox firewall, the engine…).
+    runtime_error: std::sync::Mutex<Option<String>>,
     gateway: Gateway,
     /// Serializes port allocation (the unique index is the final guard).
     ports: Mutex<()>,
@@ -111,6 +113,7 @@ impl Compute {
                 cfg,
                 billing,
                 runtime: RwLock::new(None),
+                runtime_error: std::sync::Mutex::new(None),
                 gateway,
                 ports: Mutex::new(()),
                 locks: DashMap::new(),
@@ -138,10 +141,17 @@ impl Compute {
         match self.inner.cfg.runtime.as_str() {
             "none" | "" => Ok(false),
             "docker" => {
-                let rt = stratus_compute::DockerRuntime::from_config(&self.inner.cfg)
-                    .await
-                    .map_err(|e| Error::Unavailable(format!("docker: {e}")))?;
+                let rt = match stratus_compute::DockerRuntime::from_config(&self.inner.cfg).await {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let reason = format!("docker: {e}");
+                        *self.inner.runtime_error.lock().expect("runtime error lock") =
+                            Some(reason.clone());
+                        return Err(Error::Unavailable(reason));
+                    }
+                };
                 tracing::info!(bounds = ?rt.bounds(), "docker runtime connected");
+                *self.inner.runtime_error.lock().expect("runtime error lock") = None;
                 self.set_runtime(Arc::new(rt)).await;
                 Ok(true)
             }
@@ -152,12 +162,28 @@ impl Compute {
     }
 
     async fn runtime(&self) -> Result<Arc<dyn Runtime>> {
-        self.inner
-            .runtime
-            .read()
-            .await
-            .clone()
-            .ok_or_else(|| Error::Unavailable("the compute runtime is not available".into()))
+        self.inner.runtime.read().await.clone().ok_or_else(|| {
+            let why = self
+                .inner
+                .runtime_error
+                .lock()
+                .expect("runtime error lock")
+                .clone();
+            Error::Unavailable(match why {
+                Some(reason) => format!("sandboxes are unavailable: {reason}"),
+                None => "the compute runtime is not available".into(),
+            })
+        })
+    }
+
+    /// Graceful stop: the gateway's listeners and kernel rules go, and so does what the
+    /// runtime installed on the host (its firewall table). Instances keep running.
+    pub async fn close(&self) {
+        self.inner.gateway.close_all().await;
+        let rt = self.inner.runtime.read().await.clone();
+        if let Some(rt) = rt {
+            rt.close().await;
+        }
     }
 
     pub async fn runtime_available(&self) -> bool {

@@ -100,6 +100,18 @@ fn kernel_routes(s: &Server) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Whether the server's kernel route of `port` comes to be there (`present`) or gone, within
+/// 10 s: routes follow a status change right after it is recorded.
+fn routed_eventually(s: &Server, port: u16, present: bool) -> bool {
+    for _ in 0..100 {
+        if kernel_routes(s).contains(&format!("{port} : ")) == present {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
 #[test]
 fn sandbox_end_to_end_through_the_public_port() {
     let s = compute_server().start();
@@ -135,11 +147,7 @@ fn sandbox_end_to_end_through_the_public_port() {
     assert_eq!(i["networkMappings"][0]["serverPort"], port);
     assert_eq!(http_get(port).as_deref(), Some("hello from stratus-test\n"));
     // Served by the kernel (the default `auto` forwarding, as root with nft and conntrack).
-    assert!(
-        kernel_routes(&s).contains(&format!("{port} : ")),
-        "{}",
-        kernel_routes(&s)
-    );
+    assert!(routed_eventually(&s, port, true), "{}", kernel_routes(&s));
     // The spec bounds the instance; the container runs with no-new-privileges and a pids limit.
     let inspect: Value =
         serde_json::from_str(&docker(&["inspect", &format!("stratus-{id}-web")])).unwrap();
@@ -159,17 +167,11 @@ fn sandbox_end_to_end_through_the_public_port() {
     assert_eq!(put(&s, &t, &format!("/api/v1/instance/{id}/stop")).0, 200);
     assert_eq!(wait(&s, &t, &id, 4)["status"], 4);
     assert_eq!(http_get(port), None);
-    assert!(
-        !kernel_routes(&s).contains(&format!("{port} : ")),
-        "no route while stopped"
-    );
+    assert!(routed_eventually(&s, port, false), "no route while stopped");
     assert_eq!(put(&s, &t, &format!("/api/v1/instance/{id}/start")).0, 200);
     wait(&s, &t, &id, 1);
     assert_eq!(http_get(port).as_deref(), Some("hello from stratus-test\n"));
-    assert!(
-        kernel_routes(&s).contains(&format!("{port} : ")),
-        "routed again"
-    );
+    assert!(routed_eventually(&s, port, true), "routed again");
     assert_eq!(
         put(&s, &t, &format!("/api/v1/instance/{id}/restart")).0,
         200

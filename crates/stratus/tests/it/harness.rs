@@ -609,7 +609,8 @@ pub fn require_docker() {
     });
 }
 
-/// A server for compute tests: Docker runtime, a public port range of its own on loopback.
+/// A server for compute tests: Docker runtime, a public port range of its own on loopback, the
+/// test image listed as a local image (it is on no registry).
 pub fn compute_server() -> ServerBuilder {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
@@ -621,6 +622,10 @@ pub fn compute_server() -> ServerBuilder {
         .env("STRATUS_COMPUTE__SERVER_IP", "127.0.0.1")
         .env("STRATUS_COMPUTE__PORT_MIN", &min.to_string())
         .env("STRATUS_COMPUTE__PORT_MAX", &(min + 39).to_string())
+        .env(
+            "STRATUS_COMPUTE__LOCAL_IMAGES",
+            &format!("[\"{TEST_IMAGE}\"]"),
+        )
 }
 
 /// Base64 of a compose file.

@@ -1,0 +1,367 @@
+//! The host firewall of sandboxes: a loopback guard for the whole host, and the egress policy
+//! of every sandbox network.
+//!
+//! Owns one nftables table per runtime (`inet stratus_guard_<pid>_<n>`), installed whatever the
+//! gateway's forwarding mode:
+//! - *Loopback guard* (as Kubernetes does since CVE-2020-8558): a packet for 127.0.0.0/8 (or
+//!   `::1`) that arrives on any interface but `lo` is dropped unless it belongs to a gateway
+//!   DNAT (`ct status dnat`), and so is one that claims a loopback source. A bridge with
+//!   `route_localnet=1` (kernel forwarding sets it) would otherwise deliver a hand-built frame
+//!   for 127.0.0.1 to whatever listens on the host's loopback.
+//! - *Egress policy*, keyed by the instance's bridge interface (set `sandboxes`, one element
+//!   per instance, added before its containers start and removed with it). From a sandbox:
+//!   nothing new reaches the host itself (any of its addresses; replies to connections the host
+//!   opened, such as the gateway's relay, pass); within its own bridge everything passes (its
+//!   services reach each other); another instance's bridge never; IPv6 never; then `deny`
+//!   CIDRs are dropped, `allow` CIDRs pass, the host's DNS resolvers pass on port 53, and
+//!   special-purpose ranges ([`BLOCKED_RANGES`]: private, link-local — cloud metadata —,
+//!   shared, loopback, multicast, documentation…) are dropped. The internet passes.
+//!
+//! The chains only drop: Docker's own rules (its `FORWARD` policy, `DOCKER-USER`, isolation
+//! chains) still decide on whatever passes here, so nothing Docker refuses is opened. Bridged
+//! traffic seen through `br_netfilter` has the bridge as both input and output interface, which
+//! is what lets an instance's containers talk to each other.
+//!
+//! A table whose process is gone stays while any of its sandbox bridges still exists (the
+//! sandboxes it guards keep running; a restarted server admits them into its own table, which
+//! takes them out of the dead one), and is deleted once none does.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ipnet::Ipv4Net;
+use stratus_config::EgressConfig;
+
+use crate::nft::{nft, owner_is_dead, run, tables};
+
+const TABLE_PREFIX: &str = "stratus_guard_";
+
+/// IPv4 ranges a sandbox never reaches unless `egress.allow` says so: every special-purpose
+/// range of the IANA registry that is not globally reachable, and multicast.
+pub const BLOCKED_RANGES: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/3",
+];
+
+/// Why the firewall cannot be set up or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("compute.egress.{list}: {value:?} is not an IPv4 CIDR (sandboxes have no IPv6)")]
+    InvalidCidr { list: &'static str, value: String },
+    #[error("{0}")]
+    Nft(#[from] io::Error),
+}
+
+/// The egress policy, parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EgressPolicy {
+    /// Reachable although in a blocked range.
+    pub allow: Vec<Ipv4Net>,
+    /// Never reachable (wins over `allow`).
+    pub deny: Vec<Ipv4Net>,
+}
+
+impl EgressPolicy {
+    /// Parses `compute.egress`; a bare address is a /32.
+    pub fn from_config(config: &EgressConfig) -> Result<EgressPolicy, FirewallError> {
+        let parse = |list: &'static str, values: &[String]| {
+            values
+                .iter()
+                .map(|v| {
+                    let t = v.trim();
+                    t.parse::<Ipv4Net>()
+                        .or_else(|_| t.parse::<Ipv4Addr>().map(Ipv4Net::from))
+                        .map(|n| n.trunc())
+                        .map_err(|_| FirewallError::InvalidCidr {
+                            list,
+                            value: v.clone(),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(EgressPolicy {
+            allow: parse("allow", &config.allow)?,
+            deny: parse("deny", &config.deny)?,
+        })
+    }
+}
+
+/// One runtime's firewall table.
+#[derive(Debug)]
+pub struct Firewall {
+    table: String,
+}
+
+fn elements(nets: &[Ipv4Net]) -> String {
+    if nets.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
+    format!(" elements = {{ {} }};", list.join(", "))
+}
+
+/// The host's IPv4 DNS resolvers (from `/etc/resolv.conf`), which the engine's embedded DNS
+/// server asks from inside each sandbox.
+fn host_resolvers() -> Vec<Ipv4Addr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
+        .filter(|a| !a.is_loopback() && !a.is_unspecified())
+        .collect()
+}
+
+/// Whether a network interface of this name exists now.
+fn interface_exists(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains('/')
+        && std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
+/// `"name"` as an nft string; interface names never hold quotes, and a name that would is
+/// refused before it reaches a script.
+fn quoted(ifname: &str) -> io::Result<String> {
+    if ifname.is_empty()
+        || ifname.len() > 15
+        || !ifname
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(io::Error::other(format!(
+            "{ifname:?} is not an interface name"
+        )));
+    }
+    Ok(format!("\"{ifname}\""))
+}
+
+impl Firewall {
+    /// Checks `nft`, deletes tables of dead processes that guard nothing any more, and installs
+    /// this runtime's table (loopback guard, egress policy, no sandbox yet).
+    pub async fn install(policy: &EgressPolicy) -> Result<Firewall, FirewallError> {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let table = format!(
+            "{TABLE_PREFIX}{}_{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let blocked: Vec<Ipv4Net> = BLOCKED_RANGES
+            .iter()
+            .map(|r| r.parse().expect("valid built-in range"))
+            .collect();
+        let resolvers: Vec<Ipv4Net> = host_resolvers().into_iter().map(Ipv4Net::from).collect();
+        let (blocked, allow, deny, resolvers) = (
+            elements(&blocked),
+            elements(&policy.allow),
+            elements(&policy.deny),
+            elements(&resolvers),
+        );
+        let script = format!(
+            "add table inet {table}
+delete table inet {table}
+table inet {table} {{
+  set sandboxes {{ type ifname; }}
+  set intra {{ type ifname . ifname; }}
+  set blocked4 {{ type ipv4_addr; flags interval;{blocked} }}
+  set allow4 {{ type ipv4_addr; flags interval;{allow} }}
+  set deny4 {{ type ipv4_addr; flags interval;{deny} }}
+  set resolvers4 {{ type ipv4_addr; flags interval;{resolvers} }}
+  chain loopback_source {{
+    type filter hook prerouting priority raw; policy accept;
+    iif != \"lo\" ip saddr 127.0.0.0/8 counter drop
+  }}
+  chain input {{
+    type filter hook input priority filter - 10; policy accept;
+    iif != \"lo\" ip daddr 127.0.0.0/8 ct status ! dnat counter drop
+    iif != \"lo\" ip6 daddr ::1 counter drop
+    iifname @sandboxes ct state established,related accept
+    iifname @sandboxes counter drop
+  }}
+  chain forward {{
+    type filter hook forward priority filter - 10; policy accept;
+    iifname != @sandboxes accept
+    ct state established,related accept
+    iifname . oifname @intra accept
+    oifname @sandboxes counter drop
+    meta nfproto != ipv4 counter drop
+    ip daddr @deny4 counter drop
+    ip daddr @allow4 accept
+    ip daddr @resolvers4 meta l4proto {{ tcp, udp }} th dport 53 accept
+    ip daddr @blocked4 counter drop
+  }}
+}}
+"
+        );
+        nft(&script).await?;
+        let fw = Firewall { table };
+        fw.collect_stale(None).await;
+        Ok(fw)
+    }
+
+    /// The table's name (family `inet`).
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Puts a sandbox bridge under the egress policy (idempotent), and takes it out of the
+    /// tables of dead processes that guarded it before.
+    pub async fn admit(&self, bridge: &str) -> Result<(), FirewallError> {
+        let (t, b) = (&self.table, quoted(bridge)?);
+        nft(&format!(
+            "add element inet {t} sandboxes {{ {b} }}
+add element inet {t} intra {{ {b} . {b} }}
+"
+        ))
+        .await?;
+        self.collect_stale(Some(bridge)).await;
+        Ok(())
+    }
+
+    /// Takes a removed sandbox's bridge out of the policy.
+    pub async fn release(&self, bridge: &str) {
+        if let Err(e) = release_from(&self.table, bridge).await {
+            tracing::warn!(table = %self.table, bridge, error = %e, "firewall: cannot release a sandbox bridge");
+        }
+    }
+
+    /// The bridges under the policy now.
+    pub async fn admitted(&self) -> Result<Vec<String>, FirewallError> {
+        Ok(sandboxes_of(&self.table).await?)
+    }
+
+    /// Deletes the table (graceful stop).
+    pub async fn remove(&self) {
+        match nft(&format!("delete table inet {}\n", self.table)).await {
+            Ok(()) => tracing::info!(table = %self.table, "firewall: removed"),
+            Err(e) => {
+                tracing::warn!(table = %self.table, error = %e, "firewall: cannot delete its table")
+            }
+        }
+    }
+
+    /// Deletes tables of dead processes whose bridges are all gone; with `adopted`, first takes
+    /// that bridge out of them (this table guards it now).
+    async fn collect_stale(&self, adopted: Option<&str>) {
+        let Ok(names) = tables("inet", TABLE_PREFIX).await else {
+            return;
+        };
+        for name in names {
+            if name == self.table || !owner_is_dead(&name, TABLE_PREFIX) {
+                continue;
+            }
+            if let Some(b) = adopted {
+                let _ = release_from(&name, b).await;
+            }
+            let guarded = match sandboxes_of(&name).await {
+                Ok(list) => list.iter().any(|b| interface_exists(b)),
+                Err(_) => continue,
+            };
+            if guarded {
+                continue;
+            }
+            match nft(&format!("delete table inet {name}\n")).await {
+                Ok(()) => tracing::info!(table = %name, "firewall: removed a dead server's table"),
+                Err(e) => tracing::debug!(table = %name, error = %e, "firewall: stale table"),
+            }
+        }
+    }
+}
+
+/// Deletes a bridge's elements from `table` (nothing to delete is fine).
+async fn release_from(table: &str, bridge: &str) -> io::Result<()> {
+    let b = quoted(bridge)?;
+    for script in [
+        format!("delete element inet {table} sandboxes {{ {b} }}\n"),
+        format!("delete element inet {table} intra {{ {b} . {b} }}\n"),
+    ] {
+        if let Err(e) = nft(&script).await {
+            let msg = e.to_string();
+            if !msg.contains("No such file or directory") {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The elements of `table`'s `sandboxes` set.
+async fn sandboxes_of(table: &str) -> io::Result<Vec<String>> {
+    let json = run(
+        "nft",
+        &["-j", "list", "set", "inet", table, "sandboxes"],
+        None,
+    )
+    .await?;
+    parse_set_names(&json)
+}
+
+fn parse_set_names(json: &str) -> io::Result<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(io::Error::other)?;
+    let mut out = Vec::new();
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        for e in item["set"]["elem"].as_array().into_iter().flatten() {
+            if let Some(name) = e.as_str() {
+                out.push(name.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn egress_lists_are_parsed() {
+        let p = EgressPolicy::from_config(&EgressConfig {
+            allow: vec!["10.1.2.3".into(), " 10.9.0.7/16 ".into()],
+            deny: vec!["8.8.8.8/32".into()],
+        })
+        .unwrap();
+        assert_eq!(
+            p.allow,
+            [
+                "10.1.2.3/32".parse::<Ipv4Net>().unwrap(),
+                "10.9.0.0/16".parse().unwrap()
+            ]
+        );
+        assert_eq!(p.deny, ["8.8.8.8/32".parse::<Ipv4Net>().unwrap()]);
+        for bad in ["fd00::/8", "10.0.0.0/33", "nope"] {
+            let e = EgressPolicy::from_config(&EgressConfig {
+                allow: vec![],
+                deny: vec![bad.into()],
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains("compute.egress.deny"), "{e}");
+        }
+    }
+
+    #[test]
+    fn interface_names_are_checked_before_a_script() {
+        assert_eq!(quoted("br-0123456789ab").unwrap(), "\"br-0123456789ab\"");
+        for bad in ["", "a\"b", "x y", "a}b", "0123456789abcdef"] {
+            assert!(quoted(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn set_elements_are_read_from_nft_json() {
+        let json = r#"{"nftables": [{"metainfo": {}}, {"set": {"family": "inet", "name": "sandboxes", "table": "t", "type": "ifname", "handle": 1, "elem": ["br-a", "br-b"]}}]}"#;
+        assert_eq!(parse_set_names(json).unwrap(), ["br-a", "br-b"]);
+        let empty = r#"{"nftables": [{"set": {"name": "sandboxes"}}]}"#;
+        assert!(parse_set_names(empty).unwrap().is_empty());
+    }
+}
