@@ -22,9 +22,10 @@
 //! traffic seen through `br_netfilter` has the bridge as both input and output interface, which
 //! is what lets an instance's containers talk to each other.
 //!
-//! A table whose process is gone stays while any of its sandbox bridges still exists (the
-//! sandboxes it guards keep running; a restarted server admits them into its own table, which
-//! takes them out of the dead one), and is deleted once none does.
+//! A table whose process is gone — crashed, or stopped gracefully while sandboxes still ran —
+//! stays while any of its sandbox bridges still exists (the sandboxes it guards keep running; a
+//! restarted server admits them into its own table, which takes them out of the dead one), and is
+//! deleted once none does.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -241,7 +242,21 @@ add element inet {t} intra {{ {b} . {b} }}
         Ok(sandboxes_of(&self.table).await?)
     }
 
-    /// Deletes the table (graceful stop).
+    /// Graceful stop: deletes the table, unless sandboxes it guards still run (they outlive the
+    /// server and stay guarded until a restarted server takes them into its own table, which
+    /// then deletes this one).
+    pub async fn close(&self) {
+        if let Ok(bridges) = sandboxes_of(&self.table).await {
+            let live = bridges.iter().filter(|b| interface_exists(b)).count();
+            if live > 0 {
+                tracing::info!(table = %self.table, sandboxes = live, "firewall: kept, it still guards running sandboxes");
+                return;
+            }
+        }
+        self.remove().await;
+    }
+
+    /// Deletes the table.
     pub async fn remove(&self) {
         match nft(&format!("delete table inet {}\n", self.table)).await {
             Ok(()) => tracing::info!(table = %self.table, "firewall: removed"),

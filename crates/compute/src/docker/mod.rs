@@ -1270,7 +1270,7 @@ impl Runtime for DockerRuntime {
 
     async fn close(&self) {
         if let Some(fw) = &self.firewall {
-            fw.remove().await;
+            fw.close().await;
         }
     }
 }

@@ -488,6 +488,74 @@ fn behind_the_firewall(forwarding: &str, user: &str) {
     assert_eq!(guard_table(pid), "", "the table left with the server");
 }
 
+/// A graceful stop while a sandbox runs leaves the sandbox guarded: the table stays, and the
+/// restarted server takes the sandbox into its own table, after which the old one goes.
+#[test]
+fn a_graceful_stop_leaves_running_sandboxes_guarded() {
+    let mut s = compute_server().start();
+    let pid = s.pid().unwrap();
+    let t = funded(&s, "13200000009", 1);
+    let compose = format!(
+        "services:
+  web:
+    image: {TEST_IMAGE}
+    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]
+    ports: [\"80:80\"]
+"
+    );
+    let (st, v) = sandbox(
+        &s,
+        &t,
+        &compose,
+        json!([{"name": "web", "computerPort": 80}]),
+    );
+    assert_eq!(st, 200, "{v}");
+    let id = v["data"]["instanceId"].as_str().unwrap().to_string();
+    assert_eq!(wait(&s, &t, &id, 1).0, 200);
+    let net: Value =
+        serde_json::from_str(&docker(&["network", "inspect", &format!("stratus-{id}")])).unwrap();
+    let bridge = format!("\"br-{}\"", &net[0]["Id"].as_str().unwrap()[..12]);
+    assert!(guard_table(pid).contains(&bridge));
+    assert!(s.terminate().success());
+    let running = docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Running}}",
+        &format!("stratus-{id}-web"),
+    ]);
+    assert_eq!(running.trim(), "true", "the sandbox outlives the server");
+    let kept = guard_table(pid);
+    assert!(
+        kept.contains(&bridge),
+        "still guarded while stratus is down: {kept}"
+    );
+    assert!(kept.contains("chain forward") && kept.contains("chain input"));
+    s.start_again();
+    let pid2 = s.pid().unwrap();
+    let mut adopted = false;
+    for _ in 0..100 {
+        if guard_table(pid2).contains(&bridge) && guard_table(pid).is_empty() {
+            adopted = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        adopted,
+        "new table: {}\nold table: {}",
+        guard_table(pid2),
+        guard_table(pid)
+    );
+    json(s.delete(&format!("/api/v1/instance/{id}")).bearer_auth(&t));
+    assert_eq!(wait(&s, &t, &id, 7).0, 200);
+    assert!(s.terminate().success());
+    assert_eq!(
+        guard_table(pid2),
+        "",
+        "nothing left to guard: the table went"
+    );
+}
+
 #[test]
 fn without_its_firewall_the_server_refuses_sandboxes() {
     let s = compute_server()

@@ -189,6 +189,13 @@ impl Server {
         }
     }
 
+    /// Starts a stopped server (see [`Server::terminate`]) again on the same port and data dir.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        let addr = self.addr;
+        self.spawn(Some(addr));
+    }
+
     /// Starts the server again on the same port with the same data dir.
     pub fn restart(&mut self) {
         self.kill();
