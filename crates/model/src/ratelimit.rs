@@ -295,6 +295,28 @@ impl LoginGuard {
         })
     }
 
+    /// The slowdown record of `account`, made if there is room for it.
+    fn watch(
+        &self,
+        account: &str,
+        now: Instant,
+    ) -> Option<dashmap::mapref::one::RefMut<'_, String, AccountWatch>> {
+        if !self.accounts.contains_key(account) && self.accounts.len() >= self.capacity {
+            return None;
+        }
+        Some(
+            self.accounts
+                .entry(account.to_string())
+                .or_insert_with(|| AccountWatch {
+                    failures: 0,
+                    last_failure: now,
+                    trusted: Vec::new(),
+                    gate: Arc::new(tokio::sync::Semaphore::new(1)),
+                    waiting: 0,
+                }),
+        )
+    }
+
     /// A wrong password (or unknown account) for `account` from `address`.
     pub fn failed(&self, account: &str, address: &str) {
         if self.disabled {
@@ -303,19 +325,9 @@ impl LoginGuard {
         let now = Instant::now();
         self.pairs.failed(&Self::pair(account, address), now);
         self.addresses.failed(address, now);
-        if !self.accounts.contains_key(account) && self.accounts.len() >= self.capacity {
+        let Some(mut w) = self.watch(account, now) else {
             return;
-        }
-        let mut w = self
-            .accounts
-            .entry(account.to_string())
-            .or_insert_with(|| AccountWatch {
-                failures: 0,
-                last_failure: now,
-                trusted: Vec::new(),
-                gate: Arc::new(tokio::sync::Semaphore::new(1)),
-                waiting: 0,
-            });
+        };
         if !w.trusted.iter().any(|(a, _)| a == address) {
             w.failures = w.failures.saturating_add(1);
         }
@@ -330,19 +342,9 @@ impl LoginGuard {
         }
         let now = Instant::now();
         self.pairs.clear(&Self::pair(account, address));
-        if !self.accounts.contains_key(account) && self.accounts.len() >= self.capacity {
+        let Some(mut w) = self.watch(account, now) else {
             return;
-        }
-        let mut w = self
-            .accounts
-            .entry(account.to_string())
-            .or_insert_with(|| AccountWatch {
-                failures: 0,
-                last_failure: now,
-                trusted: Vec::new(),
-                gate: Arc::new(tokio::sync::Semaphore::new(1)),
-                waiting: 0,
-            });
+        };
         w.failures = 0;
         w.trusted.retain(|(a, _)| a != address);
         w.trusted.push((address.to_string(), now));
