@@ -17,11 +17,10 @@ use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use serde::Deserialize;
 use stratus_app::App;
 use stratus_model::storage::Resolved;
-use stratus_unixfs::Cid;
 
 use crate::error::{Kind, MemoError, MemoResult};
 use crate::extract::{P, Q};
-use crate::storage::check_target;
+use crate::storage::{check_target, parse_cid};
 
 const IMMUTABLE: &str = "public, max-age=29030400, immutable";
 const CAR_TYPE: &str = "application/vnd.ipld.car; version=1; order=dfs; dups=n";
@@ -176,9 +175,7 @@ pub(crate) async fn download(
     headers: HeaderMap,
 ) -> MemoResult<Response> {
     check_target(&app, &target)?;
-    let cid: Cid = cid_text
-        .parse()
-        .map_err(|e| MemoError::new(Kind::BadRequest, format!("invalid CID {cid_text:?}: {e}")))?;
+    let cid = parse_cid("", &cid_text)?;
     let format = requested_format(&q, &headers)?;
     let r =
         app.storage.resolve(&target, &cid).await?.ok_or_else(|| {

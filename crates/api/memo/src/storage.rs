@@ -28,6 +28,23 @@ pub(crate) fn check_target(app: &App, target: &str) -> MemoResult<()> {
     }
 }
 
+/// A CID from a request (a path segment or `after=`), or a 400. Text longer than any CID
+/// ([`stratus_unixfs::cid::MAX_TEXT_LEN`]) is refused before it is decoded, and only its start
+/// is echoed back.
+pub(crate) fn parse_cid(what: &str, text: &str) -> MemoResult<Cid> {
+    text.parse().map_err(|e| {
+        let shown: String = text.chars().take(MAX_CID_SHOWN).collect();
+        let more = if shown.len() < text.len() { "…" } else { "" };
+        MemoError::new(
+            Kind::BadRequest,
+            format!("{what}invalid CID {shown:?}{more}: {e}"),
+        )
+    })
+}
+
+/// How much of a malformed CID an error message repeats.
+const MAX_CID_SHOWN: usize = stratus_unixfs::cid::MAX_TEXT_LEN;
+
 #[derive(Deserialize)]
 pub(crate) struct UploadQuery {
     profile: Option<String>,
@@ -268,8 +285,7 @@ pub(crate) async fn list(
 ) -> MemoResult<Json<Listing>> {
     check_target(&app, &target)?;
     if let Some(a) = q.after.as_deref().filter(|a| !a.is_empty()) {
-        a.parse::<Cid>()
-            .map_err(|e| MemoError::new(Kind::BadRequest, format!("after: invalid CID: {e}")))?;
+        parse_cid("after: ", a)?;
     }
     let page = app
         .storage
@@ -335,9 +351,7 @@ pub(crate) async fn delete(
     MemoCaller(caller): MemoCaller,
 ) -> MemoResult<Json<Deleted>> {
     check_target(&app, &target)?;
-    let parsed: Cid = cid
-        .parse()
-        .map_err(|e| MemoError::new(Kind::BadRequest, format!("invalid CID {cid:?}: {e}")))?;
+    let parsed = parse_cid("", &cid)?;
     let canonical = parsed.to_string();
     app.storage
         .delete(&caller.account.id, &target, &canonical)
