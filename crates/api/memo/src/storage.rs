@@ -47,7 +47,7 @@ const MAX_CID_SHOWN: usize = stratus_unixfs::cid::MAX_TEXT_LEN;
 
 #[derive(Deserialize)]
 pub(crate) struct UploadQuery {
-    profile: Option<String>,
+    pub(crate) profile: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -56,7 +56,7 @@ pub(crate) struct Uploaded {
 }
 
 /// The last path component of an uploaded file name (browsers may send `C:\fakepath\x`).
-fn clean_name(raw: Option<&str>) -> Option<String> {
+pub(crate) fn clean_name(raw: Option<&str>) -> Option<String> {
     let raw = raw?;
     let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
@@ -237,8 +237,8 @@ async fn receive(
 
 #[derive(Deserialize)]
 pub(crate) struct ListQuery {
-    limit: Option<u32>,
-    after: Option<String>,
+    pub(crate) limit: Option<u32>,
+    pub(crate) after: Option<String>,
 }
 
 #[derive(Serialize)]
