@@ -167,15 +167,24 @@ pub fn twocloud_body(data: &[u8]) {
 
 /// Checks accepted string fields against the body: for a JSON object, the value under the
 /// field's name (or one of its aliases), empty when absent; for form fields, likewise with
-/// `form_urlencoded`. Every field is at most as long as the body.
+/// `form_urlencoded`. Every field is at most as long as the body, or three times as long for
+/// form fields (which read bytes that are not UTF-8 as U+FFFD).
 fn fields_as_sent(body: &[u8], names: &[Vec<&str>], fields: &[String]) {
     for f in fields {
-        assert!(f.len() <= body.len());
+        assert!(f.len() <= 3 * body.len());
     }
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         None => assert!(fields.iter().all(String::is_empty)),
         Some(b'{') => {
-            let v: Value = serde_json::from_slice(body).expect("an accepted body is JSON");
+            for f in fields {
+                assert!(f.len() <= body.len());
+            }
+            // serde_json skips unknown fields without checking them fully (bytes that are not
+            // UTF-8 in their strings, numbers out of range such as 1e400): such bodies are
+            // accepted for the fields they do name, and a general parser refuses them.
+            let Ok(v) = serde_json::from_slice::<Value>(body) else {
+                return;
+            };
             for (aliases, field) in names.iter().zip(fields) {
                 let sent = aliases
                     .iter()

@@ -93,7 +93,7 @@ fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
         .map_err(|e| describe(e.into()))
 }
 
-/// A query string read by the dialect's `Q` extractor.
+/// A query string read by the dialect's `Q` extractor (whose refusal is a 400).
 fn query_string<T: DeserializeOwned + Send>(query: &str) -> Result<T, String> {
     let uri = format!("/x?{query}");
     let req = http::Request::get(uri.as_str())
@@ -101,6 +101,7 @@ fn query_string<T: DeserializeOwned + Send>(query: &str) -> Result<T, String> {
         .map_err(|e| format!("not a URI: {e}"))?;
     let (mut parts, ()) = req.into_parts();
     block_on(stratus_api_request::query::<T, ()>(&mut parts, &()))
+        .map_err(|message| format!("400 {message}"))
 }
 
 fn describe(e: CsError) -> String {

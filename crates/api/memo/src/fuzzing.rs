@@ -111,7 +111,7 @@ pub fn purchase(post: bool, query: &str, body: &[u8]) -> Result<(u64, i64), Stri
     .map_err(describe)
 }
 
-/// A query string read by the dialect's `Q` extractor.
+/// A query string read by the dialect's `Q` extractor (whose refusal is a 400).
 fn query_string<T: serde::de::DeserializeOwned + Send>(query: &str) -> Result<T, String> {
     let uri = format!("/x?{query}");
     let req = http::Request::get(uri.as_str())
@@ -119,6 +119,7 @@ fn query_string<T: serde::de::DeserializeOwned + Send>(query: &str) -> Result<T,
         .map_err(|e| format!("not a URI: {e}"))?;
     let (mut parts, ()) = req.into_parts();
     block_on(stratus_api_request::query::<T, ()>(&mut parts, &()))
+        .map_err(|message| format!("400 {message}"))
 }
 
 fn describe(e: crate::error::MemoError) -> String {
