@@ -3,6 +3,9 @@
 //!
 //! Owns parsing and printing of CIDs. Parsing never panics: every malformed input is a
 //! [`CidError`]. This module never hashes file data itself beyond [`Cid::sha256`].
+//!
+//! CID text comes straight from URLs, so its length is capped at [`MAX_TEXT_LEN`] before any
+//! decoding: parsing costs time linear in the input (the length check) plus a bounded decode.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,6 +20,19 @@ use crate::varint::{self, VarintError};
 pub const SHA2_256: u64 = 0x12;
 /// Length of a sha2-256 digest.
 pub const DIGEST_LEN: usize = 32;
+
+/// Longest binary CID that [`MAX_TEXT_LEN`] is sized for: the version (1 byte), a codec and a
+/// hash function code of up to 4 varint bytes each (codes below 2^28, which covers every entry of
+/// the multicodec table), a 1-byte digest length and a 64-byte digest (sha2-512, blake2b-512…).
+pub const MAX_BINARY_LEN: usize = 1 + 4 + 4 + 1 + 64;
+
+/// Longest CID text [`Cid::from_str`] reads: the multibase prefix plus base16 (the longest of the
+/// supported bases) of [`MAX_BINARY_LEN`] bytes, 149 characters. Every CID with a digest of at
+/// most 64 bytes fits in every supported base (base32: 1 + 119, base36: 1 + 115, base58btc: 1 + 102); only
+/// identity-hash CIDs, which inline their data, can be longer, and they are refused
+/// ([`CidError::TooLong`]) like any other over-long text. Longer text is refused before a single
+/// character is decoded.
+pub const MAX_TEXT_LEN: usize = 1 + 2 * MAX_BINARY_LEN;
 
 /// CID version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -71,6 +87,9 @@ pub enum CidError {
     /// Empty input.
     #[error("empty CID")]
     Empty,
+    /// Text longer than [`MAX_TEXT_LEN`]; nothing of it was decoded.
+    #[error("CID text is {0} bytes long, more than the {max} allowed", max = MAX_TEXT_LEN)]
+    TooLong(usize),
     /// The text starts with a character that is not a supported multibase prefix.
     #[error("unsupported multibase prefix {0:?}")]
     UnsupportedMultibase(char),
@@ -269,7 +288,11 @@ impl FromStr for Cid {
     type Err = CidError;
 
     /// Accepts `Qm…` (CIDv0, 46 characters) and the multibase prefixes `b`, `B`, `z`, `k`, `f`.
+    /// Text longer than [`MAX_TEXT_LEN`] bytes is refused first, without decoding.
     fn from_str(s: &str) -> Result<Cid, CidError> {
+        if s.len() > MAX_TEXT_LEN {
+            return Err(CidError::TooLong(s.len()));
+        }
         if s.len() == 46 && s.starts_with("Qm") {
             let cid = Cid::from_bytes(&Base::Base58Btc.decode(s)?)?;
             if cid.version != Version::V0 {
@@ -420,6 +443,57 @@ mod tests {
         assert_eq!(
             Cid::from_bytes(&[0x12, 0x10, 0]),
             Err(CidError::DigestLength(16))
+        );
+    }
+
+    #[test]
+    fn over_long_text_is_refused_before_decoding() {
+        // 60,000 base58 digits: decoding them would cost about a second (quadratic base58).
+        let long = format!("z{}", "2".repeat(60_000));
+        assert_eq!(long.parse::<Cid>(), Err(CidError::TooLong(60_001)));
+        // Nothing is decoded: not the prefix, not an invalid digit at the very end.
+        let bad_digit = format!("z{}0", "2".repeat(60_000));
+        assert_eq!(bad_digit.parse::<Cid>(), Err(CidError::TooLong(60_002)));
+        let bad_prefix = "x".repeat(MAX_TEXT_LEN + 1);
+        assert_eq!(
+            bad_prefix.parse::<Cid>(),
+            Err(CidError::TooLong(MAX_TEXT_LEN + 1))
+        );
+        // The cap counts bytes: multi-byte characters cannot slip under it.
+        let wide = format!("b{}", "é".repeat(MAX_TEXT_LEN / 2 + 1));
+        assert_eq!(wide.parse::<Cid>(), Err(CidError::TooLong(wide.len())));
+        // At the cap the text is decoded (and here found invalid for other reasons).
+        let at_cap = format!("f{}", "0".repeat(MAX_TEXT_LEN - 1));
+        assert_eq!(at_cap.parse::<Cid>(), Err(CidError::UnsupportedVersion(0)));
+        let at_cap = format!("z{}", "2".repeat(MAX_TEXT_LEN - 1));
+        assert!(!matches!(at_cap.parse::<Cid>(), Err(CidError::TooLong(_))));
+        assert_eq!(
+            CidError::TooLong(60_001).to_string(),
+            "CID text is 60001 bytes long, more than the 149 allowed"
+        );
+    }
+
+    #[test]
+    fn every_real_cid_fits_under_the_cap() {
+        // The longest CIDs in use: a two-byte codec (dag-json 0x0129), a three-byte hash function
+        // (blake2b-512 0xb240) and a 64-byte digest; and the worst case the cap is sized for.
+        let mut dag_json_blake2b = vec![0x01];
+        varint::encode(0x0129, &mut dag_json_blake2b);
+        varint::encode(0xb240, &mut dag_json_blake2b);
+        dag_json_blake2b.push(64);
+        dag_json_blake2b.extend_from_slice(&[0xff; 64]);
+        let worst = [0xffu8; MAX_BINARY_LEN];
+        for bytes in [&dag_json_blake2b[..], &worst[..]] {
+            for base in Base::ALL {
+                let text = format!("{}{}", base.prefix(), base.encode(bytes));
+                assert!(text.len() <= MAX_TEXT_LEN, "{base:?}: {}", text.len());
+                // Under the cap, so the parser looks at it (and refuses the hash function).
+                assert_ne!(text.parse::<Cid>(), Err(CidError::TooLong(text.len())));
+            }
+        }
+        assert_eq!(
+            format!("{}{}", 'f', Base::Base16Lower.encode(&worst)).len(),
+            MAX_TEXT_LEN
         );
     }
 

@@ -103,13 +103,13 @@ pub async fn ledger(
 #[derive(Deserialize)]
 pub struct LinkRequest {
     #[serde(default)]
-    address: String,
+    pub(crate) address: String,
     #[serde(default)]
-    nonce: String,
+    pub(crate) nonce: String,
     #[serde(default)]
-    domain: Option<String>,
+    pub(crate) domain: Option<String>,
     #[serde(default)]
-    signature: String,
+    pub(crate) signature: String,
 }
 
 #[derive(Serialize)]

@@ -118,7 +118,7 @@ fn mapping_requests(list: Vec<MappingIn>) -> CsResult<Vec<MappingRequest>> {
         .collect()
 }
 
-fn sandbox_request(i: InstanceIn, mappings: Vec<MappingIn>) -> CsResult<SandboxRequest> {
+pub(crate) fn sandbox_request(i: InstanceIn, mappings: Vec<MappingIn>) -> CsResult<SandboxRequest> {
     Ok(SandboxRequest {
         spec_id: required("instance.specId", &i.spec_id)?,
         image_id: required("instance.imageId", &i.image_id)?,
@@ -129,6 +129,14 @@ fn sandbox_request(i: InstanceIn, mappings: Vec<MappingIn>) -> CsResult<SandboxR
         password: i.password,
         mappings: mapping_requests(mappings)?,
     })
+}
+
+/// The request a `POST /v1/sandbox` body makes.
+pub(crate) fn sandbox_body(req: SandboxIn) -> CsResult<SandboxRequest> {
+    let instance = req
+        .instance
+        .ok_or_else(|| CsError::invalid("instance", "is required"))?;
+    sandbox_request(instance, req.network_mapping)
 }
 
 /// Maps "not found" to a 404 with a precise reason.
@@ -164,10 +172,7 @@ pub async fn sandbox(
     CsCaller(c): CsCaller,
     Body(req): Body<SandboxIn>,
 ) -> CsResult<impl IntoResponse> {
-    let instance = req
-        .instance
-        .ok_or_else(|| CsError::invalid("instance", "is required"))?;
-    let req = sandbox_request(instance, req.network_mapping)?;
+    let req = sandbox_body(req)?;
     let (i, maps) = app.compute.create_sandbox(&c.account.id, req).await?;
     Ok(ok(SandboxOut {
         instance_id: i.id,
@@ -308,17 +313,21 @@ fn parse_status(field: &'static str, s: &str) -> CsResult<Status> {
         .ok_or_else(|| CsError::invalid(field, "must be a status code 0-10"))
 }
 
+/// The status filter of a listing: the original treats status 0 or absent as "all".
+pub(crate) fn list_status(q: &ListQuery) -> CsResult<Option<Status>> {
+    match q.status.as_deref().map(str::trim) {
+        None | Some("") | Some("0") => Ok(None),
+        Some(s) => parse_status("status", s).map(Some),
+    }
+}
+
 /// `GET /v1/instance[?status=&page=&size=]`.
 pub async fn list(
     State(app): State<Arc<App>>,
     CsCaller(c): CsCaller,
     Q(q): Q<ListQuery>,
 ) -> CsResult<impl IntoResponse> {
-    // The original treats status 0 or absent as "all".
-    let status = match q.status.as_deref().map(str::trim) {
-        None | Some("") | Some("0") => None,
-        Some(s) => Some(parse_status("status", s)?),
-    };
+    let status = list_status(&q)?;
     let mut out = Vec::new();
     let (page, size) = (q.page.unwrap_or(1), q.size.unwrap_or(100));
     for i in app
@@ -381,14 +390,8 @@ pub struct WaitQuery {
     timeout: Option<String>,
 }
 
-/// `GET /v1/instance/{id}/wait?status=1&timeout=30`: returns when the instance reaches the
-/// status (200), a status it cannot leave (409), or the timeout (408).
-pub async fn wait(
-    State(app): State<Arc<App>>,
-    CsCaller(c): CsCaller,
-    P(id): P<String>,
-    Q(q): Q<WaitQuery>,
-) -> CsResult<axum::response::Response> {
+/// The status to wait for (1 when absent) and how long (30 s when absent, at most 300 s).
+pub(crate) fn wait_request(q: &WaitQuery) -> CsResult<(Status, Duration)> {
     let want = parse_status("status", q.status.as_deref().unwrap_or("1"))?;
     let secs: f64 = match q.timeout.as_deref() {
         None | Some("") => 30.0,
@@ -399,14 +402,21 @@ pub async fn wait(
             .filter(|t: &f64| t.is_finite() && *t >= 0.0)
             .ok_or_else(|| CsError::invalid("timeout", "must be a number of seconds"))?,
     };
+    Ok((want, Duration::from_secs_f64(secs.min(300.0))))
+}
+
+/// `GET /v1/instance/{id}/wait?status=1&timeout=30`: returns when the instance reaches the
+/// status (200), a status it cannot leave (409), or the timeout (408).
+pub async fn wait(
+    State(app): State<Arc<App>>,
+    CsCaller(c): CsCaller,
+    P(id): P<String>,
+    Q(q): Q<WaitQuery>,
+) -> CsResult<axum::response::Response> {
+    let (want, timeout) = wait_request(&q)?;
     let i = app
         .compute
-        .wait(
-            &c.account.id,
-            &id,
-            want,
-            Duration::from_secs_f64(secs.min(300.0)),
-        )
+        .wait(&c.account.id, &id, want, timeout)
         .await
         .map_err(not_found("INSTANCE_NOT_FOUND"))?;
     if i.status == want {
@@ -469,29 +479,35 @@ fn mapping_reply(m: Mapping) -> Json<MappingReply> {
     })
 }
 
+/// The instance id and the mapping a `POST /v1/network-mappings` body asks for.
+pub(crate) fn mapping_create_request(req: MappingCreate) -> CsResult<(String, MappingRequest)> {
+    let instance = req.computer_id.trim();
+    if instance.is_empty() {
+        return Err(CsError::invalid(
+            "computerId",
+            "is required (the instance id)",
+        ));
+    }
+    Ok((
+        instance.to_string(),
+        MappingRequest {
+            name: req.name,
+            protocol: req.protocol,
+            computer_port: required("computerPort", &req.computer_port)?,
+        },
+    ))
+}
+
 /// `POST /v1/network-mappings {name, protocol, computerId, computerPort}`.
 pub async fn create_mapping(
     State(app): State<Arc<App>>,
     CsCaller(c): CsCaller,
     Body(req): Body<MappingCreate>,
 ) -> CsResult<impl IntoResponse> {
-    if req.computer_id.trim().is_empty() {
-        return Err(CsError::invalid(
-            "computerId",
-            "is required (the instance id)",
-        ));
-    }
+    let (instance, req) = mapping_create_request(req)?;
     let m = app
         .compute
-        .create_mapping(
-            &c.account.id,
-            req.computer_id.trim(),
-            MappingRequest {
-                name: req.name,
-                protocol: req.protocol,
-                computer_port: required("computerPort", &req.computer_port)?,
-            },
-        )
+        .create_mapping(&c.account.id, &instance, req)
         .await
         .map_err(not_found("INSTANCE_NOT_FOUND"))?;
     Ok(mapping_reply(m))
@@ -563,11 +579,11 @@ pub async fn get_mapping(
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub struct MappingUpdate {
-    name: Option<String>,
-    protocol: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) protocol: Option<String>,
     #[serde(alias = "computer_port")]
     #[serde(rename = "computerPort")]
-    computer_port: Int,
+    pub(crate) computer_port: Int,
 }
 
 /// `PUT /v1/network-mappings/{id} {name?, computerPort?}`.

@@ -10,6 +10,8 @@ mod catalog;
 mod compute;
 pub mod error;
 mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 mod router;
 mod user;
 

@@ -14,9 +14,9 @@ use crate::extract::{done, ok, AnyCaller, Body, ClientIp, CsCaller, Q};
 #[derive(Deserialize)]
 pub struct Credentials {
     #[serde(default)]
-    username: String,
+    pub(crate) username: String,
     #[serde(default)]
-    password: String,
+    pub(crate) password: String,
 }
 
 #[derive(Serialize)]
@@ -96,10 +96,10 @@ pub async fn me(CsCaller(c): CsCaller) -> CsResult<impl axum::response::IntoResp
 pub struct PasswordChange {
     #[serde(default, alias = "old_password")]
     #[serde(rename = "oldPassword")]
-    old: String,
+    pub(crate) old: String,
     #[serde(default, alias = "new_password")]
     #[serde(rename = "newPassword")]
-    new: String,
+    pub(crate) new: String,
 }
 
 /// `PUT /v1/user/password {oldPassword, newPassword}`: revokes every earlier token.

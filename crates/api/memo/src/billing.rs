@@ -107,7 +107,7 @@ pub(crate) struct BuyRequest {
     amount: Option<serde_json::Value>,
 }
 
-fn number(
+pub(crate) fn number(
     field: &'static str,
     v: Option<&serde_json::Value>,
     default: Option<i64>,
@@ -170,7 +170,22 @@ pub(crate) async fn buy_pkg(
     body: Body,
 ) -> MemoResult<Json<PurchaseOut>> {
     check_target(&app, &target)?;
-    // POST: a JSON object or form fields; with no body, the query string (as GET).
+    let (pkgid, amount) = purchase_request(&method, q, body).await?;
+    let p = app
+        .billing
+        .buy(&caller.account.id, &target, pkgid, amount)
+        .await?;
+    let balance = p.balance_after.to_string();
+    Ok(Json(PurchaseOut::new(&p, &target, 1, Some(balance))))
+}
+
+/// The package id and count of a purchase. POST: a JSON object or form fields; with no body,
+/// the query string (as GET).
+pub(crate) async fn purchase_request(
+    method: &Method,
+    q: BuyRequest,
+    body: Body,
+) -> MemoResult<(u64, i64)> {
     let req = if method == Method::POST {
         match stratus_api_request::json_or_form_body::<BuyRequest>(body).await {
             Ok(r) => r,
@@ -185,12 +200,7 @@ pub(crate) async fn buy_pkg(
     if pkgid < 0 {
         return Err(MemoError::new(Kind::BadRequest, "pkgid: no such package"));
     }
-    let p = app
-        .billing
-        .buy(&caller.account.id, &target, pkgid as u64, amount)
-        .await?;
-    let balance = p.balance_after.to_string();
-    Ok(Json(PurchaseOut::new(&p, &target, 1, Some(balance))))
+    Ok((pkgid as u64, amount))
 }
 
 /// `GET /{target}/getbuypkgs`: the caller's purchases with start and end times.

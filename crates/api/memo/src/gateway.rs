@@ -20,11 +20,10 @@ use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use serde::Deserialize;
 use stratus_app::App;
 use stratus_model::storage::Resolved;
-use stratus_unixfs::Cid;
 
 use crate::error::{Kind, MemoError, MemoResult};
 use crate::extract::{P, Q};
-use crate::storage::check_target;
+use crate::storage::{check_target, parse_cid};
 
 const IMMUTABLE: &str = "public, max-age=29030400, immutable";
 const CAR_TYPE: &str = "application/vnd.ipld.car; version=1; order=dfs; dups=n";
@@ -32,19 +31,19 @@ const RAW_TYPE: &str = "application/vnd.ipld.raw";
 
 #[derive(Deserialize)]
 pub(crate) struct GetQuery {
-    format: Option<String>,
+    pub(crate) format: Option<String>,
     /// The name to download under (as IPFS gateways do); else the stored object's name.
-    filename: Option<String>,
+    pub(crate) filename: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     File,
     Raw,
     Car,
 }
 
-fn requested_format(q: &GetQuery, headers: &HeaderMap) -> MemoResult<Format> {
+pub(crate) fn requested_format(q: &GetQuery, headers: &HeaderMap) -> MemoResult<Format> {
     match q.format.as_deref() {
         Some("raw") => return Ok(Format::Raw),
         Some("car") => return Ok(Format::Car),
@@ -73,7 +72,7 @@ fn requested_format(q: &GetQuery, headers: &HeaderMap) -> MemoResult<Format> {
 }
 
 /// `attachment; filename="…"`, with an RFC 5987 form for names that are not plain ASCII.
-fn disposition(name: &str) -> HeaderValue {
+pub(crate) fn disposition(name: &str) -> HeaderValue {
     let ascii: String = name
         .chars()
         .map(|c| match c {
@@ -97,7 +96,7 @@ fn disposition(name: &str) -> HeaderValue {
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
-fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+pub(crate) fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -108,13 +107,13 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// A parsed `Range` header against a length.
-enum RangeAnswer {
+pub(crate) enum RangeAnswer {
     Full,
     Partial(u64, u64),
     Unsatisfiable,
 }
 
-fn parse_range(headers: &HeaderMap, len: u64, etag: &str) -> RangeAnswer {
+pub(crate) fn parse_range(headers: &HeaderMap, len: u64, etag: &str) -> RangeAnswer {
     let Some(v) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return RangeAnswer::Full;
     };
@@ -179,9 +178,7 @@ pub(crate) async fn download(
     headers: HeaderMap,
 ) -> MemoResult<Response> {
     check_target(&app, &target)?;
-    let cid: Cid = cid_text
-        .parse()
-        .map_err(|e| MemoError::new(Kind::BadRequest, format!("invalid CID {cid_text:?}: {e}")))?;
+    let cid = parse_cid("", &cid_text)?;
     let format = requested_format(&q, &headers)?;
     let r =
         app.storage.resolve(&target, &cid).await?.ok_or_else(|| {

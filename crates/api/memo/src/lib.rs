@@ -9,6 +9,8 @@
 mod billing;
 pub mod error;
 mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gateway;
 mod login;
 mod multipart;

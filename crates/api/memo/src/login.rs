@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{header, HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
+use stratus_api_request::BodyError;
 use stratus_app::App;
 use stratus_model::auth::WalletLogin;
 
@@ -26,13 +27,22 @@ pub(crate) async fn get_nonce(
 #[derive(Deserialize, Default)]
 pub(crate) struct LoginRequest {
     #[serde(default)]
-    address: String,
+    pub(crate) address: String,
     #[serde(default)]
-    nonce: String,
+    pub(crate) nonce: String,
     #[serde(default)]
-    domain: String,
+    pub(crate) domain: String,
     #[serde(default)]
-    signature: String,
+    pub(crate) signature: String,
+}
+
+/// The login fields: JSON as documented, or form fields; no body at all is the document's "empty
+/// parameter" (every field empty).
+pub(crate) async fn login_request(body: Body) -> Result<LoginRequest, BodyError> {
+    match stratus_api_request::json_or_form_body(body).await {
+        Err(BodyError::Empty) => Ok(LoginRequest::default()),
+        other => other,
+    }
 }
 
 #[derive(Serialize)]
@@ -57,12 +67,7 @@ pub(crate) async fn login(
             e.with_nonce(app.auth.courtesy_nonce(ip))
         }
     };
-    // JSON as documented, or form fields; no body at all is the document's "empty parameter".
-    let req: LoginRequest = match stratus_api_request::json_or_form_body(body).await {
-        Ok(r) => r,
-        Err(stratus_api_request::BodyError::Empty) => LoginRequest::default(),
-        Err(e) => return Err(wrap(e.into())),
-    };
+    let req = login_request(body).await.map_err(|e| wrap(e.into()))?;
     let session = app
         .auth
         .wallet_login(

@@ -14,9 +14,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
 /// Largest header block of one part.
-pub(crate) const MAX_HEADER_BYTES: usize = 8 << 10;
+pub const MAX_HEADER_BYTES: usize = 8 << 10;
 /// Most parts in one body.
-pub(crate) const MAX_PARTS: usize = 100;
+pub const MAX_PARTS: usize = 100;
 /// Most bytes before the first boundary line (the preamble, ignored).
 const MAX_PREAMBLE_BYTES: u64 = 64 << 10;
 /// Longest boundary accepted in a Content-Type (RFC 2046 says 70; some clients go further).
@@ -24,7 +24,7 @@ const MAX_BOUNDARY_LEN: usize = 200;
 
 /// What the headers of a part say.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Part {
+pub struct Part {
     /// The `name` of its Content-Disposition.
     pub name: String,
     /// `filename*` (RFC 5987) if present, else `filename`.
@@ -35,7 +35,7 @@ pub(crate) struct Part {
 
 /// Why a body is not a well-formed `multipart/form-data` body.
 #[derive(Debug)]
-pub(crate) enum MultipartError {
+pub enum MultipartError {
     /// The body ended before any boundary line.
     NoBoundary { boundary: String },
     /// Too much came before the first boundary line.
@@ -121,7 +121,7 @@ type Result<T> = std::result::Result<T, MultipartError>;
 
 /// The boundary of a `multipart/form-data` Content-Type, or `None` when the type is another one
 /// or has no usable boundary.
-pub(crate) fn boundary_of(content_type: &str) -> Option<String> {
+pub fn boundary_of(content_type: &str) -> Option<String> {
     let (kind, params) = split_header_value(content_type).ok()?;
     if !kind.eq_ignore_ascii_case("multipart/form-data") {
         return None;
@@ -166,7 +166,7 @@ enum Line {
 /// A `multipart/form-data` body being read. Call [`next_part`](Multipart::next_part) for each
 /// part's headers and [`chunk`](Multipart::chunk) for its data; data left unread is skipped by
 /// the next `next_part`.
-pub(crate) struct Multipart<S> {
+pub struct Multipart<S> {
     body: S,
     body_ended: bool,
     boundary: String,
@@ -189,7 +189,7 @@ where
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     /// Reads `body`, whose Content-Type has this `boundary` (see [`boundary_of`]).
-    pub(crate) fn new(body: S, boundary: &str) -> Self {
+    pub fn new(body: S, boundary: &str) -> Self {
         let mut delimiter = Vec::with_capacity(4 + boundary.len());
         delimiter.extend_from_slice(b"\r\n--");
         delimiter.extend_from_slice(boundary.as_bytes());
@@ -209,7 +209,7 @@ where
 
     /// The headers of the next part (skipping what is left of the current one), or `None` after
     /// the closing boundary.
-    pub(crate) async fn next_part(&mut self) -> Result<Option<Part>> {
+    pub async fn next_part(&mut self) -> Result<Option<Part>> {
         let result = self.next_part_inner().await;
         if result.is_err() {
             self.state = State::Failed;
@@ -219,7 +219,7 @@ where
 
     /// The next piece of the current part's data, or `None` at its end (its delimiter was seen).
     /// Pieces are never empty.
-    pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>> {
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
         let result = self.chunk_inner().await;
         if result.is_err() {
             self.state = State::Failed;

@@ -28,9 +28,34 @@ pub(crate) fn check_target(app: &App, target: &str) -> MemoResult<()> {
     }
 }
 
+/// A CID from a request (a path segment or `after=`), or a 400. Text longer than any CID
+/// ([`stratus_unixfs::cid::MAX_TEXT_LEN`]) is refused before it is decoded, and only its start
+/// is echoed back.
+pub(crate) fn parse_cid(what: &str, text: &str) -> MemoResult<Cid> {
+    text.parse().map_err(|e| {
+        let shown: String = text.chars().take(MAX_CID_SHOWN).collect();
+        let more = if shown.len() < text.len() { "…" } else { "" };
+        MemoError::new(
+            Kind::BadRequest,
+            format!("{what}invalid CID {shown:?}{more}: {e}"),
+        )
+    })
+}
+
+/// A listing's `after`: a `NextAfter` position (digits) or a CID.
+pub(crate) fn check_after(after: &str) -> MemoResult<()> {
+    if !after.bytes().all(|b| b.is_ascii_digit()) {
+        parse_cid("after: neither a NextAfter position nor a CID: ", after)?;
+    }
+    Ok(())
+}
+
+/// How much of a malformed CID an error message repeats.
+const MAX_CID_SHOWN: usize = stratus_unixfs::cid::MAX_TEXT_LEN;
+
 #[derive(Deserialize)]
 pub(crate) struct UploadQuery {
-    profile: Option<String>,
+    pub(crate) profile: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -39,7 +64,7 @@ pub(crate) struct Uploaded {
 }
 
 /// The last path component of an uploaded file name (browsers may send `C:\fakepath\x`).
-fn clean_name(raw: Option<&str>) -> Option<String> {
+pub(crate) fn clean_name(raw: Option<&str>) -> Option<String> {
     let raw = raw?;
     let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
@@ -222,10 +247,10 @@ async fn receive(
 pub(crate) struct ListQuery {
     /// Page size; `max-keys`/`MaxKeys` as S3 clients say it. Default 1,000, at most 10,000.
     #[serde(alias = "max-keys", alias = "MaxKeys", alias = "maxkeys")]
-    limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
     /// Where the previous page ended (its `NextAfter`), or a CID; `marker` as S3 clients say it.
     #[serde(alias = "marker", alias = "Marker")]
-    after: Option<String>,
+    pub(crate) after: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -272,14 +297,7 @@ pub(crate) async fn list(
 ) -> MemoResult<Json<Listing>> {
     check_target(&app, &target)?;
     if let Some(a) = q.after.as_deref().filter(|a| !a.is_empty()) {
-        if !a.bytes().all(|b| b.is_ascii_digit()) {
-            a.parse::<Cid>().map_err(|e| {
-                MemoError::new(
-                    Kind::BadRequest,
-                    format!("after: neither a NextAfter position nor a CID: {e}"),
-                )
-            })?;
-        }
+        check_after(a)?;
     }
     let page = app
         .storage
@@ -353,9 +371,7 @@ pub(crate) async fn delete(
     MemoCaller(caller): MemoCaller,
 ) -> MemoResult<Json<Deleted>> {
     check_target(&app, &target)?;
-    let parsed: Cid = cid
-        .parse()
-        .map_err(|e| MemoError::new(Kind::BadRequest, format!("invalid CID {cid:?}: {e}")))?;
+    let parsed = parse_cid("", &cid)?;
     let canonical = parsed.to_string();
     app.storage
         .delete(

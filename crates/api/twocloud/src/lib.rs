@@ -116,14 +116,13 @@ struct BodyCredentials {
     password: String,
 }
 
-/// `POST /twocloud/tokens`: credentials by HTTP Basic (or `username`/`password` in the body).
-async fn tokens(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
+/// `(username, password)` from HTTP Basic, or from a JSON or form body when there is no
+/// `Authorization` header.
+pub(crate) async fn credentials(
+    headers: &HeaderMap,
     body: axum::body::Body,
-) -> Result<Json<Issued>, TcError> {
-    let (username, password) = match headers.get(http::header::AUTHORIZATION) {
+) -> Result<(String, String), TcError> {
+    Ok(match headers.get(http::header::AUTHORIZATION) {
         Some(value) => {
             let value = value
                 .to_str()
@@ -140,7 +139,17 @@ async fn tokens(
             Ok(c) if !c.username.is_empty() => (c.username, c.password),
             _ => return Err(unauthorized("HTTP Basic credentials are required")),
         },
-    };
+    })
+}
+
+/// `POST /twocloud/tokens`: credentials by HTTP Basic (or `username`/`password` in the body).
+async fn tokens(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<Issued>, TcError> {
+    let (username, password) = credentials(&headers, body).await?;
     let ttl = app.auth.config().twocloud_token_ttl;
     // A token as the username: renew it (the original's verify_password tried tokens first).
     if username.matches('.').count() == 2 {
@@ -212,6 +221,29 @@ async fn method_not_allowed() -> TcError {
         status: StatusCode::METHOD_NOT_ALLOWED,
         msg: "Method Not Allowed".into(),
         retry_after: None,
+    }
+}
+
+/// The credentials reader of `POST /twocloud/tokens`, for the fuzz targets (`crates/fuzz`). Not
+/// an API: nothing in the server uses it.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// `(username, password)` as the handler reads them from the `Authorization` header (raw
+    /// bytes, when present) or the body, or the 401's message.
+    pub fn credentials(
+        authorization: Option<&[u8]>,
+        body: &[u8],
+    ) -> Result<(String, String), String> {
+        let mut headers = http::HeaderMap::new();
+        if let Some(v) = authorization {
+            let v = http::HeaderValue::from_bytes(v).map_err(|e| e.to_string())?;
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
+        futures::executor::block_on(super::credentials(
+            &headers,
+            axum::body::Body::from(body.to_vec()),
+        ))
+        .map_err(|e| e.msg)
     }
 }
 

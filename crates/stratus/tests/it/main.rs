@@ -9,6 +9,7 @@ mod auth_tokens;
 mod auth_twocloud;
 mod billing;
 mod chain;
+mod cid_cap;
 mod cli;
 mod compute;
 mod compute_security;
