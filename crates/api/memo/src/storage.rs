@@ -45,7 +45,7 @@ pub(crate) fn parse_cid(what: &str, text: &str) -> MemoResult<Cid> {
 /// A listing's `after`: a `NextAfter` position (digits) or a CID.
 pub(crate) fn check_after(after: &str) -> MemoResult<()> {
     if !after.bytes().all(|b| b.is_ascii_digit()) {
-        parse_cid("after: neither a NextAfter position nor a CID: ", after)?;
+        parse_cid("after: ", after)?;
     }
     Ok(())
 }
