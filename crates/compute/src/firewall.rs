@@ -1,8 +1,8 @@
 //! The host firewall of sandboxes: a loopback guard for the whole host, and the egress policy
 //! of every sandbox network.
 //!
-//! Owns one nftables table per runtime (`inet stratus_guard_<pid>_<n>`), installed whatever the
-//! gateway's forwarding mode:
+//! Owns one nftables table per runtime (`inet stratus_guard_<owner>_<n>`, named after the
+//! server's id, never its process id), installed whatever the gateway's forwarding mode:
 //! - *Loopback guard* (as Kubernetes does since CVE-2020-8558): a packet for 127.0.0.0/8 (or
 //!   `::1`) that arrives on any interface but `lo` is dropped unless it belongs to a gateway
 //!   DNAT (`ct status dnat`), and so is one that claims a loopback source. A bridge with
@@ -22,19 +22,28 @@
 //! traffic seen through `br_netfilter` has the bridge as both input and output interface, which
 //! is what lets an instance's containers talk to each other.
 //!
-//! A table whose process is gone — crashed, or stopped gracefully while sandboxes still ran —
+//! A table whose server is gone (see [`crate::liveness`]; for this server's own id: a table
+//! this process did not make) — crashed, or stopped gracefully while sandboxes still ran —
 //! stays while any of its sandbox bridges still exists (the sandboxes it guards keep running; a
 //! restarted server admits them into its own table, which takes them out of the dead one), and is
 //! deleted once none does.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use ipnet::Ipv4Net;
+use parking_lot::Mutex;
 use stratus_config::EgressConfig;
 
-use crate::nft::{nft, owner_is_dead, run, tables};
+use nftables::batch::Batch;
+use nftables::expr::Expression;
+use nftables::types::NfFamily;
+
+use crate::liveness::{self, Claim};
+use crate::nft::{self, apply, concat, elements, nft, string, tables};
 
 const TABLE_PREFIX: &str = "stratus_guard_";
 
@@ -104,9 +113,29 @@ impl EgressPolicy {
 #[derive(Debug)]
 pub struct Firewall {
     table: String,
+    /// The server id the table is named after, held while the table lives.
+    claim: Arc<Claim>,
 }
 
-fn elements(nets: &[Ipv4Net]) -> String {
+/// The firewall tables this process made and has not deleted.
+fn live_tables() -> &'static Mutex<HashSet<String>> {
+    static LIVE: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    LIVE.get_or_init(Default::default)
+}
+
+/// Whether a firewall table's server is gone: dead, or this server itself when this process
+/// did not make the table (a crashed or stopped run's).
+fn owner_gone(name: &str, own: &Claim) -> bool {
+    let Some((owner, _)) = liveness::parse_table(name, TABLE_PREFIX) else {
+        return false;
+    };
+    if owner == own.owner() {
+        return !live_tables().lock().contains(name);
+    }
+    !liveness::is_alive(owner)
+}
+
+fn cidr_elements(nets: &[Ipv4Net]) -> String {
     if nets.is_empty() {
         return String::new();
     }
@@ -132,9 +161,9 @@ fn interface_exists(name: &str) -> bool {
         && std::path::Path::new("/sys/class/net").join(name).exists()
 }
 
-/// `"name"` as an nft string; interface names never hold quotes, and a name that would is
-/// refused before it reaches a script.
-fn quoted(ifname: &str) -> io::Result<String> {
+/// Checks an interface name before it goes into a batch (typed values: no quoting needed, but
+/// a name no interface can have is refused).
+fn checked(ifname: &str) -> io::Result<&str> {
     if ifname.is_empty()
         || ifname.len() > 15
         || !ifname
@@ -145,29 +174,65 @@ fn quoted(ifname: &str) -> io::Result<String> {
             "{ifname:?} is not an interface name"
         )));
     }
-    Ok(format!("\"{ifname}\""))
+    Ok(ifname)
+}
+
+/// A bridge's elements: in `sandboxes`, and `bridge . bridge` in `intra`.
+fn bridge_elements(
+    table: &str,
+    bridge: &str,
+) -> io::Result<[nftables::schema::NfListObject<'static>; 2]> {
+    let b = checked(bridge)?;
+    Ok([
+        elements(NfFamily::INet, table, "sandboxes", vec![string(b)]),
+        elements(
+            NfFamily::INet,
+            table,
+            "intra",
+            vec![concat(vec![string(b), string(b)])],
+        ),
+    ])
 }
 
 impl Firewall {
-    /// Checks `nft`, deletes tables of dead processes that guard nothing any more, and installs
-    /// this runtime's table (loopback guard, egress policy, no sandbox yet).
-    pub async fn install(policy: &EgressPolicy) -> Result<Firewall, FirewallError> {
+    /// Checks `nft`, deletes tables of dead servers that guard nothing any more, and installs
+    /// this runtime's table (loopback guard, egress policy, no sandbox yet), named after
+    /// `owner` (the server id; `None`: a random id for this process).
+    pub async fn install(
+        policy: &EgressPolicy,
+        owner: Option<&str>,
+    ) -> Result<Firewall, FirewallError> {
+        let claim = match owner {
+            Some(o) => liveness::claim(o)?,
+            None => liveness::claim_anonymous()?,
+        };
+        // A crashed run of this server may have left its table, still guarding its sandboxes:
+        // it stays until they are taken over, so the new table gets another name.
+        let existing: HashSet<String> = tables(NfFamily::INet, TABLE_PREFIX)
+            .await?
+            .into_iter()
+            .collect();
         static SEQ: AtomicU32 = AtomicU32::new(0);
-        let table = format!(
-            "{TABLE_PREFIX}{}_{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let table = loop {
+            let name = format!(
+                "{TABLE_PREFIX}{}_{}",
+                claim.owner(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            );
+            if !existing.contains(&name) {
+                break name;
+            }
+        };
         let blocked: Vec<Ipv4Net> = BLOCKED_RANGES
             .iter()
             .map(|r| r.parse().expect("valid built-in range"))
             .collect();
         let resolvers: Vec<Ipv4Net> = host_resolvers().into_iter().map(Ipv4Net::from).collect();
         let (blocked, allow, deny, resolvers) = (
-            elements(&blocked),
-            elements(&policy.allow),
-            elements(&policy.deny),
-            elements(&resolvers),
+            cidr_elements(&blocked),
+            cidr_elements(&policy.allow),
+            cidr_elements(&policy.deny),
+            cidr_elements(&resolvers),
         );
         let script = format!(
             "add table inet {table}
@@ -205,8 +270,12 @@ table inet {table} {{
 }}
 "
         );
-        nft(&script).await?;
-        let fw = Firewall { table };
+        live_tables().lock().insert(table.clone());
+        if let Err(e) = nft(&script).await {
+            live_tables().lock().remove(&table);
+            return Err(e.into());
+        }
+        let fw = Firewall { table, claim };
         fw.collect_stale(None).await;
         Ok(fw)
     }
@@ -219,13 +288,11 @@ table inet {table} {{
     /// Puts a sandbox bridge under the egress policy (idempotent), and takes it out of the
     /// tables of dead processes that guarded it before.
     pub async fn admit(&self, bridge: &str) -> Result<(), FirewallError> {
-        let (t, b) = (&self.table, quoted(bridge)?);
-        nft(&format!(
-            "add element inet {t} sandboxes {{ {b} }}
-add element inet {t} intra {{ {b} . {b} }}
-"
-        ))
-        .await?;
+        let mut batch = Batch::new();
+        for obj in bridge_elements(&self.table, bridge)? {
+            batch.add(obj);
+        }
+        apply(batch).await?;
         self.collect_stale(Some(bridge)).await;
         Ok(())
     }
@@ -258,22 +325,37 @@ add element inet {t} intra {{ {b} . {b} }}
 
     /// Deletes the table.
     pub async fn remove(&self) {
-        match nft(&format!("delete table inet {}\n", self.table)).await {
-            Ok(()) => tracing::info!(table = %self.table, "firewall: removed"),
+        match nft::delete_table(NfFamily::INet, &self.table).await {
+            Ok(()) => {
+                live_tables().lock().remove(&self.table);
+                tracing::info!(table = %self.table, "firewall: removed")
+            }
             Err(e) => {
                 tracing::warn!(table = %self.table, error = %e, "firewall: cannot delete its table")
             }
         }
     }
 
+    /// Takes bridges that no longer exist out of this table (a sandbox removed while the
+    /// server was down), and deletes the tables of dead servers that guard nothing any more.
+    pub async fn prune(&self) {
+        if let Ok(bridges) = sandboxes_of(&self.table).await {
+            for b in bridges.iter().filter(|b| !interface_exists(b)) {
+                tracing::info!(table = %self.table, bridge = %b, "firewall: released a bridge that is gone");
+                self.release(b).await;
+            }
+        }
+        self.collect_stale(None).await;
+    }
+
     /// Deletes tables of dead processes whose bridges are all gone; with `adopted`, first takes
     /// that bridge out of them (this table guards it now).
     async fn collect_stale(&self, adopted: Option<&str>) {
-        let Ok(names) = tables("inet", TABLE_PREFIX).await else {
+        let Ok(names) = tables(NfFamily::INet, TABLE_PREFIX).await else {
             return;
         };
         for name in names {
-            if name == self.table || !owner_is_dead(&name, TABLE_PREFIX) {
+            if name == self.table || !owner_gone(&name, &self.claim) {
                 continue;
             }
             if let Some(b) = adopted {
@@ -286,7 +368,7 @@ add element inet {t} intra {{ {b} . {b} }}
             if guarded {
                 continue;
             }
-            match nft(&format!("delete table inet {name}\n")).await {
+            match nft::delete_table(NfFamily::INet, &name).await {
                 Ok(()) => tracing::info!(table = %name, "firewall: removed a dead server's table"),
                 Err(e) => tracing::debug!(table = %name, error = %e, "firewall: stale table"),
             }
@@ -296,12 +378,10 @@ add element inet {t} intra {{ {b} . {b} }}
 
 /// Deletes a bridge's elements from `table` (nothing to delete is fine).
 async fn release_from(table: &str, bridge: &str) -> io::Result<()> {
-    let b = quoted(bridge)?;
-    for script in [
-        format!("delete element inet {table} sandboxes {{ {b} }}\n"),
-        format!("delete element inet {table} intra {{ {b} . {b} }}\n"),
-    ] {
-        if let Err(e) = nft(&script).await {
+    for obj in bridge_elements(table, bridge)? {
+        let mut batch = Batch::new();
+        batch.delete(obj);
+        if let Err(e) = apply(batch).await {
             let msg = e.to_string();
             if !msg.contains("No such file or directory") {
                 return Err(e);
@@ -313,26 +393,19 @@ async fn release_from(table: &str, bridge: &str) -> io::Result<()> {
 
 /// The elements of `table`'s `sandboxes` set.
 async fn sandboxes_of(table: &str) -> io::Result<Vec<String>> {
-    let json = run(
-        "nft",
-        &["-j", "list", "set", "inet", table, "sandboxes"],
-        None,
-    )
-    .await?;
-    parse_set_names(&json)
+    Ok(set_names(
+        &nft::set_elements(NfFamily::INet, table, "sandboxes").await?,
+    ))
 }
 
-fn parse_set_names(json: &str) -> io::Result<Vec<String>> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(io::Error::other)?;
-    let mut out = Vec::new();
-    for item in v["nftables"].as_array().into_iter().flatten() {
-        for e in item["set"]["elem"].as_array().into_iter().flatten() {
-            if let Some(name) = e.as_str() {
-                out.push(name.to_string());
-            }
-        }
-    }
-    Ok(out)
+fn set_names(elems: &[Expression<'_>]) -> Vec<String> {
+    elems
+        .iter()
+        .filter_map(|e| match e {
+            Expression::String(name) => Some(name.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -365,18 +438,28 @@ mod tests {
     }
 
     #[test]
-    fn interface_names_are_checked_before_a_script() {
-        assert_eq!(quoted("br-0123456789ab").unwrap(), "\"br-0123456789ab\"");
+    fn interface_names_are_checked_before_a_batch() {
+        assert_eq!(checked("br-0123456789ab").unwrap(), "br-0123456789ab");
         for bad in ["", "a\"b", "x y", "a}b", "0123456789abcdef"] {
-            assert!(quoted(bad).is_err(), "{bad}");
+            assert!(checked(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn set_elements_are_read_from_nft_json() {
-        let json = r#"{"nftables": [{"metainfo": {}}, {"set": {"family": "inet", "name": "sandboxes", "table": "t", "type": "ifname", "handle": 1, "elem": ["br-a", "br-b"]}}]}"#;
-        assert_eq!(parse_set_names(json).unwrap(), ["br-a", "br-b"]);
-        let empty = r#"{"nftables": [{"set": {"name": "sandboxes"}}]}"#;
-        assert!(parse_set_names(empty).unwrap().is_empty());
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "sandboxes", "table": "t", "type": "ifname", "handle": 1, "elem": ["br-a", "br-b"]}}]}"#;
+        let listed: nftables::schema::Nftables = serde_json::from_str(json).unwrap();
+        let elems: Vec<Expression> = listed
+            .objects
+            .iter()
+            .filter_map(|o| match o {
+                nftables::schema::NfObject::ListObject(nftables::schema::NfListObject::Set(s)) => {
+                    s.elem.clone().map(|e| e.into_owned())
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(set_names(&elems), ["br-a", "br-b"]);
     }
 }

@@ -58,9 +58,11 @@
 //! know, and re-open the gateway mappings of the ones it does.
 
 pub mod compose;
+pub mod crashpoint;
 pub mod docker;
 pub mod firewall;
 pub mod gateway;
+pub mod liveness;
 mod nft;
 pub mod policy;
 pub mod runtime;

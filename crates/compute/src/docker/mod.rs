@@ -40,7 +40,6 @@ pub mod spec;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -56,6 +55,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
+use parking_lot::Mutex;
 use stratus_config::{ComputeConfig, EgressConfig};
 
 use crate::compose::{
@@ -275,7 +275,7 @@ impl DockerRuntime {
         let firewall = match &config.firewall {
             Some(egress) => {
                 let installed = match EgressPolicy::from_config(egress) {
-                    Ok(policy) => Firewall::install(&policy).await,
+                    Ok(policy) => Firewall::install(&policy, config.owner.as_deref()).await,
                     Err(e) => Err(e),
                 };
                 match installed {
@@ -595,22 +595,6 @@ impl DockerRuntime {
         images: &[String],
     ) -> Result<(), RuntimeError> {
         let id = &spec.instance_id;
-        let bounding = match &self.cgroups {
-            Some(tree) => {
-                let limits = Self::group_limits(
-                    spec.cpus,
-                    spec.memory_bytes,
-                    spec.pids_limit,
-                    spec.app.services.len(),
-                );
-                tree.apply(&self.config.cgroup_prefix, id, &limits)
-                    .map_err(|e| RuntimeError::Engine(format!("instance cgroup: {e}")))?;
-                Bounding::Parent {
-                    cgroup_parent: self.cgroup_parent(id),
-                }
-            }
-            None => Bounding::Split,
-        };
         let mut labels = HashMap::from([(LABEL_INSTANCE.to_string(), id.clone())]);
         if let Some(owner) = &self.config.owner {
             labels.insert(LABEL_OWNER.to_string(), owner.clone());
@@ -633,6 +617,23 @@ impl DockerRuntime {
                 }
             })?;
         self.guard(id).await?;
+        crate::crashpoint::reached("compute.create.after_network");
+        let bounding = match &self.cgroups {
+            Some(tree) => {
+                let limits = Self::group_limits(
+                    spec.cpus,
+                    spec.memory_bytes,
+                    spec.pids_limit,
+                    spec.app.services.len(),
+                );
+                tree.apply(&self.config.cgroup_prefix, id, &limits)
+                    .map_err(|e| RuntimeError::Engine(format!("instance cgroup: {e}")))?;
+                Bounding::Parent {
+                    cgroup_parent: self.cgroup_parent(id),
+                }
+            }
+            None => Bounding::Split,
+        };
         for v in &spec.app.volumes {
             let mut vlabels: HashMap<String, String> = v
                 .labels
@@ -680,6 +681,7 @@ impl DockerRuntime {
                     }
                     _ => engine(e),
                 })?;
+            crate::crashpoint::reached("compute.create.after_service");
         }
         Ok(())
     }
@@ -855,17 +857,9 @@ impl DockerRuntime {
         if members.is_empty() {
             return Ok(InstanceState::Missing);
         }
-        let expected: Vec<String> = members[0]
-            .labels
-            .get(LABEL_SERVICES)
-            .map(|s| s.split(',').map(str::to_string).collect())
-            .unwrap_or_default();
-        for name in &expected {
-            if !members.iter().any(|m| &m.service == name) {
-                return Ok(InstanceState::Failed {
-                    reason: format!("the container of service {name} is missing"),
-                });
-            }
+        let missing = Self::missing_services(members);
+        if !missing.is_empty() {
+            return Ok(InstanceState::Incomplete { missing });
         }
         // One-shot services: something waits for them to complete.
         let one_shots: HashSet<String> = members
@@ -879,11 +873,7 @@ impl DockerRuntime {
             .filter(|(_, c)| *c == DependsCondition::CompletedSuccessfully)
             .map(|(s, _)| s)
             .collect();
-        let stopped_by_us = self
-            .stopped
-            .lock()
-            .expect("stopped lock")
-            .contains(instance_id);
+        let stopped_by_us = self.stopped.lock().contains(instance_id);
         let mut running = Vec::new();
         let mut stopped = Vec::new();
         for m in members {
@@ -995,7 +985,7 @@ impl Runtime for DockerRuntime {
             };
             images.push(image_id);
         }
-        self.stopped.lock().expect("stopped lock").remove(id);
+        self.stopped.lock().remove(id);
         if let Err(e) = self.create_inner(spec, &images).await {
             // Removal goes by label: only what this call created is removed.
             if let Err(cleanup) = self.remove(id).await {
@@ -1012,12 +1002,13 @@ impl Runtime for DockerRuntime {
         if members.is_empty() {
             return Err(RuntimeError::NotFound(instance_id.into()));
         }
+        let missing = Self::missing_services(&members);
+        if !missing.is_empty() {
+            return Err(RuntimeError::Incomplete(missing));
+        }
         self.guard(instance_id).await?;
         self.reapply_bounds(instance_id, &members)?;
-        self.stopped
-            .lock()
-            .expect("stopped lock")
-            .remove(instance_id);
+        self.stopped.lock().remove(instance_id);
         let deadline = Instant::now() + self.config.start_timeout;
         let by_name: HashMap<&str, &Member> =
             members.iter().map(|m| (m.service.as_str(), m)).collect();
@@ -1058,10 +1049,7 @@ impl Runtime for DockerRuntime {
         if members.is_empty() {
             return Err(RuntimeError::NotFound(instance_id.into()));
         }
-        self.stopped
-            .lock()
-            .expect("stopped lock")
-            .insert(instance_id.to_string());
+        self.stopped.lock().insert(instance_id.to_string());
         self.stop_members(&members).await
     }
 
@@ -1074,26 +1062,35 @@ impl Runtime for DockerRuntime {
         validate_instance_id(instance_id)?;
         let members = self.list(instance_id).await?;
         let removals = members.iter().map(|m| async move {
-            match self
-                .docker
-                .remove_container(
-                    &m.id,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        v: true,
-                        ..Default::default()
-                    }),
-                )
-                .await
-            {
-                Ok(()) => Ok(()),
-                Err(e) if is_status(&e, 404) => Ok(()),
-                Err(e) => Err(engine(e)),
+            let mut attempt = 0;
+            loop {
+                match self
+                    .docker
+                    .remove_container(
+                        &m.id,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            v: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await
+                {
+                    Ok(()) => return Ok(()),
+                    Err(e) if is_status(&e, 404) => return Ok(()),
+                    // A removal already in progress (one a killed server started, say).
+                    Err(e) if is_status(&e, 409) && attempt < 50 => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(engine(e)),
+                }
             }
         });
         for r in futures_util::future::join_all(removals).await {
             r?;
         }
+        crate::crashpoint::reached("compute.remove.after_containers");
         if let Some(fw) = &self.firewall {
             if let Some(bridge) = self.bridge_of(instance_id).await? {
                 fw.release(&bridge).await;
@@ -1155,10 +1152,7 @@ impl Runtime for DockerRuntime {
                 .await
                 .map_err(|e| RuntimeError::Engine(format!("instance cgroup: {e}")))?;
         }
-        self.stopped
-            .lock()
-            .expect("stopped lock")
-            .remove(instance_id);
+        self.stopped.lock().remove(instance_id);
         Ok(())
     }
 
@@ -1253,10 +1247,7 @@ impl Runtime for DockerRuntime {
                 if let Err(e) = self.guard(instance_id).await {
                     // Fail closed: what the firewall cannot guard does not keep running.
                     tracing::error!(instance = instance_id, error = %e, "stopping an instance the firewall cannot guard");
-                    self.stopped
-                        .lock()
-                        .expect("stopped lock")
-                        .insert(instance_id.to_string());
+                    self.stopped.lock().insert(instance_id.to_string());
                     self.stop_members(&members).await?;
                     return Ok(InstanceState::Failed {
                         reason: format!("stopped: {e}"),
@@ -1268,14 +1259,49 @@ impl Runtime for DockerRuntime {
         self.observe(instance_id, &members).await
     }
 
+    async fn resource_groups(&self) -> Result<Vec<String>, RuntimeError> {
+        let Some(tree) = &self.cgroups else {
+            return Ok(Vec::new());
+        };
+        Ok(tree
+            .groups(&self.config.cgroup_prefix)
+            .into_iter()
+            .filter(|id| validate_instance_id(id).is_ok())
+            .collect())
+    }
+
     async fn close(&self) {
         if let Some(fw) = &self.firewall {
             fw.close().await;
         }
     }
+
+    async fn tidy(&self) {
+        if let Some(fw) = &self.firewall {
+            fw.prune().await;
+        }
+    }
 }
 
 impl DockerRuntime {
+    /// Services the instance was created with (the label every container carries) that have
+    /// no container now, in file order.
+    fn missing_services(members: &[Member]) -> Vec<String> {
+        let Some(first) = members.first() else {
+            return Vec::new();
+        };
+        first
+            .labels
+            .get(LABEL_SERVICES)
+            .map(|s| {
+                s.split(',')
+                    .filter(|name| !name.is_empty() && !members.iter().any(|m| m.service == *name))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     async fn network_exists(&self, instance_id: &str) -> Result<bool, RuntimeError> {
         match self
             .docker

@@ -11,6 +11,7 @@ mod billing;
 mod chain;
 mod cli;
 mod compute;
+mod compute_crash;
 mod compute_security;
 mod security;
 mod storage;
