@@ -232,26 +232,11 @@ services:
                 read(dir.join("memory.limit_in_bytes")),
                 (256u64 << 20).to_string()
             );
-            let cpu = dir
-                .parent()
-                .unwrap()
-                .parent()
-                .unwrap()
-                .parent()
-                .unwrap()
-                .join("cpu/stratus")
-                .join(&id);
+            // Each controller's hierarchy where this host mounts it (no layout assumed).
+            let cpu = cgroup_v1_mount("cpu").join("stratus").join(&id);
             assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "50000");
             assert_eq!(read(cpu.join("cpu.cfs_period_us")), "100000");
-            let pids = dir
-                .parent()
-                .unwrap()
-                .parent()
-                .unwrap()
-                .parent()
-                .unwrap()
-                .join("pids/stratus")
-                .join(&id);
+            let pids = cgroup_v1_mount("pids").join("stratus").join(&id);
             assert_eq!(read(pids.join("pids.max")), "128");
         } else {
             assert_eq!(read(dir.join("memory.max")), (256u64 << 20).to_string());
@@ -486,6 +471,26 @@ async fn a_bad_command_fails_start_with_the_engine_reason() {
     );
     assert!(err.is_user_error());
     rt.remove(&id).await.unwrap();
+}
+
+/// Where the cgroup v1 hierarchy holding `controller` is mounted (from `/proc/self/mountinfo`).
+fn cgroup_v1_mount(controller: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mut r = right.split(' ');
+            if r.next()? != "cgroup" {
+                return None;
+            }
+            let options = r.nth(1)?;
+            let mount = left.split(' ').nth(4)?;
+            options
+                .split(',')
+                .any(|o| o == controller)
+                .then(|| std::path::PathBuf::from(mount))
+        })
+        .unwrap_or_else(|| panic!("no cgroup v1 hierarchy holds {controller}"))
 }
 
 /// Connects to `addr` and expects the connection closed at once, nothing read.

@@ -182,22 +182,20 @@ fn owner_objects(s: &Server) -> Vec<String> {
     all
 }
 
-/// The instance's cgroup directories (`…/stratus/<id>` in any hierarchy) that exist.
+/// The instance's cgroup directories (`<hierarchy>/stratus/<id>`, in every cgroup hierarchy
+/// this host mounts, as `/proc/self/mountinfo` lists them) that exist.
 fn cgroup_dirs(id: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let root = std::path::Path::new("/sys/fs/cgroup");
-    let mut candidates = vec![root.join("stratus").join(id)];
-    if let Ok(rd) = std::fs::read_dir(root) {
-        for e in rd.flatten() {
-            candidates.push(e.path().join("stratus").join(id));
-        }
-    }
-    for c in candidates {
-        if c.is_dir() {
-            found.push(c.display().to_string());
-        }
-    }
-    found
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let fs = right.split(' ').next()?;
+            (fs == "cgroup" || fs == "cgroup2").then(|| left.split(' ').nth(4))?
+        })
+        .map(|mount| std::path::Path::new(mount).join("stratus").join(id))
+        .filter(|dir| dir.is_dir())
+        .map(|dir| dir.display().to_string())
+        .collect()
 }
 
 fn port_free(port: u16) -> bool {
@@ -421,7 +419,11 @@ fn sigkill_during_a_delete_is_finished_at_the_next_start() {
         "compute.delete.after_mark",
         "compute.remove.after_containers",
     ] {
-        let mut s = compute_server().start();
+        // A transition deadline far beyond the waits below: the delete must be finished by the
+        // start itself, not by the sweeper resolving a stuck transition.
+        let mut s = compute_server()
+            .env("STRATUS_COMPUTE__TRANSITION_TIMEOUT_SECS", "3600")
+            .start();
         let t = funded(&s, "13300000004", 1);
         let (id, ports) = sandbox(&s, &t, WEB, json!([{"name": "web", "computerPort": 80}]));
         wait(&s, &t, &id, 1);
@@ -444,14 +446,9 @@ fn sigkill_during_a_delete_is_finished_at_the_next_start() {
                 "killed with the network and volume left"
             );
         }
-        let started = Instant::now();
         s.start_again();
         let i = wait(&s, &t, &id, 7);
         assert_eq!(i["status"], 7, "{point}: {i}");
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "finished at start, not after the transition deadline"
-        );
         nothing_left(&s, &id, &ports);
         // It ran: the charge stays, and nothing was refunded.
         assert_eq!(balance(&s, &t), "0");
