@@ -152,6 +152,33 @@ pub(crate) async fn set_elements(
         .collect())
 }
 
+/// The elements of map `map` of `table`, as `(key, value)`.
+pub(crate) async fn map_elements(
+    family: NfFamily,
+    table: &str,
+    map: &str,
+) -> io::Result<Vec<(Expression<'static>, Expression<'static>)>> {
+    let listed = list(&["list", "map", family_name(family), table, map]).await?;
+    Ok(listed
+        .objects
+        .into_owned()
+        .into_iter()
+        .filter_map(|o| match o {
+            NfObject::ListObject(NfListObject::Map(m)) => m.elem.map(Cow::into_owned),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|e| match e {
+            Expression::List(mut kv) if kv.len() == 2 => {
+                let value = kv.pop()?;
+                let key = kv.pop()?;
+                Some((key, value))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
 /// The family as nft's command line names it.
 pub(crate) fn family_name(family: NfFamily) -> &'static str {
     match family {

@@ -258,3 +258,52 @@ async fn tables_of_dead_servers_are_removed_and_live_servers_keep_theirs() {
     assert!(tables.contains(&format!("table ip {own}\n")), "{tables}");
     gw.close_all().await;
 }
+
+#[tokio::test]
+async fn routes_no_mapping_owns_are_tidied_away() {
+    let gw = kernel_gateway(16);
+    assert!(gw.kernel_forwarding().await.unwrap());
+    let table = gw.kernel_table().await.unwrap();
+    let (target, _) = echo_server().await;
+    let (resolver, _) = switchable(Some(target));
+    let public = gw.open_in("instance-t", "mt", 0, resolver).await.unwrap();
+    assert_eq!(gw.kernel_routed("mt").await, Some(target));
+    // A port routed in the table with no mapping open on it, as a close whose nft call failed
+    // would leave it: new connections to it would still go to the old address.
+    let stale: u16 = if public.port() == 65000 { 65001 } else { 65000 };
+    let script = format!(
+        "add element ip {table} marks {{ {stale} : 0x5354{stale:04x} }}\n\
+         add element ip {table} targets {{ {stale} : 127.0.0.2 . 9 }}\n"
+    );
+    let mut nft = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .await
+        .unwrap();
+    assert!(nft.wait().await.unwrap().success());
+    let routes = |table: String| async move {
+        let out = tokio::process::Command::new("nft")
+            .args(["list", "map", "ip", &table, "targets"])
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(routes(table.clone()).await.contains(&format!("{stale} : ")));
+
+    assert_eq!(gw.tidy().await, vec![stale]);
+    let after = routes(table.clone()).await;
+    assert!(!after.contains(&format!("{stale} : ")), "{after}");
+    assert!(
+        after.contains(&format!("{} : ", public.port())),
+        "the open mapping keeps its route: {after}"
+    );
+    assert_eq!(gw.tidy().await, Vec::<u16>::new());
+    gw.close_all().await;
+}

@@ -720,6 +720,45 @@ impl Gateway {
         true
     }
 
+    /// Removes the kernel route elements of public ports that no open mapping has (a close
+    /// whose nft call failed would otherwise leave a port routed to an old address). Call it
+    /// while no mapping is being opened (the caller's port lock). Returns the ports removed.
+    pub async fn tidy(&self) -> Vec<u16> {
+        #[cfg(target_os = "linux")]
+        {
+            let kernel = match &*self.kernel.lock().await {
+                KernelState::On { kernel, .. } => kernel.clone(),
+                _ => return Vec::new(),
+            };
+            let open: std::collections::HashSet<u16> = self
+                .mappings
+                .lock()
+                .values()
+                .filter_map(|m| m.route.as_ref().map(|r| r.port))
+                .collect();
+            let known = match kernel.ports().await {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(error = %e, "gateway: cannot read kernel routes");
+                    return Vec::new();
+                }
+            };
+            let mut removed = Vec::new();
+            for port in known {
+                if open.contains(&port) {
+                    continue;
+                }
+                tracing::warn!(port, "gateway: removing a kernel route no mapping owns");
+                kernel.remove_stale_port(port).await;
+                removed.push(port);
+            }
+            removed.sort_unstable();
+            removed
+        }
+        #[cfg(not(target_os = "linux"))]
+        Vec::new()
+    }
+
     /// Closes every mapping, and removes the kernel rules (a later [`open`](Self::open) sets
     /// them up again).
     pub async fn close_all(&self) {

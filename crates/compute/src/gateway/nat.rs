@@ -196,8 +196,8 @@ impl Kernel {
         }
         let t = &self.table;
         let mut batch = Batch::new();
-        if let Some(old) = from {
-            batch.delete(target_element(t, port, old));
+        if from.is_some() {
+            batch.delete(target_key(t, port));
         }
         if let Some(new) = to {
             if let Some(dev) = allow_loopback_sources(*new.ip()) {
@@ -216,14 +216,35 @@ impl Kernel {
     pub(crate) async fn remove_port(&self, port: u16, routed: Option<SocketAddrV4>) {
         let t = &self.table;
         let mut batch = Batch::new();
-        if let Some(old) = routed {
-            batch.delete(target_element(t, port, old));
+        if routed.is_some() {
+            batch.delete(target_key(t, port));
         }
         for obj in self.port_elements(port) {
             batch.delete(obj);
         }
         if let Err(e) = apply(batch).await {
             tracing::warn!(table = %t, port, error = %e, "gateway: cannot remove kernel route");
+        }
+        kill_connections(port).await;
+    }
+
+    /// The public ports this table knows (those with a mark).
+    pub(crate) async fn ports(&self) -> io::Result<Vec<u16>> {
+        Ok(nft::map_elements(NfFamily::IP, &self.table, "marks")
+            .await?
+            .iter()
+            .filter_map(|(key, _)| port_of(key))
+            .collect())
+    }
+
+    /// Forgets a port that no mapping has: its route (if any) and its mark and counters.
+    pub(crate) async fn remove_stale_port(&self, port: u16) {
+        // One by one: whatever part of it is left goes (a missing element fails its batch).
+        let [marks, bytes_in, bytes_out] = self.port_elements(port);
+        for obj in [target_key(&self.table, port), marks, bytes_in, bytes_out] {
+            let mut batch = Batch::new();
+            batch.delete(obj);
+            let _ = apply(batch).await;
         }
         kill_connections(port).await;
     }
@@ -269,6 +290,16 @@ impl Kernel {
     }
 }
 
+/// The route of `port` in `table`, by its key (what a delete needs).
+fn target_key(table: &str, port: u16) -> nftables::schema::NfListObject<'static> {
+    elements(
+        NfFamily::IP,
+        table,
+        "targets",
+        vec![Expression::Number(port.into())],
+    )
+}
+
 /// The route of `port` to `to` in `table`, as a `targets` map element.
 fn target_element(
     table: &str,
@@ -287,6 +318,14 @@ fn target_element(
             ]),
         )],
     )
+}
+
+/// A port key of a map element.
+fn port_of(key: &Expression<'_>) -> Option<u16> {
+    match key {
+        Expression::Number(n) => u16::try_from(*n).ok(),
+        _ => None,
+    }
 }
 
 /// `(mark, bytes)` of every element of a counter set, as `nft -j list set` answers.

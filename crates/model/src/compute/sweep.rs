@@ -103,7 +103,8 @@ impl Compute {
         rt.tidy().await;
     }
 
-    /// Closes gateway listeners whose mapping record is gone (the port goes back to the pool).
+    /// Closes gateway listeners whose mapping record is gone (the port goes back to the pool),
+    /// and removes kernel routes that no open mapping has.
     async fn close_orphan_listeners(&self) {
         // Under the port lock every listener being opened has its record committed.
         let _ports = self.inner.ports.lock().await;
@@ -118,6 +119,8 @@ impl Compute {
                 self.inner.gateway.close(&mapping_id).await;
             }
         }
+        // Kernel routes of ports no open mapping has (still under the port lock).
+        self.inner.gateway.tidy().await;
     }
 
     async fn reattach(&self, i: &Instance, rt: &Arc<dyn Runtime>) -> Result<()> {
