@@ -39,11 +39,16 @@ use parking_lot::Mutex;
 use stratus_config::EgressConfig;
 
 use nftables::batch::Batch;
-use nftables::expr::Expression;
-use nftables::types::NfFamily;
+use nftables::expr::{
+    BinaryOperation, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix,
+    SetItem, CT,
+};
+use nftables::schema::{Chain, NfListObject, Rule, Set, SetFlag, SetType, SetTypeValue};
+use nftables::stmt::{Counter, Match, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::liveness::{self, Claim};
-use crate::nft::{self, apply, concat, elements, nft, string, tables};
+use crate::nft::{self, apply, concat, elements, string, tables};
 
 const TABLE_PREFIX: &str = "stratus_guard_";
 
@@ -135,12 +140,248 @@ fn owner_gone(name: &str, own: &Claim) -> bool {
     !liveness::is_alive(owner)
 }
 
-fn cidr_elements(nets: &[Ipv4Net]) -> String {
-    if nets.is_empty() {
-        return String::new();
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: protocol.into(),
+            field: field.into(),
+        },
+    )))
+}
+
+fn ct(key: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::CT(CT {
+        key: key.into(),
+        family: None,
+        dir: None,
+    }))
+}
+
+fn prefix(net: &Ipv4Net) -> Expression<'static> {
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(string(net.addr().to_string())),
+        len: u32::from(net.prefix_len()),
+    }))
+}
+
+fn is(left: Expression<'static>, op: Operator, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match { left, right, op })
+}
+
+fn counter() -> Statement<'static> {
+    Statement::Counter(Counter::Anonymous(None))
+}
+
+fn drop_() -> Statement<'static> {
+    Statement::Drop(None)
+}
+
+fn accept() -> Statement<'static> {
+    Statement::Accept(None)
+}
+
+/// `ct state established,related`.
+fn established() -> Statement<'static> {
+    is(
+        ct("state"),
+        Operator::IN,
+        Expression::List(vec![string("established"), string("related")]),
+    )
+}
+
+/// The firewall table, as one typed batch: its sets (the CIDR lists as typed prefixes) and
+/// chains. In nft's words:
+///
+/// ```text
+/// table inet T {
+///   set sandboxes { type ifname; }
+///   set intra { type ifname . ifname; }
+///   set blocked4 / allow4 / deny4 / resolvers4 { type ipv4_addr; flags interval; … }
+///   chain loopback_source { type filter hook prerouting priority raw; policy accept;
+///     iif != "lo" ip saddr 127.0.0.0/8 counter drop }
+///   chain input { type filter hook input priority filter - 10; policy accept;
+///     iif != "lo" ip daddr 127.0.0.0/8 ct status & dnat == 0 counter drop
+///     iif != "lo" ip6 daddr ::1 counter drop
+///     iifname @sandboxes ct state established,related accept
+///     iifname @sandboxes counter drop }
+///   chain forward { type filter hook forward priority filter - 10; policy accept;
+///     iifname != @sandboxes accept
+///     ct state established,related accept
+///     iifname . oifname @intra accept
+///     oifname @sandboxes counter drop
+///     meta nfproto != ipv4 counter drop
+///     ip daddr @deny4 counter drop
+///     ip daddr @allow4 accept
+///     ip daddr @resolvers4 meta l4proto { tcp, udp } th dport 53 accept
+///     ip daddr @blocked4 counter drop }
+/// }
+/// ```
+fn definition(
+    table: &str,
+    blocked: &[Ipv4Net],
+    policy: &EgressPolicy,
+    resolvers: &[Ipv4Net],
+) -> Batch<'static> {
+    let t = || std::borrow::Cow::Owned(table.to_string());
+    let fam = NfFamily::INet;
+    let mut batch = Batch::new();
+    batch.add(nft::table(fam, table));
+    let set = |name: &'static str, kind: SetTypeValue<'static>, nets: Option<&[Ipv4Net]>| {
+        NfListObject::Set(Box::new(Set {
+            family: fam,
+            table: t(),
+            name: name.into(),
+            handle: None,
+            set_type: kind,
+            policy: None,
+            flags: nets.map(|_| [SetFlag::Interval].into_iter().collect()),
+            elem: nets
+                .filter(|n| !n.is_empty())
+                .map(|n| n.iter().map(prefix).collect::<Vec<_>>().into()),
+            timeout: None,
+            gc_interval: None,
+            size: None,
+            comment: None,
+        }))
+    };
+    batch.add(set(
+        "sandboxes",
+        SetTypeValue::Single(SetType::Ifname),
+        None,
+    ));
+    batch.add(set(
+        "intra",
+        SetTypeValue::Concatenated(vec![SetType::Ifname, SetType::Ifname].into()),
+        None,
+    ));
+    let v4 = || SetTypeValue::Single(SetType::Ipv4Addr);
+    batch.add(set("blocked4", v4(), Some(blocked)));
+    batch.add(set("allow4", v4(), Some(&policy.allow)));
+    batch.add(set("deny4", v4(), Some(&policy.deny)));
+    batch.add(set("resolvers4", v4(), Some(resolvers)));
+    let chain = |name: &'static str, hook: NfHook, prio: i32| {
+        NfListObject::Chain(Chain {
+            family: fam,
+            table: t(),
+            name: name.into(),
+            newname: None,
+            handle: None,
+            _type: Some(NfChainType::Filter),
+            hook: Some(hook),
+            prio: Some(prio),
+            dev: None,
+            policy: Some(NfChainPolicy::Accept),
+        })
+    };
+    // Priorities `raw` (-300) and `filter - 10`.
+    batch.add(chain("loopback_source", NfHook::Prerouting, -300));
+    batch.add(chain("input", NfHook::Input, -10));
+    batch.add(chain("forward", NfHook::Forward, -10));
+    let rule = |chain: &'static str, expr: Vec<Statement<'static>>| {
+        NfListObject::Rule(Rule {
+            family: fam,
+            table: t(),
+            chain: chain.into(),
+            expr: expr.into(),
+            handle: None,
+            index: None,
+            comment: None,
+        })
+    };
+    let loopback4 =
+        || prefix(&Ipv4Net::new(std::net::Ipv4Addr::LOCALHOST, 8).expect("a valid prefix"));
+    let not_lo = || is(meta(MetaKey::Iif), Operator::NEQ, string("lo"));
+    let sandboxes = || string("@sandboxes");
+    batch.add(rule(
+        "loopback_source",
+        vec![
+            not_lo(),
+            is(payload("ip", "saddr"), Operator::EQ, loopback4()),
+            counter(),
+            drop_(),
+        ],
+    ));
+    let not_dnat = is(
+        Expression::BinaryOperation(Box::new(BinaryOperation::AND(ct("status"), string("dnat")))),
+        Operator::EQ,
+        Expression::Number(0),
+    );
+    for expr in [
+        vec![
+            not_lo(),
+            is(payload("ip", "daddr"), Operator::EQ, loopback4()),
+            not_dnat,
+            counter(),
+            drop_(),
+        ],
+        vec![
+            not_lo(),
+            is(payload("ip6", "daddr"), Operator::EQ, string("::1")),
+            counter(),
+            drop_(),
+        ],
+        vec![
+            is(meta(MetaKey::Iifname), Operator::EQ, sandboxes()),
+            established(),
+            accept(),
+        ],
+        vec![
+            is(meta(MetaKey::Iifname), Operator::EQ, sandboxes()),
+            counter(),
+            drop_(),
+        ],
+    ] {
+        batch.add(rule("input", expr));
     }
-    let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
-    format!(" elements = {{ {} }};", list.join(", "))
+    let daddr_in = |set: &'static str| is(payload("ip", "daddr"), Operator::EQ, string(set));
+    for expr in [
+        vec![
+            is(meta(MetaKey::Iifname), Operator::NEQ, sandboxes()),
+            accept(),
+        ],
+        vec![established(), accept()],
+        vec![
+            is(
+                concat(vec![meta(MetaKey::Iifname), meta(MetaKey::Oifname)]),
+                Operator::EQ,
+                string("@intra"),
+            ),
+            accept(),
+        ],
+        vec![
+            is(meta(MetaKey::Oifname), Operator::EQ, sandboxes()),
+            counter(),
+            drop_(),
+        ],
+        vec![
+            is(meta(MetaKey::Nfproto), Operator::NEQ, string("ipv4")),
+            counter(),
+            drop_(),
+        ],
+        vec![daddr_in("@deny4"), counter(), drop_()],
+        vec![daddr_in("@allow4"), accept()],
+        vec![
+            daddr_in("@resolvers4"),
+            is(
+                meta(MetaKey::L4proto),
+                Operator::EQ,
+                Expression::Named(NamedExpression::Set(vec![
+                    SetItem::Element(string("tcp")),
+                    SetItem::Element(string("udp")),
+                ])),
+            ),
+            is(payload("th", "dport"), Operator::EQ, Expression::Number(53)),
+            accept(),
+        ],
+        vec![daddr_in("@blocked4"), counter(), drop_()],
+    ] {
+        batch.add(rule("forward", expr));
+    }
+    batch
 }
 
 /// The host's IPv4 DNS resolvers (from `/etc/resolv.conf`), which the engine's embedded DNS
@@ -228,50 +469,9 @@ impl Firewall {
             .map(|r| r.parse().expect("valid built-in range"))
             .collect();
         let resolvers: Vec<Ipv4Net> = host_resolvers().into_iter().map(Ipv4Net::from).collect();
-        let (blocked, allow, deny, resolvers) = (
-            cidr_elements(&blocked),
-            cidr_elements(&policy.allow),
-            cidr_elements(&policy.deny),
-            cidr_elements(&resolvers),
-        );
-        let script = format!(
-            "add table inet {table}
-delete table inet {table}
-table inet {table} {{
-  set sandboxes {{ type ifname; }}
-  set intra {{ type ifname . ifname; }}
-  set blocked4 {{ type ipv4_addr; flags interval;{blocked} }}
-  set allow4 {{ type ipv4_addr; flags interval;{allow} }}
-  set deny4 {{ type ipv4_addr; flags interval;{deny} }}
-  set resolvers4 {{ type ipv4_addr; flags interval;{resolvers} }}
-  chain loopback_source {{
-    type filter hook prerouting priority raw; policy accept;
-    iif != \"lo\" ip saddr 127.0.0.0/8 counter drop
-  }}
-  chain input {{
-    type filter hook input priority filter - 10; policy accept;
-    iif != \"lo\" ip daddr 127.0.0.0/8 ct status ! dnat counter drop
-    iif != \"lo\" ip6 daddr ::1 counter drop
-    iifname @sandboxes ct state established,related accept
-    iifname @sandboxes counter drop
-  }}
-  chain forward {{
-    type filter hook forward priority filter - 10; policy accept;
-    iifname != @sandboxes accept
-    ct state established,related accept
-    iifname . oifname @intra accept
-    oifname @sandboxes counter drop
-    meta nfproto != ipv4 counter drop
-    ip daddr @deny4 counter drop
-    ip daddr @allow4 accept
-    ip daddr @resolvers4 meta l4proto {{ tcp, udp }} th dport 53 accept
-    ip daddr @blocked4 counter drop
-  }}
-}}
-"
-        );
+        let batch = definition(&table, &blocked, policy, &resolvers);
         live_tables().lock().insert(table.clone());
-        if let Err(e) = nft(&script).await {
+        if let Err(e) = apply(batch).await {
             live_tables().lock().remove(&table);
             return Err(e.into());
         }
@@ -461,5 +661,105 @@ mod tests {
             .flatten()
             .collect();
         assert_eq!(set_names(&elems), ["br-a", "br-b"]);
+    }
+}
+
+/// The typed table against the rules as they were written in nft's own language: nft must
+/// read both the same. Needs root and `ip` and `nft`; runs in a network namespace of its own.
+#[cfg(test)]
+mod nft_tests {
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    const WRITTEN: &str = "table inet T {
+  set sandboxes { type ifname; }
+  set intra { type ifname . ifname; }
+  set blocked4 { type ipv4_addr; flags interval; elements = { 10.0.0.0/8, 127.0.0.0/8 }; }
+  set allow4 { type ipv4_addr; flags interval; elements = { 10.1.2.3/32 }; }
+  set deny4 { type ipv4_addr; flags interval; }
+  set resolvers4 { type ipv4_addr; flags interval; elements = { 1.1.1.1/32 }; }
+  chain loopback_source {
+    type filter hook prerouting priority raw; policy accept;
+    iif != \"lo\" ip saddr 127.0.0.0/8 counter drop
+  }
+  chain input {
+    type filter hook input priority filter - 10; policy accept;
+    iif != \"lo\" ip daddr 127.0.0.0/8 ct status ! dnat counter drop
+    iif != \"lo\" ip6 daddr ::1 counter drop
+    iifname @sandboxes ct state established,related accept
+    iifname @sandboxes counter drop
+  }
+  chain forward {
+    type filter hook forward priority filter - 10; policy accept;
+    iifname != @sandboxes accept
+    ct state established,related accept
+    iifname . oifname @intra accept
+    oifname @sandboxes counter drop
+    meta nfproto != ipv4 counter drop
+    ip daddr @deny4 counter drop
+    ip daddr @allow4 accept
+    ip daddr @resolvers4 meta l4proto { tcp, udp } th dport 53 accept
+    ip daddr @blocked4 counter drop
+  }
+}
+";
+
+    fn in_ns(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ip (iproute2)");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn nft_reads_the_typed_table_as_the_written_rules() {
+        let ns = format!("stratus-fw-{}", std::process::id());
+        assert!(Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .unwrap()
+            .success());
+        let result = std::panic::catch_unwind(|| {
+            in_ns(
+                &ns,
+                &["nft", "-f", "-"],
+                Some(&WRITTEN.replace("inet T", "inet written")),
+            );
+            let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+            let batch = definition(
+                "typed",
+                &[net("10.0.0.0/8"), net("127.0.0.0/8")],
+                &EgressPolicy {
+                    allow: vec![net("10.1.2.3/32")],
+                    deny: vec![],
+                },
+                &[net("1.1.1.1/32")],
+            );
+            let json = serde_json::to_string(&batch.to_nftables()).unwrap();
+            in_ns(&ns, &["nft", "-j", "-f", "-"], Some(&json));
+            let written = in_ns(&ns, &["nft", "list", "table", "inet", "written"], None);
+            let typed = in_ns(&ns, &["nft", "list", "table", "inet", "typed"], None);
+            assert_eq!(typed.replace("typed", "written"), written);
+        });
+        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
     }
 }
