@@ -11,6 +11,9 @@
 //! - [`firewall`]: the host firewall every sandbox runs behind ([`Firewall`]): no way to the
 //!   host's loopback, and an egress policy (the internet and its own instance only).
 //! - [`gateway`]: the TCP gateway that forwards public ports ([`Gateway`]).
+//! - [`liveness`]: which servers on this host are alive, by server id, for the nftables tables
+//!   the gateway and the firewall name after it.
+//! - [`crashpoint`]: the test hook that kills the process at a named point (crash tests).
 //!
 //! # Driving it
 //!

@@ -1,6 +1,6 @@
 //! Kernel forwarding: the gateway's fast path, as nftables DNAT rules.
 //!
-//! Owns one nftables table per gateway (`ip stratus_<pid>_<n>`), holding:
+//! Owns one nftables table per gateway (`ip stratus_<server id>_<n>`), holding:
 //! - `targets`: public port → container address and port. A new connection to a public port in
 //!   it is rewritten (DNAT) in the kernel and never reaches the gateway's listener; connections
 //!   to a port without an entry (stopped instance, nothing resolved yet) still reach the
@@ -19,8 +19,15 @@
 //! marked connections.
 //!
 //! Everything is driven through the `nft` and `conntrack` programs (packages `nftables` and
-//! `conntrack`). Tables are named after the server's id (`ip stratus_<owner>_<n>`), never its
-//! process id: a table whose server is dead (see [`crate::liveness`]), or one of this server's
+//! `conntrack`). Every change driven by runtime data (ports, addresses, marks; deleting
+//! tables; reading counters back) goes through typed batches ([`crate::nft`]). The table's own
+//! definition stays in nft's language, since the `nftables` crate (0.6) cannot express a set
+//! statement with a stateful statement inside (`add @conns { tcp dport ct count over N }`) nor
+//! a set's per-element counter template; its only variable parts are typed values (the table
+//! name from a checked server id, the bind address, the connection cap).
+//!
+//! Tables are named after the server's id (`ip stratus_<owner>_<n>`), never its process id: a
+//! table whose server is dead (see [`crate::liveness`]), or one of this server's
 //! own that this process did not make (left by a crash), is deleted when a server starts
 //! ([`collect_stale_tables`]) and again whenever a gateway sets up or opens a port, before that
 //! port can be routed by it. The `DOCKER-USER` rule goes when no gateway table is left.
