@@ -396,7 +396,7 @@ fn host_resolvers() -> Vec<Ipv4Addr> {
 }
 
 /// Whether a network interface of this name exists now.
-fn interface_exists(name: &str) -> bool {
+pub(crate) fn interface_exists(name: &str) -> bool {
     !name.is_empty()
         && !name.contains('/')
         && std::path::Path::new("/sys/class/net").join(name).exists()

@@ -163,6 +163,21 @@ pub struct DockerRuntime {
     firewall: Option<Firewall>,
 }
 
+/// The interface of the route to exactly `subnet` in a `/proc/net/route` table (a bridge's
+/// own subnet route).
+fn subnet_device(table: &str, subnet: ipnet::Ipv4Net) -> Option<String> {
+    let (dest, mask) = (u32::from(subnet.network()), u32::from(subnet.netmask()));
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 {
+            return None;
+        }
+        // Addresses are in host byte order of a little-endian machine: bytes reversed.
+        let parse = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::swap_bytes);
+        (parse(f[1])? == dest && parse(f[7])? == mask).then(|| f[0].to_string())
+    })
+}
+
 fn is_status(e: &BollardError, code: u16) -> bool {
     matches!(e, BollardError::DockerResponseServerError { status_code, .. } if *status_code == code)
 }
@@ -331,18 +346,40 @@ impl DockerRuntime {
             Err(e) if is_status(&e, 404) => return Ok(None),
             Err(e) => return Err(engine(e)),
         };
-        if let Some(name) = net
+        let named = net
             .options
             .as_ref()
             .and_then(|o| o.get("com.docker.network.bridge.name"))
             .filter(|n| !n.is_empty())
+            .cloned()
+            .or_else(|| {
+                net.id
+                    .as_ref()
+                    .filter(|id| id.len() >= 12)
+                    .map(|id| format!("br-{}", &id[..12]))
+            });
+        if named
+            .as_deref()
+            .is_some_and(crate::firewall::interface_exists)
         {
-            return Ok(Some(name.clone()));
+            return Ok(named);
         }
-        Ok(net
-            .id
-            .filter(|id| id.len() >= 12)
-            .map(|id| format!("br-{}", &id[..12])))
+        // An engine that names its bridges otherwise: the interface the kernel routes the
+        // network's subnet to.
+        let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+        let subnets = net
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.subnet)
+            .filter_map(|s| s.parse::<ipnet::Ipv4Net>().ok());
+        for subnet in subnets {
+            if let Some(dev) = subnet_device(&table, subnet) {
+                return Ok(Some(dev));
+            }
+        }
+        Ok(named)
     }
 
     /// Puts the instance's bridge under the firewall (before any of its containers runs).
@@ -355,6 +392,13 @@ impl DockerRuntime {
                 "the network of instance {instance_id} is missing"
             )));
         };
+        // Fail closed: a name that is no interface here would guard nothing.
+        if !crate::firewall::interface_exists(&bridge) {
+            return Err(RuntimeError::Unavailable(format!(
+                "sandbox firewall: the bridge of instance {instance_id} ({bridge}) is not an \
+                 interface of this host"
+            )));
+        }
         fw.admit(&bridge).await.map_err(|e| {
             RuntimeError::Unavailable(format!("sandbox firewall: cannot guard {bridge}: {e}"))
         })
@@ -1312,5 +1356,31 @@ impl DockerRuntime {
             Err(e) if is_status(&e, 404) => Ok(false),
             Err(e) => Err(engine(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bridge_is_found_by_its_subnet_route() {
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
+docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+sbx-7\t000012AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+";
+        let net = |s: &str| s.parse::<ipnet::Ipv4Net>().unwrap();
+        assert_eq!(
+            subnet_device(table, net("172.18.0.0/16")).as_deref(),
+            Some("sbx-7")
+        );
+        assert_eq!(
+            subnet_device(table, net("172.17.0.0/16")).as_deref(),
+            Some("docker0")
+        );
+        assert_eq!(subnet_device(table, net("172.18.0.0/24")), None);
+        assert_eq!(subnet_device(table, net("10.0.0.0/8")), None);
     }
 }
