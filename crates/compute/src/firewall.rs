@@ -137,7 +137,7 @@ fn owner_gone(name: &str, own: &Claim) -> bool {
     if owner == own.owner() {
         return !live_tables().lock().contains(name);
     }
-    !liveness::is_alive(owner)
+    !liveness::table_owner_alive(owner)
 }
 
 fn meta(key: MetaKey) -> Expression<'static> {

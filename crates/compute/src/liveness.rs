@@ -108,6 +108,17 @@ fn getrandom(buf: &mut [u8]) -> io::Result<()> {
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
+/// Whether the server that owns a table named after `owner` is alive. Tables that earlier
+/// versions named after a process id (a number of at most 7 digits; server ids are 32 hex
+/// digits) are judged by that process, so that a host running both versions during an upgrade
+/// keeps the older servers' tables; every other owner by its claim.
+pub fn table_owner_alive(owner: &str) -> bool {
+    if owner.len() <= 7 && owner.bytes().all(|b| b.is_ascii_digit()) {
+        return std::path::Path::new("/proc").join(owner).exists();
+    }
+    is_alive(owner)
+}
+
 /// Whether a live process on this host holds `owner`.
 pub fn is_alive(owner: &str) -> bool {
     let Ok(addr) = address(owner) else {
@@ -145,6 +156,16 @@ mod tests {
         assert!(Arc::ptr_eq(&c, &again), "shared within the process");
         drop((c, again));
         assert!(!is_alive(owner));
+    }
+
+    #[test]
+    fn tables_of_earlier_versions_are_judged_by_their_process() {
+        assert!(table_owner_alive(&std::process::id().to_string()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!table_owner_alive(&pid.to_string()));
+        assert!(!table_owner_alive("0123456789abcdef0123456789abcdef"));
     }
 
     #[test]

@@ -376,7 +376,7 @@ fn is_stale(name: &str, own: &Claim) -> bool {
     if owner == own.owner() {
         return !live_tables().lock().contains(name);
     }
-    !liveness::is_alive(owner)
+    !liveness::table_owner_alive(owner)
 }
 
 /// Deletes the gateway tables of dead servers and this server's stale ones; then the
