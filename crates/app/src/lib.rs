@@ -111,8 +111,12 @@ impl App {
     /// listens; operator tools that may run beside a live server never do.
     pub async fn recover(&self) -> Result<()> {
         self.storage.recover().await?;
-        // Compute: connect the runtime and re-attach every instance, so mappings listen again
-        // before the server answers. An unreachable runtime is retried by the sweeper.
+        // Compute: kernel tables of dead servers go whatever else happens; then connect the
+        // runtime and re-attach every instance, so mappings listen again before the server
+        // answers. An unreachable runtime is retried by the sweeper.
+        if self.compute.config().runtime != "none" {
+            self.compute.gateway().collect_stale().await;
+        }
         match self.compute.connect_runtime().await {
             Ok(true) => self.compute.reconcile().await?,
             Ok(false) => tracing::info!("compute is disabled (compute.runtime = \"none\")"),

@@ -1,8 +1,8 @@
 //! The host firewall of sandboxes: a loopback guard for the whole host, and the egress policy
 //! of every sandbox network.
 //!
-//! Owns one nftables table per runtime (`inet stratus_guard_<pid>_<n>`), installed whatever the
-//! gateway's forwarding mode:
+//! Owns one nftables table per runtime (`inet stratus_guard_<owner>_<n>`, named after the
+//! server's id, never its process id), installed whatever the gateway's forwarding mode:
 //! - *Loopback guard* (as Kubernetes does since CVE-2020-8558): a packet for 127.0.0.0/8 (or
 //!   `::1`) that arrives on any interface but `lo` is dropped unless it belongs to a gateway
 //!   DNAT (`ct status dnat`), and so is one that claims a loopback source. A bridge with
@@ -22,19 +22,33 @@
 //! traffic seen through `br_netfilter` has the bridge as both input and output interface, which
 //! is what lets an instance's containers talk to each other.
 //!
-//! A table whose process is gone — crashed, or stopped gracefully while sandboxes still ran —
+//! A table whose server is gone (see [`crate::liveness`]; for this server's own id: a table
+//! this process did not make) — crashed, or stopped gracefully while sandboxes still ran —
 //! stays while any of its sandbox bridges still exists (the sandboxes it guards keep running; a
 //! restarted server admits them into its own table, which takes them out of the dead one), and is
 //! deleted once none does.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use ipnet::Ipv4Net;
+use parking_lot::Mutex;
 use stratus_config::EgressConfig;
 
-use crate::nft::{nft, owner_is_dead, run, tables};
+use nftables::batch::Batch;
+use nftables::expr::{
+    BinaryOperation, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix,
+    SetItem, CT,
+};
+use nftables::schema::{Chain, NfListObject, Rule, Set, SetFlag, SetType, SetTypeValue};
+use nftables::stmt::{Counter, Match, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+
+use crate::liveness::{self, Claim};
+use crate::nft::{self, apply, concat, elements, string, tables};
 
 const TABLE_PREFIX: &str = "stratus_guard_";
 
@@ -104,14 +118,270 @@ impl EgressPolicy {
 #[derive(Debug)]
 pub struct Firewall {
     table: String,
+    /// The server id the table is named after, held while the table lives.
+    claim: Arc<Claim>,
 }
 
-fn elements(nets: &[Ipv4Net]) -> String {
-    if nets.is_empty() {
-        return String::new();
+/// The firewall tables this process made and has not deleted.
+fn live_tables() -> &'static Mutex<HashSet<String>> {
+    static LIVE: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    LIVE.get_or_init(Default::default)
+}
+
+/// Whether a firewall table's server is gone: dead, or this server itself when this process
+/// did not make the table (a crashed or stopped run's).
+fn owner_gone(name: &str, own: &Claim) -> bool {
+    let Some((owner, _)) = liveness::parse_table(name, TABLE_PREFIX) else {
+        return false;
+    };
+    if owner == own.owner() {
+        return !live_tables().lock().contains(name);
     }
-    let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
-    format!(" elements = {{ {} }};", list.join(", "))
+    !liveness::table_owner_alive(owner)
+}
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: protocol.into(),
+            field: field.into(),
+        },
+    )))
+}
+
+fn ct(key: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::CT(CT {
+        key: key.into(),
+        family: None,
+        dir: None,
+    }))
+}
+
+fn prefix(net: &Ipv4Net) -> Expression<'static> {
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(string(net.addr().to_string())),
+        len: u32::from(net.prefix_len()),
+    }))
+}
+
+fn is(left: Expression<'static>, op: Operator, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match { left, right, op })
+}
+
+fn counter() -> Statement<'static> {
+    Statement::Counter(Counter::Anonymous(None))
+}
+
+fn drop_() -> Statement<'static> {
+    Statement::Drop(None)
+}
+
+fn accept() -> Statement<'static> {
+    Statement::Accept(None)
+}
+
+/// `ct state established,related`.
+fn established() -> Statement<'static> {
+    is(
+        ct("state"),
+        Operator::IN,
+        Expression::List(vec![string("established"), string("related")]),
+    )
+}
+
+/// The firewall table, as one typed batch: its sets (the CIDR lists as typed prefixes) and
+/// chains. In nft's words:
+///
+/// ```text
+/// table inet T {
+///   set sandboxes { type ifname; }
+///   set intra { type ifname . ifname; }
+///   set blocked4 / allow4 / deny4 / resolvers4 { type ipv4_addr; flags interval; … }
+///   chain loopback_source { type filter hook prerouting priority raw; policy accept;
+///     iif != "lo" ip saddr 127.0.0.0/8 counter drop }
+///   chain input { type filter hook input priority filter - 10; policy accept;
+///     iif != "lo" ip daddr 127.0.0.0/8 ct status & dnat == 0 counter drop
+///     iif != "lo" ip6 daddr ::1 counter drop
+///     iifname @sandboxes ct state established,related accept
+///     iifname @sandboxes counter drop }
+///   chain forward { type filter hook forward priority filter - 10; policy accept;
+///     iifname != @sandboxes accept
+///     ct state established,related accept
+///     iifname . oifname @intra accept
+///     oifname @sandboxes counter drop
+///     meta nfproto != ipv4 counter drop
+///     ip daddr @deny4 counter drop
+///     ip daddr @allow4 accept
+///     ip daddr @resolvers4 meta l4proto { tcp, udp } th dport 53 accept
+///     ip daddr @blocked4 counter drop }
+/// }
+/// ```
+fn definition(
+    table: &str,
+    blocked: &[Ipv4Net],
+    policy: &EgressPolicy,
+    resolvers: &[Ipv4Net],
+) -> Batch<'static> {
+    let t = || std::borrow::Cow::Owned(table.to_string());
+    let fam = NfFamily::INet;
+    let mut batch = Batch::new();
+    batch.add(nft::table(fam, table));
+    let set = |name: &'static str, kind: SetTypeValue<'static>, nets: Option<&[Ipv4Net]>| {
+        NfListObject::Set(Box::new(Set {
+            family: fam,
+            table: t(),
+            name: name.into(),
+            handle: None,
+            set_type: kind,
+            policy: None,
+            flags: nets.map(|_| [SetFlag::Interval].into_iter().collect()),
+            elem: nets
+                .filter(|n| !n.is_empty())
+                .map(|n| n.iter().map(prefix).collect::<Vec<_>>().into()),
+            timeout: None,
+            gc_interval: None,
+            size: None,
+            comment: None,
+        }))
+    };
+    batch.add(set(
+        "sandboxes",
+        SetTypeValue::Single(SetType::Ifname),
+        None,
+    ));
+    batch.add(set(
+        "intra",
+        SetTypeValue::Concatenated(vec![SetType::Ifname, SetType::Ifname].into()),
+        None,
+    ));
+    let v4 = || SetTypeValue::Single(SetType::Ipv4Addr);
+    batch.add(set("blocked4", v4(), Some(blocked)));
+    batch.add(set("allow4", v4(), Some(&policy.allow)));
+    batch.add(set("deny4", v4(), Some(&policy.deny)));
+    batch.add(set("resolvers4", v4(), Some(resolvers)));
+    let chain = |name: &'static str, hook: NfHook, prio: i32| {
+        NfListObject::Chain(Chain {
+            family: fam,
+            table: t(),
+            name: name.into(),
+            newname: None,
+            handle: None,
+            _type: Some(NfChainType::Filter),
+            hook: Some(hook),
+            prio: Some(prio),
+            dev: None,
+            policy: Some(NfChainPolicy::Accept),
+        })
+    };
+    // Priorities `raw` (-300) and `filter - 10`.
+    batch.add(chain("loopback_source", NfHook::Prerouting, -300));
+    batch.add(chain("input", NfHook::Input, -10));
+    batch.add(chain("forward", NfHook::Forward, -10));
+    let rule = |chain: &'static str, expr: Vec<Statement<'static>>| {
+        NfListObject::Rule(Rule {
+            family: fam,
+            table: t(),
+            chain: chain.into(),
+            expr: expr.into(),
+            handle: None,
+            index: None,
+            comment: None,
+        })
+    };
+    let loopback4 =
+        || prefix(&Ipv4Net::new(std::net::Ipv4Addr::LOCALHOST, 8).expect("a valid prefix"));
+    let not_lo = || is(meta(MetaKey::Iif), Operator::NEQ, string("lo"));
+    let sandboxes = || string("@sandboxes");
+    batch.add(rule(
+        "loopback_source",
+        vec![
+            not_lo(),
+            is(payload("ip", "saddr"), Operator::EQ, loopback4()),
+            counter(),
+            drop_(),
+        ],
+    ));
+    let not_dnat = is(
+        Expression::BinaryOperation(Box::new(BinaryOperation::AND(ct("status"), string("dnat")))),
+        Operator::EQ,
+        Expression::Number(0),
+    );
+    for expr in [
+        vec![
+            not_lo(),
+            is(payload("ip", "daddr"), Operator::EQ, loopback4()),
+            not_dnat,
+            counter(),
+            drop_(),
+        ],
+        vec![
+            not_lo(),
+            is(payload("ip6", "daddr"), Operator::EQ, string("::1")),
+            counter(),
+            drop_(),
+        ],
+        vec![
+            is(meta(MetaKey::Iifname), Operator::EQ, sandboxes()),
+            established(),
+            accept(),
+        ],
+        vec![
+            is(meta(MetaKey::Iifname), Operator::EQ, sandboxes()),
+            counter(),
+            drop_(),
+        ],
+    ] {
+        batch.add(rule("input", expr));
+    }
+    let daddr_in = |set: &'static str| is(payload("ip", "daddr"), Operator::EQ, string(set));
+    for expr in [
+        vec![
+            is(meta(MetaKey::Iifname), Operator::NEQ, sandboxes()),
+            accept(),
+        ],
+        vec![established(), accept()],
+        vec![
+            is(
+                concat(vec![meta(MetaKey::Iifname), meta(MetaKey::Oifname)]),
+                Operator::EQ,
+                string("@intra"),
+            ),
+            accept(),
+        ],
+        vec![
+            is(meta(MetaKey::Oifname), Operator::EQ, sandboxes()),
+            counter(),
+            drop_(),
+        ],
+        vec![
+            is(meta(MetaKey::Nfproto), Operator::NEQ, string("ipv4")),
+            counter(),
+            drop_(),
+        ],
+        vec![daddr_in("@deny4"), counter(), drop_()],
+        vec![daddr_in("@allow4"), accept()],
+        vec![
+            daddr_in("@resolvers4"),
+            is(
+                meta(MetaKey::L4proto),
+                Operator::EQ,
+                Expression::Named(NamedExpression::Set(vec![
+                    SetItem::Element(string("tcp")),
+                    SetItem::Element(string("udp")),
+                ])),
+            ),
+            is(payload("th", "dport"), Operator::EQ, Expression::Number(53)),
+            accept(),
+        ],
+        vec![daddr_in("@blocked4"), counter(), drop_()],
+    ] {
+        batch.add(rule("forward", expr));
+    }
+    batch
 }
 
 /// The host's IPv4 DNS resolvers (from `/etc/resolv.conf`), which the engine's embedded DNS
@@ -126,15 +396,15 @@ fn host_resolvers() -> Vec<Ipv4Addr> {
 }
 
 /// Whether a network interface of this name exists now.
-fn interface_exists(name: &str) -> bool {
+pub(crate) fn interface_exists(name: &str) -> bool {
     !name.is_empty()
         && !name.contains('/')
         && std::path::Path::new("/sys/class/net").join(name).exists()
 }
 
-/// `"name"` as an nft string; interface names never hold quotes, and a name that would is
-/// refused before it reaches a script.
-fn quoted(ifname: &str) -> io::Result<String> {
+/// Checks an interface name before it goes into a batch (typed values: no quoting needed, but
+/// a name no interface can have is refused).
+fn checked(ifname: &str) -> io::Result<&str> {
     if ifname.is_empty()
         || ifname.len() > 15
         || !ifname
@@ -145,68 +415,67 @@ fn quoted(ifname: &str) -> io::Result<String> {
             "{ifname:?} is not an interface name"
         )));
     }
-    Ok(format!("\"{ifname}\""))
+    Ok(ifname)
+}
+
+/// A bridge's elements: in `sandboxes`, and `bridge . bridge` in `intra`.
+fn bridge_elements(
+    table: &str,
+    bridge: &str,
+) -> io::Result<[nftables::schema::NfListObject<'static>; 2]> {
+    let b = checked(bridge)?;
+    Ok([
+        elements(NfFamily::INet, table, "sandboxes", vec![string(b)]),
+        elements(
+            NfFamily::INet,
+            table,
+            "intra",
+            vec![concat(vec![string(b), string(b)])],
+        ),
+    ])
 }
 
 impl Firewall {
-    /// Checks `nft`, deletes tables of dead processes that guard nothing any more, and installs
-    /// this runtime's table (loopback guard, egress policy, no sandbox yet).
-    pub async fn install(policy: &EgressPolicy) -> Result<Firewall, FirewallError> {
+    /// Checks `nft`, deletes tables of dead servers that guard nothing any more, and installs
+    /// this runtime's table (loopback guard, egress policy, no sandbox yet), named after
+    /// `owner` (the server id; `None`: a random id for this process).
+    pub async fn install(
+        policy: &EgressPolicy,
+        owner: Option<&str>,
+    ) -> Result<Firewall, FirewallError> {
+        let claim = match owner {
+            Some(o) => liveness::claim(o)?,
+            None => liveness::claim_anonymous()?,
+        };
+        // A crashed run of this server may have left its table, still guarding its sandboxes:
+        // it stays until they are taken over, so the new table gets another name.
+        let existing: HashSet<String> = tables(NfFamily::INet, TABLE_PREFIX)
+            .await?
+            .into_iter()
+            .collect();
         static SEQ: AtomicU32 = AtomicU32::new(0);
-        let table = format!(
-            "{TABLE_PREFIX}{}_{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let table = loop {
+            let name = format!(
+                "{TABLE_PREFIX}{}_{}",
+                claim.owner(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            );
+            if !existing.contains(&name) {
+                break name;
+            }
+        };
         let blocked: Vec<Ipv4Net> = BLOCKED_RANGES
             .iter()
             .map(|r| r.parse().expect("valid built-in range"))
             .collect();
         let resolvers: Vec<Ipv4Net> = host_resolvers().into_iter().map(Ipv4Net::from).collect();
-        let (blocked, allow, deny, resolvers) = (
-            elements(&blocked),
-            elements(&policy.allow),
-            elements(&policy.deny),
-            elements(&resolvers),
-        );
-        let script = format!(
-            "add table inet {table}
-delete table inet {table}
-table inet {table} {{
-  set sandboxes {{ type ifname; }}
-  set intra {{ type ifname . ifname; }}
-  set blocked4 {{ type ipv4_addr; flags interval;{blocked} }}
-  set allow4 {{ type ipv4_addr; flags interval;{allow} }}
-  set deny4 {{ type ipv4_addr; flags interval;{deny} }}
-  set resolvers4 {{ type ipv4_addr; flags interval;{resolvers} }}
-  chain loopback_source {{
-    type filter hook prerouting priority raw; policy accept;
-    iif != \"lo\" ip saddr 127.0.0.0/8 counter drop
-  }}
-  chain input {{
-    type filter hook input priority filter - 10; policy accept;
-    iif != \"lo\" ip daddr 127.0.0.0/8 ct status ! dnat counter drop
-    iif != \"lo\" ip6 daddr ::1 counter drop
-    iifname @sandboxes ct state established,related accept
-    iifname @sandboxes counter drop
-  }}
-  chain forward {{
-    type filter hook forward priority filter - 10; policy accept;
-    iifname != @sandboxes accept
-    ct state established,related accept
-    iifname . oifname @intra accept
-    oifname @sandboxes counter drop
-    meta nfproto != ipv4 counter drop
-    ip daddr @deny4 counter drop
-    ip daddr @allow4 accept
-    ip daddr @resolvers4 meta l4proto {{ tcp, udp }} th dport 53 accept
-    ip daddr @blocked4 counter drop
-  }}
-}}
-"
-        );
-        nft(&script).await?;
-        let fw = Firewall { table };
+        let batch = definition(&table, &blocked, policy, &resolvers);
+        live_tables().lock().insert(table.clone());
+        if let Err(e) = apply(batch).await {
+            live_tables().lock().remove(&table);
+            return Err(e.into());
+        }
+        let fw = Firewall { table, claim };
         fw.collect_stale(None).await;
         Ok(fw)
     }
@@ -219,13 +488,11 @@ table inet {table} {{
     /// Puts a sandbox bridge under the egress policy (idempotent), and takes it out of the
     /// tables of dead processes that guarded it before.
     pub async fn admit(&self, bridge: &str) -> Result<(), FirewallError> {
-        let (t, b) = (&self.table, quoted(bridge)?);
-        nft(&format!(
-            "add element inet {t} sandboxes {{ {b} }}
-add element inet {t} intra {{ {b} . {b} }}
-"
-        ))
-        .await?;
+        let mut batch = Batch::new();
+        for obj in bridge_elements(&self.table, bridge)? {
+            batch.add(obj);
+        }
+        apply(batch).await?;
         self.collect_stale(Some(bridge)).await;
         Ok(())
     }
@@ -258,22 +525,37 @@ add element inet {t} intra {{ {b} . {b} }}
 
     /// Deletes the table.
     pub async fn remove(&self) {
-        match nft(&format!("delete table inet {}\n", self.table)).await {
-            Ok(()) => tracing::info!(table = %self.table, "firewall: removed"),
+        match nft::delete_table(NfFamily::INet, &self.table).await {
+            Ok(()) => {
+                live_tables().lock().remove(&self.table);
+                tracing::info!(table = %self.table, "firewall: removed")
+            }
             Err(e) => {
                 tracing::warn!(table = %self.table, error = %e, "firewall: cannot delete its table")
             }
         }
     }
 
+    /// Takes bridges that no longer exist out of this table (a sandbox removed while the
+    /// server was down), and deletes the tables of dead servers that guard nothing any more.
+    pub async fn prune(&self) {
+        if let Ok(bridges) = sandboxes_of(&self.table).await {
+            for b in bridges.iter().filter(|b| !interface_exists(b)) {
+                tracing::info!(table = %self.table, bridge = %b, "firewall: released a bridge that is gone");
+                self.release(b).await;
+            }
+        }
+        self.collect_stale(None).await;
+    }
+
     /// Deletes tables of dead processes whose bridges are all gone; with `adopted`, first takes
     /// that bridge out of them (this table guards it now).
     async fn collect_stale(&self, adopted: Option<&str>) {
-        let Ok(names) = tables("inet", TABLE_PREFIX).await else {
+        let Ok(names) = tables(NfFamily::INet, TABLE_PREFIX).await else {
             return;
         };
         for name in names {
-            if name == self.table || !owner_is_dead(&name, TABLE_PREFIX) {
+            if name == self.table || !owner_gone(&name, &self.claim) {
                 continue;
             }
             if let Some(b) = adopted {
@@ -286,7 +568,7 @@ add element inet {t} intra {{ {b} . {b} }}
             if guarded {
                 continue;
             }
-            match nft(&format!("delete table inet {name}\n")).await {
+            match nft::delete_table(NfFamily::INet, &name).await {
                 Ok(()) => tracing::info!(table = %name, "firewall: removed a dead server's table"),
                 Err(e) => tracing::debug!(table = %name, error = %e, "firewall: stale table"),
             }
@@ -296,12 +578,10 @@ add element inet {t} intra {{ {b} . {b} }}
 
 /// Deletes a bridge's elements from `table` (nothing to delete is fine).
 async fn release_from(table: &str, bridge: &str) -> io::Result<()> {
-    let b = quoted(bridge)?;
-    for script in [
-        format!("delete element inet {table} sandboxes {{ {b} }}\n"),
-        format!("delete element inet {table} intra {{ {b} . {b} }}\n"),
-    ] {
-        if let Err(e) = nft(&script).await {
+    for obj in bridge_elements(table, bridge)? {
+        let mut batch = Batch::new();
+        batch.delete(obj);
+        if let Err(e) = apply(batch).await {
             let msg = e.to_string();
             if !msg.contains("No such file or directory") {
                 return Err(e);
@@ -313,26 +593,19 @@ async fn release_from(table: &str, bridge: &str) -> io::Result<()> {
 
 /// The elements of `table`'s `sandboxes` set.
 async fn sandboxes_of(table: &str) -> io::Result<Vec<String>> {
-    let json = run(
-        "nft",
-        &["-j", "list", "set", "inet", table, "sandboxes"],
-        None,
-    )
-    .await?;
-    parse_set_names(&json)
+    Ok(set_names(
+        &nft::set_elements(NfFamily::INet, table, "sandboxes").await?,
+    ))
 }
 
-fn parse_set_names(json: &str) -> io::Result<Vec<String>> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(io::Error::other)?;
-    let mut out = Vec::new();
-    for item in v["nftables"].as_array().into_iter().flatten() {
-        for e in item["set"]["elem"].as_array().into_iter().flatten() {
-            if let Some(name) = e.as_str() {
-                out.push(name.to_string());
-            }
-        }
-    }
-    Ok(out)
+fn set_names(elems: &[Expression<'_>]) -> Vec<String> {
+    elems
+        .iter()
+        .filter_map(|e| match e {
+            Expression::String(name) => Some(name.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -365,18 +638,128 @@ mod tests {
     }
 
     #[test]
-    fn interface_names_are_checked_before_a_script() {
-        assert_eq!(quoted("br-0123456789ab").unwrap(), "\"br-0123456789ab\"");
+    fn interface_names_are_checked_before_a_batch() {
+        assert_eq!(checked("br-0123456789ab").unwrap(), "br-0123456789ab");
         for bad in ["", "a\"b", "x y", "a}b", "0123456789abcdef"] {
-            assert!(quoted(bad).is_err(), "{bad}");
+            assert!(checked(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn set_elements_are_read_from_nft_json() {
-        let json = r#"{"nftables": [{"metainfo": {}}, {"set": {"family": "inet", "name": "sandboxes", "table": "t", "type": "ifname", "handle": 1, "elem": ["br-a", "br-b"]}}]}"#;
-        assert_eq!(parse_set_names(json).unwrap(), ["br-a", "br-b"]);
-        let empty = r#"{"nftables": [{"set": {"name": "sandboxes"}}]}"#;
-        assert!(parse_set_names(empty).unwrap().is_empty());
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "sandboxes", "table": "t", "type": "ifname", "handle": 1, "elem": ["br-a", "br-b"]}}]}"#;
+        let listed: nftables::schema::Nftables = serde_json::from_str(json).unwrap();
+        let elems: Vec<Expression> = listed
+            .objects
+            .iter()
+            .filter_map(|o| match o {
+                nftables::schema::NfObject::ListObject(nftables::schema::NfListObject::Set(s)) => {
+                    s.elem.clone().map(|e| e.into_owned())
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(set_names(&elems), ["br-a", "br-b"]);
+    }
+}
+
+/// The typed table against the rules as they were written in nft's own language: nft must
+/// read both the same. Needs root and `ip` and `nft`; runs in a network namespace of its own.
+#[cfg(test)]
+mod nft_tests {
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    const WRITTEN: &str = "table inet T {
+  set sandboxes { type ifname; }
+  set intra { type ifname . ifname; }
+  set blocked4 { type ipv4_addr; flags interval; elements = { 10.0.0.0/8, 127.0.0.0/8 }; }
+  set allow4 { type ipv4_addr; flags interval; elements = { 10.1.2.3/32 }; }
+  set deny4 { type ipv4_addr; flags interval; }
+  set resolvers4 { type ipv4_addr; flags interval; elements = { 1.1.1.1/32 }; }
+  chain loopback_source {
+    type filter hook prerouting priority raw; policy accept;
+    iif != \"lo\" ip saddr 127.0.0.0/8 counter drop
+  }
+  chain input {
+    type filter hook input priority filter - 10; policy accept;
+    iif != \"lo\" ip daddr 127.0.0.0/8 ct status ! dnat counter drop
+    iif != \"lo\" ip6 daddr ::1 counter drop
+    iifname @sandboxes ct state established,related accept
+    iifname @sandboxes counter drop
+  }
+  chain forward {
+    type filter hook forward priority filter - 10; policy accept;
+    iifname != @sandboxes accept
+    ct state established,related accept
+    iifname . oifname @intra accept
+    oifname @sandboxes counter drop
+    meta nfproto != ipv4 counter drop
+    ip daddr @deny4 counter drop
+    ip daddr @allow4 accept
+    ip daddr @resolvers4 meta l4proto { tcp, udp } th dport 53 accept
+    ip daddr @blocked4 counter drop
+  }
+}
+";
+
+    fn in_ns(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ip (iproute2)");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn nft_reads_the_typed_table_as_the_written_rules() {
+        let ns = format!("stratus-fw-{}", std::process::id());
+        assert!(Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .unwrap()
+            .success());
+        let result = std::panic::catch_unwind(|| {
+            in_ns(
+                &ns,
+                &["nft", "-f", "-"],
+                Some(&WRITTEN.replace("inet T", "inet written")),
+            );
+            let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+            let batch = definition(
+                "typed",
+                &[net("10.0.0.0/8"), net("127.0.0.0/8")],
+                &EgressPolicy {
+                    allow: vec![net("10.1.2.3/32")],
+                    deny: vec![],
+                },
+                &[net("1.1.1.1/32")],
+            );
+            let json = serde_json::to_string(&batch.to_nftables()).unwrap();
+            in_ns(&ns, &["nft", "-j", "-f", "-"], Some(&json));
+            let written = in_ns(&ns, &["nft", "list", "table", "inet", "written"], None);
+            let typed = in_ns(&ns, &["nft", "list", "table", "inet", "typed"], None);
+            assert_eq!(typed.replace("typed", "written"), written);
+        });
+        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
     }
 }

@@ -11,6 +11,9 @@
 //! - [`firewall`]: the host firewall every sandbox runs behind ([`Firewall`]): no way to the
 //!   host's loopback, and an egress policy (the internet and its own instance only).
 //! - [`gateway`]: the TCP gateway that forwards public ports ([`Gateway`]).
+//! - [`liveness`]: which servers on this host are alive, by server id, for the nftables tables
+//!   the gateway and the firewall name after it.
+//! - [`crashpoint`]: the test hook that kills the process at a named point (crash tests).
 //!
 //! # Driving it
 //!
@@ -58,9 +61,11 @@
 //! know, and re-open the gateway mappings of the ones it does.
 
 pub mod compose;
+pub mod crashpoint;
 pub mod docker;
 pub mod firewall;
 pub mod gateway;
+pub mod liveness;
 mod nft;
 pub mod policy;
 pub mod runtime;

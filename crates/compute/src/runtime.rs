@@ -55,6 +55,9 @@ pub enum InstanceState {
     Stopped,
     /// Every service runs (one-shot services that exited with status 0 count as done).
     Running,
+    /// Some services have no container (a crash while the instance was created, or a container
+    /// removed behind the runtime's back): it cannot start as it is; names in file order.
+    Incomplete { missing: Vec<String> },
     /// Some services run, others do not; names in file order.
     Partial {
         running: Vec<String>,
@@ -85,6 +88,9 @@ pub enum RuntimeError {
     /// A service could not be created or started, or did not become ready.
     #[error("service {service}: {reason}")]
     Service { service: String, reason: String },
+    /// Services of the instance have no container: it cannot run as created.
+    #[error("the containers of service(s) {} are missing", .0.join(", "))]
+    Incomplete(Vec<String>),
     /// The container engine refused or failed in a way the user cannot fix.
     #[error("container engine error: {0}")]
     Engine(String),
@@ -104,6 +110,7 @@ impl RuntimeError {
                 | RuntimeError::InvalidSpec(_)
                 | RuntimeError::ImageUnavailable { .. }
                 | RuntimeError::Service { .. }
+                | RuntimeError::Incomplete(_)
         )
     }
 }
@@ -146,6 +153,12 @@ pub trait Runtime: Send + Sync {
     /// Ids of every instance this runtime finds (by label), for re-attaching after a restart.
     async fn instances(&self) -> Result<Vec<String>, RuntimeError>;
 
+    /// Ids of the instance resource groups (cgroups) on this host. They carry no owner label:
+    /// remove (with [`Runtime::remove`]) only the ids your own records know.
+    async fn resource_groups(&self) -> Result<Vec<String>, RuntimeError> {
+        Ok(Vec::new())
+    }
+
     /// Re-attaches to an instance found by [`Runtime::instances`] after stratus or the host
     /// restarted: re-applies instance-wide resource bounds that a host reboot wiped, and reports
     /// the state. Starts or stops nothing.
@@ -154,6 +167,10 @@ pub trait Runtime: Send + Sync {
     /// Removes what the runtime installed on the host for itself (its firewall table), on a
     /// graceful stop of the server. Instances are left as they are.
     async fn close(&self) {}
+
+    /// Housekeeping of what the runtime installed on the host (firewall elements of sandboxes
+    /// that are gone). Called after a restart and from time to time.
+    async fn tidy(&self) {}
 }
 
 /// Checks an instance id: it becomes part of container, network and volume names.

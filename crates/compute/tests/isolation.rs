@@ -102,20 +102,20 @@ async fn host_reaches(ip: &str, port: u16, marker: &str) -> bool {
     matches!(http_get(addr).await, Ok(body) if body.contains(marker))
 }
 
-/// The instance network's bridge interface and its gateway (the host's address on it).
+/// The instance network's bridge interface and the host's address on it, as the kernel sees
+/// them: the route to the instance's `web` container (no engine's naming or IPAM assumed).
 fn bridge_of(id: &str) -> (String, String) {
-    let net = network_name(id);
-    let id_full = sh("docker", &["network", "inspect", &net, "-f", "{{.Id}}"]);
-    let bridge = format!("br-{}", &id_full.trim()[..12]);
-    let out = sh("ip", &["-4", "-o", "addr", "show", "dev", &bridge]);
-    let gw = out
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .expect("the bridge has an address")
-        .to_string();
-    (bridge, gw)
+    let ip = container_ip(id, "web");
+    let out = sh("ip", &["-4", "-o", "route", "get", &ip]);
+    let word_after = |key: &str| {
+        out.split_whitespace()
+            .skip_while(|w| *w != key)
+            .nth(1)
+            .map(str::to_string)
+    };
+    let bridge = word_after("dev").expect("a route to the container");
+    let host = word_after("src").expect("the host's address towards the container");
+    (bridge, host)
 }
 
 /// The container's address on its instance network.

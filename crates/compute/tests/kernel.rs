@@ -206,15 +206,9 @@ async fn userspace_forwarding_sets_up_nothing() {
     gw.close_all().await;
 }
 
-#[tokio::test]
-async fn tables_of_dead_processes_are_removed() {
-    // A table named after a process that has exited, as a crashed server leaves it.
-    let mut child = std::process::Command::new("true").spawn().unwrap();
-    let dead = child.id();
-    child.wait().unwrap();
-    let stale = format!("stratus_{dead}_0");
+async fn add_table(name: &str) {
     let out = tokio::process::Command::new("nft")
-        .args(["add", "table", "ip", &stale])
+        .args(["add", "table", "ip", name])
         .output()
         .await
         .unwrap();
@@ -223,14 +217,93 @@ async fn tables_of_dead_processes_are_removed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(nft_tables().await.contains(&format!("table ip {stale}\n")));
+}
+
+#[tokio::test]
+async fn tables_of_dead_servers_are_removed_and_live_servers_keep_theirs() {
+    // Tables are owned by server ids, alive while a process holds the id's claim: one of a
+    // server that is gone (nobody holds its id), one of a live server sharing the host (its
+    // claim held here, as that server would), and one of an earlier version named after a
+    // process id.
+    let live_owner = "test-live-server-3b1d";
+    let _live = stratus_compute::liveness::claim(live_owner).unwrap();
+    let dead = "stratus_test-dead-server-3b1d_0".to_string();
+    let live = format!("stratus_{live_owner}_0");
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid_named = format!("stratus_{}_0", child.id());
+    child.wait().unwrap();
+    for t in [&dead, &live, &pid_named] {
+        add_table(t).await;
+    }
 
     let gw = kernel_gateway(16);
     assert!(gw.kernel_forwarding().await.unwrap());
     let tables = nft_tables().await;
-    assert!(!tables.contains(&format!("table ip {stale}\n")), "{tables}");
-    // Our own live table stays.
+    assert!(!tables.contains(&format!("table ip {dead}\n")), "{tables}");
+    assert!(
+        !tables.contains(&format!("table ip {pid_named}\n")),
+        "{tables}"
+    );
+    assert!(tables.contains(&format!("table ip {live}\n")), "{tables}");
+    // Our own live table stays, named after our id.
     let own = gw.kernel_table().await.unwrap();
     assert!(tables.contains(&format!("table ip {own}\n")), "{tables}");
+    assert!(own.starts_with("stratus_anon-"), "{own}");
+
+    // Once the other server is gone, its table goes at the next collection (a server's start).
+    drop(_live);
+    gw.collect_stale().await;
+    let tables = nft_tables().await;
+    assert!(!tables.contains(&format!("table ip {live}\n")), "{tables}");
+    assert!(tables.contains(&format!("table ip {own}\n")), "{tables}");
+    gw.close_all().await;
+}
+
+#[tokio::test]
+async fn routes_no_mapping_owns_are_tidied_away() {
+    let gw = kernel_gateway(16);
+    assert!(gw.kernel_forwarding().await.unwrap());
+    let table = gw.kernel_table().await.unwrap();
+    let (target, _) = echo_server().await;
+    let (resolver, _) = switchable(Some(target));
+    let public = gw.open_in("instance-t", "mt", 0, resolver).await.unwrap();
+    assert_eq!(gw.kernel_routed("mt").await, Some(target));
+    // A port routed in the table with no mapping open on it, as a close whose nft call failed
+    // would leave it: new connections to it would still go to the old address.
+    let stale: u16 = if public.port() == 65000 { 65001 } else { 65000 };
+    let script = format!(
+        "add element ip {table} marks {{ {stale} : 0x5354{stale:04x} }}\n\
+         add element ip {table} targets {{ {stale} : 127.0.0.2 . 9 }}\n"
+    );
+    let mut nft = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .await
+        .unwrap();
+    assert!(nft.wait().await.unwrap().success());
+    let routes = |table: String| async move {
+        let out = tokio::process::Command::new("nft")
+            .args(["list", "map", "ip", &table, "targets"])
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(routes(table.clone()).await.contains(&format!("{stale} : ")));
+
+    assert_eq!(gw.tidy().await, vec![stale]);
+    let after = routes(table.clone()).await;
+    assert!(!after.contains(&format!("{stale} : ")), "{after}");
+    assert!(
+        after.contains(&format!("{} : ", public.port())),
+        "the open mapping keeps its route: {after}"
+    );
+    assert_eq!(gw.tidy().await, Vec::<u16>::new());
     gw.close_all().await;
 }

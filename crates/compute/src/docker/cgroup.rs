@@ -227,6 +227,25 @@ impl CgroupTree {
         Ok(())
     }
 
+    /// Names of the groups under `/<prefix>/` (the memory hierarchy, or the unified one).
+    pub(crate) fn groups(&self, prefix: &str) -> Vec<String> {
+        let top = match self {
+            CgroupTree::V1 { memory, .. } => memory.join(prefix),
+            CgroupTree::V2 { root } => root.join(prefix),
+        };
+        let Ok(entries) = fs::read_dir(&top) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Whether the engine put container `id` under the instance group (checks the memory
     /// hierarchy, or the unified one).
     pub(crate) fn holds(&self, prefix: &str, name: &str, container_id: &str) -> bool {

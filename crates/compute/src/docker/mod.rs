@@ -40,7 +40,6 @@ pub mod spec;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -56,6 +55,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
+use parking_lot::Mutex;
 use stratus_config::{ComputeConfig, EgressConfig};
 
 use crate::compose::{
@@ -161,6 +161,21 @@ pub struct DockerRuntime {
     stopped: Mutex<HashSet<String>>,
     /// The host firewall, unless configured off.
     firewall: Option<Firewall>,
+}
+
+/// The interface of the route to exactly `subnet` in a `/proc/net/route` table (a bridge's
+/// own subnet route).
+fn subnet_device(table: &str, subnet: ipnet::Ipv4Net) -> Option<String> {
+    let (dest, mask) = (u32::from(subnet.network()), u32::from(subnet.netmask()));
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 {
+            return None;
+        }
+        // Addresses are in host byte order of a little-endian machine: bytes reversed.
+        let parse = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::swap_bytes);
+        (parse(f[1])? == dest && parse(f[7])? == mask).then(|| f[0].to_string())
+    })
 }
 
 fn is_status(e: &BollardError, code: u16) -> bool {
@@ -275,7 +290,7 @@ impl DockerRuntime {
         let firewall = match &config.firewall {
             Some(egress) => {
                 let installed = match EgressPolicy::from_config(egress) {
-                    Ok(policy) => Firewall::install(&policy).await,
+                    Ok(policy) => Firewall::install(&policy, config.owner.as_deref()).await,
                     Err(e) => Err(e),
                 };
                 match installed {
@@ -331,18 +346,40 @@ impl DockerRuntime {
             Err(e) if is_status(&e, 404) => return Ok(None),
             Err(e) => return Err(engine(e)),
         };
-        if let Some(name) = net
+        let named = net
             .options
             .as_ref()
             .and_then(|o| o.get("com.docker.network.bridge.name"))
             .filter(|n| !n.is_empty())
+            .cloned()
+            .or_else(|| {
+                net.id
+                    .as_ref()
+                    .filter(|id| id.len() >= 12)
+                    .map(|id| format!("br-{}", &id[..12]))
+            });
+        if named
+            .as_deref()
+            .is_some_and(crate::firewall::interface_exists)
         {
-            return Ok(Some(name.clone()));
+            return Ok(named);
         }
-        Ok(net
-            .id
-            .filter(|id| id.len() >= 12)
-            .map(|id| format!("br-{}", &id[..12])))
+        // An engine that names its bridges otherwise: the interface the kernel routes the
+        // network's subnet to.
+        let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+        let subnets = net
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.subnet)
+            .filter_map(|s| s.parse::<ipnet::Ipv4Net>().ok());
+        for subnet in subnets {
+            if let Some(dev) = subnet_device(&table, subnet) {
+                return Ok(Some(dev));
+            }
+        }
+        Ok(named)
     }
 
     /// Puts the instance's bridge under the firewall (before any of its containers runs).
@@ -355,6 +392,13 @@ impl DockerRuntime {
                 "the network of instance {instance_id} is missing"
             )));
         };
+        // Fail closed: a name that is no interface here would guard nothing.
+        if !crate::firewall::interface_exists(&bridge) {
+            return Err(RuntimeError::Unavailable(format!(
+                "sandbox firewall: the bridge of instance {instance_id} ({bridge}) is not an \
+                 interface of this host"
+            )));
+        }
         fw.admit(&bridge).await.map_err(|e| {
             RuntimeError::Unavailable(format!("sandbox firewall: cannot guard {bridge}: {e}"))
         })
@@ -595,22 +639,6 @@ impl DockerRuntime {
         images: &[String],
     ) -> Result<(), RuntimeError> {
         let id = &spec.instance_id;
-        let bounding = match &self.cgroups {
-            Some(tree) => {
-                let limits = Self::group_limits(
-                    spec.cpus,
-                    spec.memory_bytes,
-                    spec.pids_limit,
-                    spec.app.services.len(),
-                );
-                tree.apply(&self.config.cgroup_prefix, id, &limits)
-                    .map_err(|e| RuntimeError::Engine(format!("instance cgroup: {e}")))?;
-                Bounding::Parent {
-                    cgroup_parent: self.cgroup_parent(id),
-                }
-            }
-            None => Bounding::Split,
-        };
         let mut labels = HashMap::from([(LABEL_INSTANCE.to_string(), id.clone())]);
         if let Some(owner) = &self.config.owner {
             labels.insert(LABEL_OWNER.to_string(), owner.clone());
@@ -633,6 +661,23 @@ impl DockerRuntime {
                 }
             })?;
         self.guard(id).await?;
+        crate::crashpoint::reached("compute.create.after_network");
+        let bounding = match &self.cgroups {
+            Some(tree) => {
+                let limits = Self::group_limits(
+                    spec.cpus,
+                    spec.memory_bytes,
+                    spec.pids_limit,
+                    spec.app.services.len(),
+                );
+                tree.apply(&self.config.cgroup_prefix, id, &limits)
+                    .map_err(|e| RuntimeError::Engine(format!("instance cgroup: {e}")))?;
+                Bounding::Parent {
+                    cgroup_parent: self.cgroup_parent(id),
+                }
+            }
+            None => Bounding::Split,
+        };
         for v in &spec.app.volumes {
             let mut vlabels: HashMap<String, String> = v
                 .labels
@@ -680,6 +725,7 @@ impl DockerRuntime {
                     }
                     _ => engine(e),
                 })?;
+            crate::crashpoint::reached("compute.create.after_service");
         }
         Ok(())
     }
@@ -855,17 +901,9 @@ impl DockerRuntime {
         if members.is_empty() {
             return Ok(InstanceState::Missing);
         }
-        let expected: Vec<String> = members[0]
-            .labels
-            .get(LABEL_SERVICES)
-            .map(|s| s.split(',').map(str::to_string).collect())
-            .unwrap_or_default();
-        for name in &expected {
-            if !members.iter().any(|m| &m.service == name) {
-                return Ok(InstanceState::Failed {
-                    reason: format!("the container of service {name} is missing"),
-                });
-            }
+        let missing = Self::missing_services(members);
+        if !missing.is_empty() {
+            return Ok(InstanceState::Incomplete { missing });
         }
         // One-shot services: something waits for them to complete.
         let one_shots: HashSet<String> = members
@@ -879,11 +917,7 @@ impl DockerRuntime {
             .filter(|(_, c)| *c == DependsCondition::CompletedSuccessfully)
             .map(|(s, _)| s)
             .collect();
-        let stopped_by_us = self
-            .stopped
-            .lock()
-            .expect("stopped lock")
-            .contains(instance_id);
+        let stopped_by_us = self.stopped.lock().contains(instance_id);
         let mut running = Vec::new();
         let mut stopped = Vec::new();
         for m in members {
@@ -995,7 +1029,7 @@ impl Runtime for DockerRuntime {
             };
             images.push(image_id);
         }
-        self.stopped.lock().expect("stopped lock").remove(id);
+        self.stopped.lock().remove(id);
         if let Err(e) = self.create_inner(spec, &images).await {
             // Removal goes by label: only what this call created is removed.
             if let Err(cleanup) = self.remove(id).await {
@@ -1012,12 +1046,13 @@ impl Runtime for DockerRuntime {
         if members.is_empty() {
             return Err(RuntimeError::NotFound(instance_id.into()));
         }
+        let missing = Self::missing_services(&members);
+        if !missing.is_empty() {
+            return Err(RuntimeError::Incomplete(missing));
+        }
         self.guard(instance_id).await?;
         self.reapply_bounds(instance_id, &members)?;
-        self.stopped
-            .lock()
-            .expect("stopped lock")
-            .remove(instance_id);
+        self.stopped.lock().remove(instance_id);
         let deadline = Instant::now() + self.config.start_timeout;
         let by_name: HashMap<&str, &Member> =
             members.iter().map(|m| (m.service.as_str(), m)).collect();
@@ -1058,10 +1093,7 @@ impl Runtime for DockerRuntime {
         if members.is_empty() {
             return Err(RuntimeError::NotFound(instance_id.into()));
         }
-        self.stopped
-            .lock()
-            .expect("stopped lock")
-            .insert(instance_id.to_string());
+        self.stopped.lock().insert(instance_id.to_string());
         self.stop_members(&members).await
     }
 
@@ -1074,26 +1106,35 @@ impl Runtime for DockerRuntime {
         validate_instance_id(instance_id)?;
         let members = self.list(instance_id).await?;
         let removals = members.iter().map(|m| async move {
-            match self
-                .docker
-                .remove_container(
-                    &m.id,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        v: true,
-                        ..Default::default()
-                    }),
-                )
-                .await
-            {
-                Ok(()) => Ok(()),
-                Err(e) if is_status(&e, 404) => Ok(()),
-                Err(e) => Err(engine(e)),
+            let mut attempt = 0;
+            loop {
+                match self
+                    .docker
+                    .remove_container(
+                        &m.id,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            v: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await
+                {
+                    Ok(()) => return Ok(()),
+                    Err(e) if is_status(&e, 404) => return Ok(()),
+                    // A removal already in progress (one a killed server started, say).
+                    Err(e) if is_status(&e, 409) && attempt < 50 => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(engine(e)),
+                }
             }
         });
         for r in futures_util::future::join_all(removals).await {
             r?;
         }
+        crate::crashpoint::reached("compute.remove.after_containers");
         if let Some(fw) = &self.firewall {
             if let Some(bridge) = self.bridge_of(instance_id).await? {
                 fw.release(&bridge).await;
@@ -1155,10 +1196,7 @@ impl Runtime for DockerRuntime {
                 .await
                 .map_err(|e| RuntimeError::Engine(format!("instance cgroup: {e}")))?;
         }
-        self.stopped
-            .lock()
-            .expect("stopped lock")
-            .remove(instance_id);
+        self.stopped.lock().remove(instance_id);
         Ok(())
     }
 
@@ -1253,10 +1291,7 @@ impl Runtime for DockerRuntime {
                 if let Err(e) = self.guard(instance_id).await {
                     // Fail closed: what the firewall cannot guard does not keep running.
                     tracing::error!(instance = instance_id, error = %e, "stopping an instance the firewall cannot guard");
-                    self.stopped
-                        .lock()
-                        .expect("stopped lock")
-                        .insert(instance_id.to_string());
+                    self.stopped.lock().insert(instance_id.to_string());
                     self.stop_members(&members).await?;
                     return Ok(InstanceState::Failed {
                         reason: format!("stopped: {e}"),
@@ -1268,14 +1303,49 @@ impl Runtime for DockerRuntime {
         self.observe(instance_id, &members).await
     }
 
+    async fn resource_groups(&self) -> Result<Vec<String>, RuntimeError> {
+        let Some(tree) = &self.cgroups else {
+            return Ok(Vec::new());
+        };
+        Ok(tree
+            .groups(&self.config.cgroup_prefix)
+            .into_iter()
+            .filter(|id| validate_instance_id(id).is_ok())
+            .collect())
+    }
+
     async fn close(&self) {
         if let Some(fw) = &self.firewall {
             fw.close().await;
         }
     }
+
+    async fn tidy(&self) {
+        if let Some(fw) = &self.firewall {
+            fw.prune().await;
+        }
+    }
 }
 
 impl DockerRuntime {
+    /// Services the instance was created with (the label every container carries) that have
+    /// no container now, in file order.
+    fn missing_services(members: &[Member]) -> Vec<String> {
+        let Some(first) = members.first() else {
+            return Vec::new();
+        };
+        first
+            .labels
+            .get(LABEL_SERVICES)
+            .map(|s| {
+                s.split(',')
+                    .filter(|name| !name.is_empty() && !members.iter().any(|m| m.service == *name))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     async fn network_exists(&self, instance_id: &str) -> Result<bool, RuntimeError> {
         match self
             .docker
@@ -1286,5 +1356,31 @@ impl DockerRuntime {
             Err(e) if is_status(&e, 404) => Ok(false),
             Err(e) => Err(engine(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bridge_is_found_by_its_subnet_route() {
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
+docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+sbx-7\t000012AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+";
+        let net = |s: &str| s.parse::<ipnet::Ipv4Net>().unwrap();
+        assert_eq!(
+            subnet_device(table, net("172.18.0.0/16")).as_deref(),
+            Some("sbx-7")
+        );
+        assert_eq!(
+            subnet_device(table, net("172.17.0.0/16")).as_deref(),
+            Some("docker0")
+        );
+        assert_eq!(subnet_device(table, net("172.18.0.0/24")), None);
+        assert_eq!(subnet_device(table, net("10.0.0.0/8")), None);
     }
 }

@@ -22,10 +22,11 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use stratus_config::ComputeConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -57,6 +58,9 @@ pub struct GatewayConfig {
     pub refresh_interval: Duration,
     /// With kernel forwarding: how often the kernel's byte counters are read.
     pub counter_interval: Duration,
+    /// The server id the kernel table is named after (`compute.owner`); `None`: a random id
+    /// for this process.
+    pub owner: Option<String>,
 }
 
 /// How a mapping's connections are forwarded.
@@ -99,6 +103,7 @@ impl Default for GatewayConfig {
             forwarding: Forwarding::Userspace,
             refresh_interval: Duration::from_secs(10),
             counter_interval: Duration::from_secs(2),
+            owner: None,
         }
     }
 }
@@ -117,6 +122,7 @@ impl GatewayConfig {
         Ok(GatewayConfig {
             bind,
             forwarding,
+            owner: config.owner.clone().filter(|o| !o.is_empty()),
             ..GatewayConfig::default()
         })
     }
@@ -365,7 +371,7 @@ impl Route {
 
     /// Adds what the kernel counted since last time (`total` = its counters now).
     fn account(&self, total: (u64, u64)) {
-        let mut seen = self.seen.lock().expect("route counters");
+        let mut seen = self.seen.lock();
         let delta_in = total.0.saturating_sub(seen.0);
         let delta_out = total.1.saturating_sub(seen.1);
         *seen = total;
@@ -446,9 +452,12 @@ impl Gateway {
             (_, None) => Some(Err(io::Error::other(
                 "kernel forwarding needs an IPv4 bind address",
             ))),
-            (_, Some(ip)) => {
-                Some(nat::Kernel::setup(ip, self.config.max_connections_per_mapping).await)
-            }
+            (_, Some(ip)) => match self.claim() {
+                Ok(claim) => Some(
+                    nat::Kernel::setup(ip, self.config.max_connections_per_mapping, claim).await,
+                ),
+                Err(e) => Some(Err(e)),
+            },
         };
         match setup {
             None => {
@@ -478,6 +487,26 @@ impl Gateway {
         }
     }
 
+    /// This server's claim of its id (see [`crate::liveness`]).
+    #[cfg(target_os = "linux")]
+    fn claim(&self) -> io::Result<Arc<crate::liveness::Claim>> {
+        match &self.config.owner {
+            Some(owner) => crate::liveness::claim(owner),
+            None => crate::liveness::claim_anonymous(),
+        }
+    }
+
+    /// Deletes the kernel tables of dead servers and this server's stale ones (a crashed run
+    /// left them), and the `DOCKER-USER` rule when no gateway table is left: call it when the
+    /// server starts, whatever the forwarding mode. Without `nft` there is nothing to do.
+    pub async fn collect_stale(&self) {
+        #[cfg(target_os = "linux")]
+        match self.claim() {
+            Ok(claim) => nat::collect_stale_tables(&claim).await,
+            Err(e) => tracing::warn!(error = %e, "gateway: cannot collect stale kernel tables"),
+        }
+    }
+
     /// Whether new connections are forwarded by the kernel (sets it up if not tried yet).
     pub async fn kernel_forwarding(&self) -> Result<bool, GatewayError> {
         #[cfg(target_os = "linux")]
@@ -497,12 +526,19 @@ impl Gateway {
 
     #[cfg(target_os = "linux")]
     async fn poll_counters(self, stop: CancellationToken) {
+        let mut rounds = 0u32;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(self.config.counter_interval) => {}
             }
             self.sync_counters().await;
+            // Another server that saw no gateway table left may have removed the shared
+            // DOCKER-USER rule just as this one set up: put it back.
+            rounds = rounds.wrapping_add(1);
+            if rounds.is_multiple_of(15) {
+                nat::exempt_from_docker_forward().await;
+            }
         }
     }
 
@@ -518,7 +554,6 @@ impl Gateway {
             let routes: Vec<Arc<Route>> = self
                 .mappings
                 .lock()
-                .expect("gateway lock")
                 .values()
                 .filter_map(|m| m.route.clone())
                 .collect();
@@ -597,7 +632,7 @@ impl Gateway {
         #[cfg(not(target_os = "linux"))]
         let route: Option<Arc<Route>> = None;
         let inserted = {
-            let mut mappings = self.mappings.lock().expect("gateway lock");
+            let mut mappings = self.mappings.lock();
             let free = !mappings.contains_key(mapping_id);
             if free {
                 mappings.insert(
@@ -652,7 +687,6 @@ impl Gateway {
         let routes: Vec<Arc<Route>> = self
             .mappings
             .lock()
-            .expect("gateway lock")
             .values()
             .filter(|m| m.group == group)
             .filter_map(|m| m.route.clone())
@@ -665,11 +699,7 @@ impl Gateway {
     /// Stops listening and closes every live connection of the mapping; returns once the port
     /// is released and every connection is gone. Returns whether the mapping was open.
     pub async fn close(&self, mapping_id: &str) -> bool {
-        let mapping = self
-            .mappings
-            .lock()
-            .expect("gateway lock")
-            .remove(mapping_id);
+        let mapping = self.mappings.lock().remove(mapping_id);
         let Some(mapping) = mapping else {
             return false;
         };
@@ -690,6 +720,45 @@ impl Gateway {
         true
     }
 
+    /// Removes the kernel route elements of public ports that no open mapping has (a close
+    /// whose nft call failed would otherwise leave a port routed to an old address). Call it
+    /// while no mapping is being opened (the caller's port lock). Returns the ports removed.
+    pub async fn tidy(&self) -> Vec<u16> {
+        #[cfg(target_os = "linux")]
+        {
+            let kernel = match &*self.kernel.lock().await {
+                KernelState::On { kernel, .. } => kernel.clone(),
+                _ => return Vec::new(),
+            };
+            let open: std::collections::HashSet<u16> = self
+                .mappings
+                .lock()
+                .values()
+                .filter_map(|m| m.route.as_ref().map(|r| r.port))
+                .collect();
+            let known = match kernel.ports().await {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(error = %e, "gateway: cannot read kernel routes");
+                    return Vec::new();
+                }
+            };
+            let mut removed = Vec::new();
+            for port in known {
+                if open.contains(&port) {
+                    continue;
+                }
+                tracing::warn!(port, "gateway: removing a kernel route no mapping owns");
+                kernel.remove_stale_port(port).await;
+                removed.push(port);
+            }
+            removed.sort_unstable();
+            removed
+        }
+        #[cfg(not(target_os = "linux"))]
+        Vec::new()
+    }
+
     /// Closes every mapping, and removes the kernel rules (a later [`open`](Self::open) sets
     /// them up again).
     pub async fn close_all(&self) {
@@ -707,29 +776,17 @@ impl Gateway {
 
     /// Whether the mapping is open.
     pub fn is_open(&self, mapping_id: &str) -> bool {
-        self.mappings
-            .lock()
-            .expect("gateway lock")
-            .contains_key(mapping_id)
+        self.mappings.lock().contains_key(mapping_id)
     }
 
     /// Ids of the open mappings.
     pub fn mappings(&self) -> Vec<String> {
-        self.mappings
-            .lock()
-            .expect("gateway lock")
-            .keys()
-            .cloned()
-            .collect()
+        self.mappings.lock().keys().cloned().collect()
     }
 
     /// The address a mapping listens on.
     pub fn local_addr(&self, mapping_id: &str) -> Option<SocketAddr> {
-        self.mappings
-            .lock()
-            .expect("gateway lock")
-            .get(mapping_id)
-            .map(|m| m.local_addr)
+        self.mappings.lock().get(mapping_id).map(|m| m.local_addr)
     }
 
     /// The counters of an open mapping. With kernel forwarding, the bytes are IP bytes
@@ -738,7 +795,6 @@ impl Gateway {
     pub fn stats(&self, mapping_id: &str) -> Option<MappingStats> {
         self.mappings
             .lock()
-            .expect("gateway lock")
             .get(mapping_id)
             .map(|m| m.counters.snapshot())
     }
@@ -752,7 +808,6 @@ impl Gateway {
         let mut rows: Vec<(String, MappingStats)> = self
             .mappings
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(id, m)| (id.clone(), m.counters.snapshot()))
             .collect();
@@ -801,7 +856,6 @@ impl Gateway {
         let route = self
             .mappings
             .lock()
-            .expect("gateway lock")
             .get(mapping_id)
             .and_then(|m| m.route.clone())?;
         let current = *route.current.lock().await;
@@ -980,16 +1034,13 @@ where
 }
 
 fn raise_fd_limit() {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource};
+        let mut lim = getrlimit(Resource::Nofile);
+        if lim.current < lim.maximum {
+            lim.current = lim.maximum;
+            let _ = setrlimit(Resource::Nofile, lim);
         }
     }
 }

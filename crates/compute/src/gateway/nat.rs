@@ -1,6 +1,6 @@
 //! Kernel forwarding: the gateway's fast path, as nftables DNAT rules.
 //!
-//! Owns one nftables table per gateway (`ip stratus_<pid>_<n>`), holding:
+//! Owns one nftables table per gateway (`ip stratus_<server id>_<n>`), holding:
 //! - `targets`: public port → container address and port. A new connection to a public port in
 //!   it is rewritten (DNAT) in the kernel and never reaches the gateway's listener; connections
 //!   to a port without an entry (stopped instance, nothing resolved yet) still reach the
@@ -19,15 +19,34 @@
 //! marked connections.
 //!
 //! Everything is driven through the `nft` and `conntrack` programs (packages `nftables` and
-//! `conntrack`); a table whose owning process is gone (a crashed server) is deleted when a
-//! gateway sets up or opens a port, before that port can be routed by it.
+//! `conntrack`). Every change driven by runtime data (ports, addresses, marks; deleting
+//! tables; reading counters back) goes through typed batches ([`crate::nft`]). The table's own
+//! definition stays in nft's language, since the `nftables` crate (0.6) cannot express a set
+//! statement with a stateful statement inside (`add @conns { tcp dport ct count over N }`) nor
+//! a set's per-element counter template; its only variable parts are typed values (the table
+//! name from a checked server id, the bind address, the connection cap).
+//!
+//! Tables are named after the server's id (`ip stratus_<owner>_<n>`), never its process id: a
+//! table whose server is dead (see [`crate::liveness`]), or one of this server's
+//! own that this process did not make (left by a crash), is deleted when a server starts
+//! ([`collect_stale_tables`]) and again whenever a gateway sets up or opens a port, before that
+//! port can be routed by it. The `DOCKER-USER` rule goes when no gateway table is left.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use crate::nft::{nft, owner_is_dead, run, tables};
+use parking_lot::Mutex;
+
+use nftables::batch::Batch;
+use nftables::expr::{Expression, NamedExpression};
+use nftables::stmt::Counter;
+use nftables::types::NfFamily;
+
+use crate::liveness::{self, Claim};
+use crate::nft::{self, apply, concat, elements, map_elem, nft, run, string, tables};
 
 /// High half of the connection mark of forwarded connections.
 const MARK_TAG: u32 = 0x5354_0000;
@@ -38,8 +57,16 @@ const TABLE_PREFIX: &str = "stratus_";
 #[derive(Debug)]
 pub(crate) struct Kernel {
     table: String,
+    /// The server id the table is named after, held while the table lives.
+    claim: Arc<Claim>,
     /// Interfaces this gateway set `route_localnet` on.
-    localnet: std::sync::Mutex<std::collections::HashSet<String>>,
+    localnet: Mutex<HashSet<String>>,
+}
+
+/// The gateway tables this process made and has not deleted.
+fn live_tables() -> &'static Mutex<HashSet<String>> {
+    static LIVE: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    LIVE.get_or_init(Default::default)
 }
 
 /// The connection mark of a public port's forwarded connections.
@@ -51,15 +78,28 @@ impl Kernel {
     /// Checks the tools, removes tables left by dead processes, and creates this gateway's
     /// table for ports bound on `bind` (unspecified: every local address), resetting new
     /// connections beyond `max_connections` per port.
-    pub(crate) async fn setup(bind: Ipv4Addr, max_connections: usize) -> io::Result<Kernel> {
+    pub(crate) async fn setup(
+        bind: Ipv4Addr,
+        max_connections: usize,
+        claim: Arc<Claim>,
+    ) -> io::Result<Kernel> {
         run("conntrack", &["--version"], None).await?;
-        collect_stale_tables().await;
+        collect_stale_tables(&claim).await;
+        let existing: HashSet<String> = tables(NfFamily::IP, TABLE_PREFIX)
+            .await?
+            .into_iter()
+            .collect();
         static SEQ: AtomicU32 = AtomicU32::new(0);
-        let table = format!(
-            "{TABLE_PREFIX}{}_{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let table = loop {
+            let name = format!(
+                "{TABLE_PREFIX}{}_{}",
+                claim.owner(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            );
+            if !existing.contains(&name) {
+                break name;
+            }
+        };
         let daddr = if bind.is_unspecified() {
             "fib daddr type local".to_string()
         } else {
@@ -104,10 +144,15 @@ impl Kernel {
 }}
 "
         );
-        nft(&script).await?;
+        live_tables().lock().insert(table.clone());
+        if let Err(e) = nft(&script).await {
+            live_tables().lock().remove(&table);
+            return Err(e);
+        }
         exempt_from_docker_forward().await;
         Ok(Kernel {
             table,
+            claim,
             localnet: Default::default(),
         })
     }
@@ -121,15 +166,28 @@ impl Kernel {
     /// by a dead server may still route this port (it listened there before dying): such
     /// tables go first.
     pub(crate) async fn add_port(&self, port: u16) -> io::Result<()> {
-        collect_stale_tables().await;
+        collect_stale_tables(&self.claim).await;
+        let mut batch = Batch::new();
+        for obj in self.port_elements(port) {
+            batch.add(obj);
+        }
+        apply(batch).await
+    }
+
+    /// A port's mark and its two counters.
+    fn port_elements(&self, port: u16) -> [nftables::schema::NfListObject<'static>; 3] {
         let (t, mark) = (&self.table, mark_of(port));
-        nft(&format!(
-            "add element ip {t} marks {{ {port} : {mark:#x} }}
-add element ip {t} bytes_in {{ {mark:#x} }}
-add element ip {t} bytes_out {{ {mark:#x} }}
-"
-        ))
-        .await
+        let mark = || Expression::Number(mark);
+        [
+            elements(
+                NfFamily::IP,
+                t,
+                "marks",
+                vec![map_elem(Expression::Number(port.into()), mark())],
+            ),
+            elements(NfFamily::IP, t, "bytes_in", vec![mark()]),
+            elements(NfFamily::IP, t, "bytes_out", vec![mark()]),
+        ]
     }
 
     /// Points new connections to `port` at `to` (or back at the listener with `None`), and
@@ -144,17 +202,17 @@ add element ip {t} bytes_out {{ {mark:#x} }}
             return Ok(());
         }
         let t = &self.table;
-        let mut script = String::new();
-        if let Some(old) = from {
-            script += &target_element("delete", t, port, old);
+        let mut batch = Batch::new();
+        if from.is_some() {
+            batch.delete(target_key(t, port));
         }
         if let Some(new) = to {
             if let Some(dev) = allow_loopback_sources(*new.ip()) {
-                self.localnet.lock().expect("localnet lock").insert(dev);
+                self.localnet.lock().insert(dev);
             }
-            script += &target_element("add", t, port, new);
+            batch.add(target_element(t, port, new));
         }
-        nft(&script).await?;
+        apply(batch).await?;
         if from.is_some() {
             kill_connections(port).await;
         }
@@ -163,19 +221,37 @@ add element ip {t} bytes_out {{ {mark:#x} }}
 
     /// Forgets a mapping's port and ends its forwarded connections.
     pub(crate) async fn remove_port(&self, port: u16, routed: Option<SocketAddrV4>) {
-        let (t, mark) = (&self.table, mark_of(port));
-        let mut script = String::new();
-        if let Some(old) = routed {
-            script += &target_element("delete", t, port, old);
+        let t = &self.table;
+        let mut batch = Batch::new();
+        if routed.is_some() {
+            batch.delete(target_key(t, port));
         }
-        script += &format!(
-            "delete element ip {t} marks {{ {port} : {mark:#x} }}
-delete element ip {t} bytes_in {{ {mark:#x} }}
-delete element ip {t} bytes_out {{ {mark:#x} }}
-"
-        );
-        if let Err(e) = nft(&script).await {
+        for obj in self.port_elements(port) {
+            batch.delete(obj);
+        }
+        if let Err(e) = apply(batch).await {
             tracing::warn!(table = %t, port, error = %e, "gateway: cannot remove kernel route");
+        }
+        kill_connections(port).await;
+    }
+
+    /// The public ports this table knows (those with a mark).
+    pub(crate) async fn ports(&self) -> io::Result<Vec<u16>> {
+        Ok(nft::map_elements(NfFamily::IP, &self.table, "marks")
+            .await?
+            .iter()
+            .filter_map(|(key, _)| port_of(key))
+            .collect())
+    }
+
+    /// Forgets a port that no mapping has: its route (if any) and its mark and counters.
+    pub(crate) async fn remove_stale_port(&self, port: u16) {
+        // One by one: whatever part of it is left goes (a missing element fails its batch).
+        let [marks, bytes_in, bytes_out] = self.port_elements(port);
+        for obj in [target_key(&self.table, port), marks, bytes_in, bytes_out] {
+            let mut batch = Batch::new();
+            batch.delete(obj);
+            let _ = apply(batch).await;
         }
         kill_connections(port).await;
     }
@@ -184,8 +260,8 @@ delete element ip {t} bytes_out {{ {mark:#x} }}
     pub(crate) async fn counters(&self) -> io::Result<HashMap<u16, (u64, u64)>> {
         let mut out: HashMap<u16, (u64, u64)> = HashMap::new();
         for (set, inbound) in [("bytes_in", true), ("bytes_out", false)] {
-            let json = run("nft", &["-j", "list", "set", "ip", &self.table, set], None).await?;
-            for (mark, bytes) in parse_set_counters(&json)? {
+            let elems = nft::set_elements(NfFamily::IP, &self.table, set).await?;
+            for (mark, bytes) in set_counters(&elems) {
                 if mark & MARK_MASK != MARK_TAG {
                     continue;
                 }
@@ -203,15 +279,12 @@ delete element ip {t} bytes_out {{ {mark:#x} }}
     /// Deletes the table (every route at once). Connections already forwarded keep their
     /// translation until they end.
     pub(crate) async fn teardown(&self) {
-        if let Err(e) = nft(&format!("delete table ip {}\n", self.table)).await {
+        if let Err(e) = nft::delete_table(NfFamily::IP, &self.table).await {
             tracing::warn!(table = %self.table, error = %e, "gateway: cannot delete nftables table");
         }
-        let devices: Vec<String> = self
-            .localnet
-            .lock()
-            .expect("localnet lock")
-            .drain()
-            .collect();
+        live_tables().lock().remove(&self.table);
+        drop_docker_exemption_if_unused().await;
+        let devices: Vec<String> = self.localnet.lock().drain().collect();
         for dev in devices {
             let path = format!("/proc/sys/net/ipv4/conf/{dev}/route_localnet");
             // A bridge removed meanwhile has nothing left to reset.
@@ -224,35 +297,61 @@ delete element ip {t} bytes_out {{ {mark:#x} }}
     }
 }
 
-/// The nft command that adds or deletes (`op`) the route of `port` to `to` in `table`.
-fn target_element(op: &str, table: &str, port: u16, to: SocketAddrV4) -> String {
-    format!(
-        "{op} element ip {table} targets {{ {port} : {} . {} }}\n",
-        to.ip(),
-        to.port()
+/// The route of `port` in `table`, by its key (what a delete needs).
+fn target_key(table: &str, port: u16) -> nftables::schema::NfListObject<'static> {
+    elements(
+        NfFamily::IP,
+        table,
+        "targets",
+        vec![Expression::Number(port.into())],
     )
 }
 
-/// `(mark, bytes)` of every element of a `nft -j list set` answer.
-fn parse_set_counters(json: &str) -> io::Result<Vec<(u32, u64)>> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(io::Error::other)?;
-    let mut out = Vec::new();
-    let items = v["nftables"].as_array().cloned().unwrap_or_default();
-    for item in items {
-        let Some(elems) = item["set"]["elem"].as_array() else {
-            continue;
-        };
-        for e in elems {
-            let elem = &e["elem"];
-            let (Some(mark), Some(bytes)) =
-                (elem["val"].as_u64(), elem["counter"]["bytes"].as_u64())
-            else {
-                continue;
-            };
-            out.push((mark as u32, bytes));
-        }
+/// The route of `port` to `to` in `table`, as a `targets` map element.
+fn target_element(
+    table: &str,
+    port: u16,
+    to: SocketAddrV4,
+) -> nftables::schema::NfListObject<'static> {
+    elements(
+        NfFamily::IP,
+        table,
+        "targets",
+        vec![map_elem(
+            Expression::Number(port.into()),
+            concat(vec![
+                string(to.ip().to_string()),
+                Expression::Number(to.port().into()),
+            ]),
+        )],
+    )
+}
+
+/// A port key of a map element.
+fn port_of(key: &Expression<'_>) -> Option<u16> {
+    match key {
+        Expression::Number(n) => u16::try_from(*n).ok(),
+        _ => None,
     }
-    Ok(out)
+}
+
+/// `(mark, bytes)` of every element of a counter set, as `nft -j list set` answers.
+fn set_counters(elems: &[Expression<'_>]) -> Vec<(u32, u64)> {
+    elems
+        .iter()
+        .filter_map(|e| match e {
+            Expression::Named(NamedExpression::Elem(el)) => {
+                let Expression::Number(mark) = *el.val else {
+                    return None;
+                };
+                match &el.counter {
+                    Some(Counter::Anonymous(Some(c))) => Some((mark, c.bytes.unwrap_or(0) as u64)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Ends every connection forwarded for `port` (its conntrack entries go; the next packet of
@@ -268,27 +367,48 @@ async fn kill_connections(port: u16) {
     }
 }
 
-/// Deletes `stratus_<pid>_<n>` tables whose process is gone.
-async fn collect_stale_tables() {
-    let Ok(names) = tables("ip", TABLE_PREFIX).await else {
+/// Whether a gateway table is stale: its server is dead, or it is one of this server's that
+/// this process did not make (a crashed run's; the claim proves no other process runs as us).
+fn is_stale(name: &str, own: &Claim) -> bool {
+    let Some((owner, _)) = liveness::parse_table(name, TABLE_PREFIX) else {
+        return false;
+    };
+    if owner == own.owner() {
+        return !live_tables().lock().contains(name);
+    }
+    !liveness::table_owner_alive(owner)
+}
+
+/// Deletes the gateway tables of dead servers and this server's stale ones; then the
+/// `DOCKER-USER` rule, when no gateway table is left. Without `nft` there is nothing to do.
+pub(crate) async fn collect_stale_tables(own: &Claim) {
+    let Ok(names) = tables(NfFamily::IP, TABLE_PREFIX).await else {
         return;
     };
+    let mut removed = false;
     for name in names {
-        if !owner_is_dead(&name, TABLE_PREFIX) {
+        if !is_stale(&name, own) {
             continue;
         }
-        match nft(&format!("delete table ip {name}\n")).await {
-            Ok(()) => tracing::info!(table = name, "gateway: removed a dead server's routes"),
+        match nft::delete_table(NfFamily::IP, &name).await {
+            Ok(()) => {
+                removed = true;
+                tracing::info!(table = name, "gateway: removed a dead server's routes")
+            }
             Err(e) => tracing::debug!(table = name, error = %e, "gateway: stale table"),
         }
     }
+    if removed {
+        drop_docker_exemption_if_unused().await;
+    }
 }
 
-/// Lets connections marked by a stratus gateway through Docker's `FORWARD` chain (policy drop
-/// for its bridges). Without Docker's iptables rules there is nothing to do.
-async fn exempt_from_docker_forward() {
+/// The `DOCKER-USER` rule that lets marked connections through (see
+/// [`exempt_from_docker_forward`]).
+fn docker_user_rule(op: &'static str) -> Vec<String> {
     let mark = format!("{MARK_TAG:#x}/{MARK_MASK:#x}");
-    let rule = [
+    [
+        op,
         "DOCKER-USER",
         "-m",
         "connmark",
@@ -296,14 +416,40 @@ async fn exempt_from_docker_forward() {
         &mark,
         "-j",
         "ACCEPT",
-    ];
-    if run("iptables", &[&["-C"], &rule[..]].concat(), None)
-        .await
-        .is_ok()
-    {
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+async fn iptables(args: &[String]) -> io::Result<String> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("iptables", &args, None).await
+}
+
+/// Removes the `DOCKER-USER` rule when no server's gateway table is left on the host (every
+/// server shares the one rule).
+async fn drop_docker_exemption_if_unused() {
+    match tables(NfFamily::IP, TABLE_PREFIX).await {
+        Ok(left) if left.is_empty() => {}
+        _ => return,
+    }
+    // Several servers may have inserted it; remove every copy.
+    for _ in 0..16 {
+        if iptables(&docker_user_rule("-D")).await.is_err() {
+            break;
+        }
+        tracing::info!("gateway: removed the DOCKER-USER rule (no gateway left)");
+    }
+}
+
+/// Lets connections marked by a stratus gateway through Docker's `FORWARD` chain (policy drop
+/// for its bridges). Without Docker's iptables rules there is nothing to do.
+pub(crate) async fn exempt_from_docker_forward() {
+    if iptables(&docker_user_rule("-C")).await.is_ok() {
         return;
     }
-    if let Err(e) = run("iptables", &[&["-I"], &rule[..]].concat(), None).await {
+    if let Err(e) = iptables(&docker_user_rule("-I")).await {
         tracing::debug!(error = %e, "gateway: no DOCKER-USER chain to exempt forwarded connections from");
     }
 }
@@ -385,10 +531,19 @@ br-1\t000012AC\t00000000\t0001\t0\t0\t0\t00F0FFFF\t0\t0\t0
 
     #[test]
     fn counters_are_read_from_nft_json() {
-        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": {"family": "ip", "name": "bytes_in", "table": "t", "type": "mark", "handle": 7, "elem": [{"elem": {"val": 1398059952, "counter": {"packets": 1638, "bytes": 104942784}}}]}}]}"#;
-        assert_eq!(
-            parse_set_counters(json).unwrap(),
-            vec![(0x5354_b3b0, 104_942_784)]
-        );
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "ip", "name": "bytes_in", "table": "t", "type": "mark", "handle": 7, "elem": [{"elem": {"val": 1398059952, "counter": {"packets": 1638, "bytes": 104942784}}}]}}]}"#;
+        let listed: nftables::schema::Nftables = serde_json::from_str(json).unwrap();
+        let elems: Vec<Expression> = listed
+            .objects
+            .iter()
+            .filter_map(|o| match o {
+                nftables::schema::NfObject::ListObject(nftables::schema::NfListObject::Set(s)) => {
+                    s.elem.clone().map(|e| e.into_owned())
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(set_counters(&elems), vec![(0x5354_b3b0, 104_942_784)]);
     }
 }

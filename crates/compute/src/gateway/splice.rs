@@ -5,18 +5,19 @@
 //! becomes writable. The pipe is always drained before it is filled again, so `EAGAIN` on the
 //! filling side always means "the socket has nothing" and never "the pipe is full".
 //! It must never block a runtime thread: every call uses `SPLICE_F_NONBLOCK` on non-blocking
-//! sockets.
+//! sockets. The system calls go through `rustix` (no `unsafe` here).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 
+use rustix::pipe::{fcntl_getpipe_size, fcntl_setpipe_size, pipe_with, PipeFlags, SpliceFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::{Counters, Direction};
 
 /// Pipe capacity asked for (the kernel may keep its default of 64 KiB).
-const PIPE_SIZE: libc::c_int = 1024 * 1024;
+const PIPE_SIZE: usize = 1024 * 1024;
 
 struct Pipe {
     read: OwnedFd,
@@ -25,35 +26,17 @@ struct Pipe {
 
 impl Pipe {
     fn new() -> io::Result<Pipe> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: pipe2 writes two descriptors into the array we own.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: both descriptors were just created and are owned by nobody else.
-        let pipe = unsafe {
-            Pipe {
-                read: OwnedFd::from_raw_fd(fds[0]),
-                write: OwnedFd::from_raw_fd(fds[1]),
-            }
-        };
+        let (read, write) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
         // Best effort: a larger pipe means fewer system calls per megabyte.
-        // SAFETY: fcntl on a descriptor we own.
-        unsafe {
-            libc::fcntl(pipe.write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE);
-        }
-        Ok(pipe)
+        let _ = fcntl_setpipe_size(&write, PIPE_SIZE);
+        Ok(Pipe { read, write })
     }
 
     fn capacity(&self) -> usize {
-        // SAFETY: fcntl on a descriptor we own.
-        let n = unsafe { libc::fcntl(self.write.as_raw_fd(), libc::F_GETPIPE_SZ) };
-        if n > 0 {
-            n as usize
-        } else {
-            64 * 1024
-        }
+        fcntl_getpipe_size(&self.write)
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or(64 * 1024)
     }
 }
 
@@ -72,36 +55,25 @@ impl Pipes {
     }
 }
 
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    // SAFETY: splice between descriptors we hold; null offsets (sockets and pipes have none).
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
+    // Sockets and pipes have no offsets.
+    Ok(rustix::pipe::splice(
+        from,
+        None,
+        to,
+        None,
+        len,
+        SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+    )?)
 }
 
 fn shutdown_write(s: &TcpStream) -> io::Result<()> {
-    // SAFETY: shutdown on a socket we hold.
-    let rc = unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
+    match rustix::net::shutdown(s, rustix::net::Shutdown::Write) {
+        Ok(()) => Ok(()),
         // The peer may be gone already; the other direction will notice.
-        if e.raw_os_error() != Some(libc::ENOTCONN) {
-            return Err(e);
-        }
+        Err(rustix::io::Errno::NOTCONN) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 async fn pump(
@@ -115,9 +87,7 @@ async fn pump(
     loop {
         let n = loop {
             src.readable().await?;
-            match src.try_io(Interest::READABLE, || {
-                splice(src.as_raw_fd(), pipe.write.as_raw_fd(), chunk)
-            }) {
+            match src.try_io(Interest::READABLE, || splice(src, &pipe.write, chunk)) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -129,9 +99,7 @@ async fn pump(
         let mut left = n;
         while left > 0 {
             dst.writable().await?;
-            match dst.try_io(Interest::WRITABLE, || {
-                splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), left)
-            }) {
+            match dst.try_io(Interest::WRITABLE, || splice(&pipe.read, dst, left)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(m) => left -= m,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

@@ -248,6 +248,19 @@ impl Compute {
             .map_err(|e| Error::internal(format!("stored compose: {e}")))
     }
 
+    /// Refuses a mapping change of an instance that is deleted, being deleted, expired or
+    /// failed. Call it under the instance's state lock.
+    fn mappable(instance: &super::records::Instance) -> Result<()> {
+        if instance.status.is_final() || instance.status == Status::Deleting {
+            return Err(Error::Conflict(format!(
+                "instance {} is {}: its mappings cannot change",
+                instance.id,
+                instance.status.name()
+            )));
+        }
+        Ok(())
+    }
+
     /// Adds a mapping to one of the account's instances.
     pub async fn create_mapping(
         &self,
@@ -256,14 +269,14 @@ impl Compute {
         req: MappingRequest,
     ) -> Result<Mapping> {
         let instance = self.instance(account_id, instance_id).await?;
-        if instance.status.is_final() || instance.status == Status::Deleting {
-            return Err(Error::Conflict(format!(
-                "instance {instance_id} is {}: it cannot be mapped",
-                instance.status.name()
-            )));
-        }
+        Self::mappable(&instance)?;
         req.validate(&self.app_of(instance_id).await?)?;
         let rt = self.runtime().await?;
+        let state = self.state_lock(instance_id);
+        let _state = state.lock().await;
+        // The status may have changed while the request was checked.
+        let instance = self.instance(account_id, instance_id).await?;
+        Self::mappable(&instance)?;
         let now = self.inner.clock.now_ms();
         let _ports = self.inner.ports.lock().await;
         let (count,): (i64,) =
@@ -280,25 +293,17 @@ impl Compute {
         let m = self
             .open_new_mapping(&rt, account_id, instance_id, &req, now)
             .await?;
-        let mut tx = self.inner.db.w().begin().await?;
-        // The instance may have been deleted while the port was bound.
-        let alive: Option<(i64,)> = sqlx::query_as(
-            "SELECT status FROM instances WHERE id = $1 AND status NOT IN (6, 7, 8, 10)",
-        )
-        .bind(instance_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if alive.is_none() {
-            drop(tx);
-            self.close_listeners(std::slice::from_ref(&m)).await;
-            return Err(Error::Conflict(format!("instance {instance_id} is gone")));
+        let stored: Result<()> = async {
+            let mut tx = self.inner.db.w().begin().await?;
+            self.insert_mapping(&mut tx, &m).await?;
+            tx.commit().await?;
+            Ok(())
         }
-        if let Err(e) = self.insert_mapping(&mut tx, &m).await {
-            drop(tx);
+        .await;
+        if let Err(e) = stored {
             self.close_listeners(std::slice::from_ref(&m)).await;
             return Err(e);
         }
-        tx.commit().await?;
         self.inner
             .live
             .entry(instance_id.to_string())
@@ -307,7 +312,8 @@ impl Compute {
         Ok(m)
     }
 
-    /// Renames a mapping or points it at another published port (same public port).
+    /// Renames a mapping or points it at another published port (same public port). Refused
+    /// (409) once its instance is being deleted.
     pub async fn update_mapping(
         &self,
         account_id: &str,
@@ -323,6 +329,12 @@ impl Compute {
             computer_port: computer_port.unwrap_or(m.computer_port as i64),
         };
         req.validate(&self.app_of(&m.instance_id).await?)?;
+        let state = self.state_lock(&m.instance_id);
+        let _state = state.lock().await;
+        // Under the state lock: the mapping and its instance as they are now.
+        let m = self.mapping(account_id, id).await?;
+        let instance = self.instance(account_id, &m.instance_id).await?;
+        Self::mappable(&instance)?;
         let port = req.computer_port as u16;
         if port != m.computer_port {
             // Re-open the listener with a resolver for the new port, on the same public port.
@@ -352,6 +364,8 @@ impl Compute {
     /// Removes a mapping and frees its port.
     pub async fn delete_mapping(&self, account_id: &str, id: &str) -> Result<()> {
         let m = self.mapping(account_id, id).await?;
+        let state = self.state_lock(&m.instance_id);
+        let _state = state.lock().await;
         let r = sqlx::query("DELETE FROM mappings WHERE id = $1 AND account_id = $2")
             .bind(id)
             .bind(account_id)

@@ -6,6 +6,18 @@
 //! transition takes too long. API calls only check and move statuses (compare-and-set in the
 //! database) and return at once; the slow work happens in per-instance tasks that are
 //! serialized by an instance lock, so a delete can never interleave with a boot.
+//!
+//! Two per-instance locks (in this process): the *task lock* serializes the runtime work of an
+//! instance (boot, start, stop, delete; held for as long as the engine takes), and the *state
+//! lock* is held, briefly, by every status transition and every mapping change, which check
+//! the status under it: a mapping of a deleting or deleted instance is never opened again.
+//! The task lock, when both are held, is taken first.
+//!
+//! Crashes: a server killed at any point leaves records the next start finishes (see
+//! `sweep.rs`): an instance still `Creating` is finished when everything runs, else failed,
+//! refunded (exactly once: the refund's ledger reference is `refund:<id>`) and removed; a
+//! `Deleting` one is removed; runtime objects, resource groups, firewall elements and
+//! listeners that no live record owns are removed.
 
 mod mappings;
 mod ops;
@@ -53,8 +65,14 @@ struct Inner {
     gateway: Gateway,
     /// Serializes port allocation (the unique index is the final guard).
     ports: Mutex<()>,
-    /// One lock per instance serializes its runtime operations.
+    /// One lock per instance serializes its runtime operations (the task lock).
     locks: DashMap<String, Arc<Mutex<()>>>,
+    /// One lock per instance for its status transitions and mapping changes (the state lock).
+    states: DashMap<String, Arc<Mutex<()>>>,
+    /// When the removal of a `Deleting` instance that failed may be tried again.
+    retry_delete: DashMap<String, tokio::time::Instant>,
+    /// Sweeps since the last search for orphans.
+    sweeps: std::sync::atomic::AtomicU32,
     /// The status of every instance that has mappings, for the gateway's resolvers.
     live: DashMap<String, Status>,
     /// Woken whenever a status changes (waiters re-read).
@@ -117,6 +135,9 @@ impl Compute {
                 gateway,
                 ports: Mutex::new(()),
                 locks: DashMap::new(),
+                states: DashMap::new(),
+                retry_delete: DashMap::new(),
+                sweeps: std::sync::atomic::AtomicU32::new(0),
                 live: DashMap::new(),
                 changed: Notify::new(),
             }),
@@ -198,6 +219,22 @@ impl Compute {
             .clone()
     }
 
+    /// The state lock of an instance: held by every status transition and mapping change.
+    fn state_lock(&self, id: &str) -> Arc<Mutex<()>> {
+        self.inner
+            .states
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(())))
+            .clone()
+    }
+
+    /// Forgets the locks of an instance that is gone.
+    fn forget_locks(&self, id: &str) {
+        self.inner.locks.remove(id);
+        self.inner.states.remove(id);
+        self.inner.retry_delete.remove(id);
+    }
+
     fn resolver(&self, rt: Arc<dyn Runtime>, instance_id: &str, port: u16) -> Arc<dyn Resolver> {
         Arc::new(InstanceResolver {
             compute: Arc::downgrade(&self.inner),
@@ -271,9 +308,22 @@ impl Compute {
             .unwrap_or_default()
     }
 
-    /// Moves an instance from one of `from` to `to` (compare-and-set); false when its status was
-    /// not one of `from`.
+    /// Moves an instance from one of `from` to `to` (compare-and-set) under its state lock;
+    /// false when its status was not one of `from`.
     async fn transition(
+        &self,
+        id: &str,
+        from: &[Status],
+        to: Status,
+        reason: &str,
+    ) -> Result<bool> {
+        let lock = self.state_lock(id);
+        let _state = lock.lock().await;
+        self.transition_held(id, from, to, reason).await
+    }
+
+    /// [`Compute::transition`] for a caller that holds the instance's state lock.
+    async fn transition_held(
         &self,
         id: &str,
         from: &[Status],

@@ -1,6 +1,8 @@
 //! Start, stop, restart, delete: a compare-and-set of the status at once, the runtime work in a
 //! background task under the instance lock, then the final status.
 
+use stratus_compute::InstanceState;
+
 use super::records::{Instance, Status};
 use super::Compute;
 use crate::{Error, Result};
@@ -24,8 +26,28 @@ fn refused(i: &Instance, what: &str) -> Error {
     Error::Conflict(format!("cannot {what} instance {}: {why}", i.id))
 }
 
+/// The refusal to start an instance some of whose services have no container.
+fn incomplete(i: &Instance, what: &str, missing: &[String]) -> Error {
+    Error::Conflict(format!(
+        "cannot {what} instance {}: the containers of service(s) {} are missing (it was not \
+         created completely, or they were removed); delete it and create it again",
+        i.id,
+        missing.join(", ")
+    ))
+}
+
 impl Compute {
+    /// Refuses to start an instance that the runtime finds incomplete.
+    async fn check_complete(&self, i: &Instance, what: &str) -> Result<()> {
+        let rt = self.runtime().await?;
+        match rt.state(&i.id).await {
+            Ok(InstanceState::Incomplete { missing }) => Err(incomplete(i, what, &missing)),
+            _ => Ok(()),
+        }
+    }
+
     /// Starts a closed instance. Starting a running (or starting) instance changes nothing.
+    /// An instance some of whose services have no container is refused (409, naming them).
     pub async fn start(&self, account_id: &str, id: &str) -> Result<Instance> {
         let i = self.instance(account_id, id).await?;
         match i.status {
@@ -33,6 +55,7 @@ impl Compute {
             Status::Closed => {}
             _ => return Err(refused(&i, "start")),
         }
+        self.check_complete(&i, "start").await?;
         if !self
             .transition(id, &[Status::Closed], Status::Starting, "")
             .await?
@@ -72,6 +95,7 @@ impl Compute {
         if !matches!(i.status, Status::Running | Status::Closed) {
             return Err(refused(&i, "restart"));
         }
+        self.check_complete(&i, "restart").await?;
         if !self
             .transition(
                 id,
@@ -105,12 +129,23 @@ impl Compute {
             Status::Recreating,
             Status::Failed,
         ];
-        if !self.transition(id, &from, Status::Deleting, "").await? {
-            return self.instance(account_id, id).await;
+        {
+            // Under the state lock: no mapping change can slip in between the new status and
+            // the closing of the listeners.
+            let lock = self.state_lock(id);
+            let _state = lock.lock().await;
+            if !self
+                .transition_held(id, &from, Status::Deleting, "")
+                .await?
+            {
+                drop(_state);
+                return self.instance(account_id, id).await;
+            }
+            stratus_compute::crashpoint::reached("compute.delete.after_mark");
+            // The public ports stop answering at once.
+            let maps = self.mappings_of(id).await?;
+            self.close_listeners(&maps).await;
         }
-        // The public ports stop answering at once.
-        let maps = self.mappings_of(id).await?;
-        self.close_listeners(&maps).await;
         self.spawn_op(id, Op::Delete);
         self.instance(account_id, id).await
     }
@@ -173,26 +208,40 @@ impl Compute {
         Ok(())
     }
 
-    /// Removes everything of a `Deleting` instance and marks it `Deleted`.
+    /// Removes everything of a `Deleting` instance and marks it `Deleted`. Call it with the
+    /// instance's task lock held.
     pub(super) async fn finish_delete(
         &self,
         id: &str,
         rt: &std::sync::Arc<dyn stratus_compute::Runtime>,
     ) -> Result<()> {
-        let maps = self.mappings_of(id).await?;
-        self.close_listeners(&maps).await;
+        {
+            let lock = self.state_lock(id);
+            let _state = lock.lock().await;
+            let maps = self.mappings_of(id).await?;
+            self.close_listeners(&maps).await;
+        }
         if let Err(e) = rt.remove(id).await {
-            // Leave it `Deleting`: the sweeper retries until the runtime lets go.
+            // Leave it `Deleting`: the sweeper tries again soon.
             tracing::warn!(instance = %id, error = %e, "remove failed; will retry");
+            self.inner.retry_delete.insert(
+                id.to_string(),
+                tokio::time::Instant::now() + std::time::Duration::from_secs(5),
+            );
             return Ok(());
         }
-        let mut tx = self.inner.db.w().begin().await?;
-        self.delete_mapping_rows(&mut tx, id).await?;
-        tx.commit().await?;
-        self.transition(id, &[Status::Deleting], Status::Deleted, "")
-            .await?;
-        self.inner.live.remove(id);
-        self.inner.locks.remove(id);
+        {
+            let lock = self.state_lock(id);
+            let _state = lock.lock().await;
+            let mut tx = self.inner.db.w().begin().await?;
+            let maps = self.delete_mapping_rows(&mut tx, id).await?;
+            tx.commit().await?;
+            self.close_listeners(&maps).await;
+            self.transition_held(id, &[Status::Deleting], Status::Deleted, "")
+                .await?;
+            self.inner.live.remove(id);
+        }
+        self.forget_locks(id);
         Ok(())
     }
 }

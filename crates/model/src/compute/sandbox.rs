@@ -206,7 +206,8 @@ impl Compute {
         Ok((instance, opened))
     }
 
-    /// Creates and starts the instance; on failure, marks it failed with the reason and refunds.
+    /// Creates and starts the instance; on failure, marks it failed with the reason, refunds,
+    /// and removes whatever the runtime made of it at once.
     async fn boot(&self, spec: InstanceSpec) {
         let id = spec.instance_id.clone();
         let lock = self.lock_of(&id);
@@ -241,14 +242,33 @@ impl Compute {
             }
             Err(e) => {
                 tracing::warn!(instance = %id, error = %e, "instance failed to boot");
-                let _ = rt.remove(&id).await;
+                // The money first: the runtime's leftovers are removed right after, and by the
+                // orphan sweep should that fail (the record says Failed).
                 self.fail_and_refund(&id, &e.to_string()).await;
+                self.remove_failed(&rt, &id).await;
             }
         }
     }
 
-    /// Marks a never-started instance failed, refunds its charge and closes its mappings.
+    /// Removes the runtime objects (containers, network, volumes, resource group) of an
+    /// instance that failed; a failure is logged and left to the orphan sweep.
+    pub(super) async fn remove_failed(
+        &self,
+        rt: &std::sync::Arc<dyn stratus_compute::Runtime>,
+        id: &str,
+    ) {
+        if let Err(e) = rt.remove(id).await {
+            tracing::warn!(instance = %id, error = %e, "cannot remove a failed instance yet; the sweeper retries");
+        }
+    }
+
+    /// Marks a never-started (`Creating`) instance failed, refunds its charge and closes its
+    /// mappings, in one transaction: a crash leaves it `Creating` with its charge, and the next
+    /// start fails and refunds it. The refund's ledger reference (`refund:<id>`) is applied at
+    /// most once, so running this again never pays twice.
     pub(super) async fn fail_and_refund(&self, id: &str, reason: &str) {
+        let lock = self.state_lock(id);
+        let _state = lock.lock().await;
         let result: Result<()> = async {
             let Some(i) = self.instance_any(id).await? else {
                 return Ok(());
@@ -267,6 +287,7 @@ impl Compute {
             if r.rows_affected() == 0 {
                 return Ok(());
             }
+            stratus_compute::crashpoint::reached("compute.refund.before_credit");
             if i.charged > Amount::ZERO {
                 self.inner
                     .billing
@@ -286,6 +307,7 @@ impl Compute {
             }
             let maps = self.delete_mapping_rows(&mut tx, id).await?;
             tx.commit().await?;
+            tracing::info!(instance = %id, %reason, "instance status: failed (refunded)");
             self.close_listeners(&maps).await;
             self.inner.live.remove(id);
             self.inner.changed.notify_waiters();
@@ -294,7 +316,7 @@ impl Compute {
         }
         .await;
         if let Err(e) = result {
-            tracing::error!(instance = %id, error = %e, "cannot record a failed boot");
+            tracing::error!(instance = %id, error = %e, "cannot record a failed boot; the sweeper retries");
         }
     }
 }

@@ -1,22 +1,35 @@
 //! Keeping records and runtime in step: after a restart of stratus (re-attach), at expiry, and
 //! whenever a transitional status outlives its deadline (a lost task, a crashed process).
+//!
+//! After a crash (reconcile, at start): an instance still `Creating` is finished when every
+//! service runs, else failed, refunded and removed; a `Deleting` one is removed; then the
+//! orphan sweep removes runtime objects (by owner label), resource groups and listeners that
+//! no live record owns. The sweep also runs every minute and whenever a removal failed.
 
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use stratus_compute::InstanceState;
+use stratus_compute::{InstanceState, Runtime};
 
 use super::records::{self, Instance, Status};
 use super::Compute;
 use crate::Result;
 
+/// Sweeps (every 2 s) between two searches for orphans.
+const ORPHAN_SWEEP_EVERY: u32 = 30;
+
 impl Compute {
-    /// After a start of stratus: every instance the records know is matched with the runtime,
-    /// its mappings listen again, transitional statuses are resolved; runtime instances the
-    /// records do not know (or that were deleted) are removed.
+    /// After a start of stratus: kernel tables of dead servers (and this server's stale ones)
+    /// go, every instance the records know is matched with the runtime, its mappings listen
+    /// again, transitional statuses are resolved; runtime objects no live record owns are
+    /// removed.
     pub async fn reconcile(&self) -> Result<()> {
+        self.inner.gateway.collect_stale().await;
         let rt = self.runtime().await?;
         let rows: Vec<records::InstanceRow> = sqlx::query_as(&format!(
-            "SELECT {} FROM instances WHERE status <> 7",
+            "SELECT {} FROM instances WHERE status NOT IN (7, 10)",
             records::INSTANCE_COLUMNS
         ))
         .fetch_all(self.inner.db.w())
@@ -30,36 +43,109 @@ impl Compute {
                 tracing::error!(instance = %i.id, error = %e, "cannot re-attach instance");
             }
         }
-        match rt.instances().await {
-            Ok(ids) => {
-                for id in ids {
-                    if !known
-                        .iter()
-                        .any(|i| i.id == id && i.status != Status::Failed)
-                    {
-                        tracing::warn!(instance = %id, "removing runtime objects no record owns");
-                        let _ = rt.remove(&id).await;
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot list runtime instances"),
-        }
+        self.collect_orphans(&rt).await;
         Ok(())
     }
 
-    async fn reattach(
-        &self,
-        i: &Instance,
-        rt: &std::sync::Arc<dyn stratus_compute::Runtime>,
-    ) -> Result<()> {
+    /// Removes what no live record owns: runtime instances of this owner that have no record
+    /// or whose record is `Deleted` or `Failed`, the resource groups of such records, and
+    /// gateway listeners whose mapping is gone. Instances a task works on are left to it.
+    pub(super) async fn collect_orphans(&self, rt: &Arc<dyn Runtime>) {
+        // Listed before the records are read: whatever a boot creates has its record already.
+        let labelled: BTreeSet<String> = match rt.instances().await {
+            Ok(ids) => ids.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list runtime instances");
+                return;
+            }
+        };
+        let groups: BTreeSet<String> = rt
+            .resource_groups()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        for id in labelled.union(&groups) {
+            let status: Option<(i64,)> =
+                match sqlx::query_as("SELECT status FROM instances WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(self.inner.db.r())
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "orphan sweep: cannot read the records");
+                        return;
+                    }
+                };
+            let orphan = match status.and_then(|(s,)| Status::from_i64(s)) {
+                // Resource groups carry no owner: only this server's records can claim them.
+                None => labelled.contains(id),
+                Some(s) => matches!(s, Status::Deleted | Status::Failed),
+            };
+            if !orphan {
+                continue;
+            }
+            let lock = self.lock_of(id);
+            let Ok(_task) = lock.try_lock() else {
+                continue;
+            };
+            tracing::warn!(instance = %id, "removing runtime objects no live record owns");
+            if let Err(e) = rt.remove(id).await {
+                tracing::warn!(instance = %id, error = %e, "cannot remove orphaned runtime objects yet");
+            }
+            drop(_task);
+            if status.is_none() {
+                self.inner.locks.remove(id);
+            }
+        }
+        self.close_orphan_listeners().await;
+        rt.tidy().await;
+    }
+
+    /// Closes gateway listeners whose mapping record is gone (the port goes back to the pool),
+    /// and removes kernel routes that no open mapping has.
+    async fn close_orphan_listeners(&self) {
+        // Under the port lock every listener being opened has its record committed.
+        let _ports = self.inner.ports.lock().await;
+        for mapping_id in self.inner.gateway.mappings() {
+            let row: std::result::Result<Option<(String,)>, _> =
+                sqlx::query_as("SELECT id FROM mappings WHERE id = $1")
+                    .bind(&mapping_id)
+                    .fetch_optional(self.inner.db.w())
+                    .await;
+            if let Ok(None) = row {
+                tracing::warn!(mapping = %mapping_id, "closing a listener no mapping owns");
+                self.inner.gateway.close(&mapping_id).await;
+            }
+        }
+        // Kernel routes of ports no open mapping has (still under the port lock).
+        self.inner.gateway.tidy().await;
+    }
+
+    async fn reattach(&self, i: &Instance, rt: &Arc<dyn Runtime>) -> Result<()> {
         let state = rt.recover(&i.id).await.unwrap_or(InstanceState::Missing);
         let status = match (i.status, &state) {
             (Status::Deleting, _) => {
+                let lock = self.lock_of(&i.id);
+                let Ok(_task) = lock.try_lock() else {
+                    return Ok(());
+                };
                 return self.finish_delete(&i.id, rt).await;
             }
-            (Status::Creating, InstanceState::Missing) => {
+            // Everything was created and runs: only the record was not written.
+            (Status::Creating, InstanceState::Running) => {
+                self.mark(i, Status::Running, "").await?;
+                Status::Running
+            }
+            (Status::Creating, _) => {
+                let lock = self.lock_of(&i.id);
+                let Ok(_task) = lock.try_lock() else {
+                    return Ok(());
+                };
                 self.fail_and_refund(&i.id, "stratus stopped before the instance was created")
                     .await;
+                self.remove_failed(rt, &i.id).await;
                 return Ok(());
             }
             (Status::Expired | Status::Failed, _) => i.status,
@@ -73,16 +159,33 @@ impl Compute {
                 .await?;
                 Status::Closed
             }
+            (_, InstanceState::Incomplete { missing }) => {
+                let reason = format!(
+                    "the containers of service(s) {} are missing; delete it",
+                    missing.join(", ")
+                );
+                if i.status != Status::Closed || i.status_reason != reason {
+                    self.mark(i, Status::Closed, &reason).await?;
+                }
+                Status::Closed
+            }
             (_, InstanceState::Stopped | InstanceState::Failed { .. }) => Status::Closed,
         };
-        if status != i.status {
+        if status != i.status && !matches!(state, InstanceState::Incomplete { .. }) {
             let reason = match &state {
                 InstanceState::Failed { reason } => reason.clone(),
                 _ => String::new(),
             };
             self.mark(i, status, &reason).await?;
         }
-        // Mappings listen again (an expired or failed instance has none left).
+        // Mappings listen again (an expired or failed instance has none left), unless the
+        // instance is being deleted meanwhile: checked under its state lock.
+        let lock = self.state_lock(&i.id);
+        let _state = lock.lock().await;
+        let now = self.instance_any(&i.id).await?;
+        if now.is_none_or(|n| n.status == Status::Deleting || n.status.is_final()) {
+            return Ok(());
+        }
         let maps = self.mappings_of(&i.id).await?;
         if !maps.is_empty() {
             self.inner.live.insert(i.id.clone(), status);
@@ -127,6 +230,17 @@ impl Compute {
         for (id,) in due {
             self.expire(&id).await?;
         }
+        self.retry_deletes().await?;
+        if self
+            .inner
+            .sweeps
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(ORPHAN_SWEEP_EVERY)
+        {
+            if let Ok(rt) = self.runtime().await {
+                self.collect_orphans(&rt).await;
+            }
+        }
         let stuck: Vec<records::InstanceRow> = sqlx::query_as(&format!(
             "SELECT {} FROM instances WHERE deadline IS NOT NULL AND deadline <= $1 AND status IN (0, 2, 3, 5, 6, 9)",
             records::INSTANCE_COLUMNS
@@ -157,12 +271,41 @@ impl Compute {
             let rt = self.runtime().await?;
             match i.status {
                 Status::Creating => {
-                    let _ = rt.remove(&i.id).await;
                     self.fail_and_refund(&i.id, "the instance took too long to start")
                         .await;
+                    self.remove_failed(&rt, &i.id).await;
                 }
+                // With the task lock held (or a task hanging): finish it here.
+                Status::Deleting => self.finish_delete(&i.id, &rt).await?,
                 _ => self.reattach(&i, &rt).await?,
             }
+        }
+        Ok(())
+    }
+
+    /// Finishes the deletes whose removal failed (an engine still releasing a container, a
+    /// crash mid-delete), a few seconds after the last attempt, without waiting for the
+    /// transition deadline. Instances a task works on are left to it.
+    async fn retry_deletes(&self) -> Result<()> {
+        let deleting: Vec<(String,)> = sqlx::query_as("SELECT id FROM instances WHERE status = 6")
+            .fetch_all(self.inner.db.r())
+            .await?;
+        if deleting.is_empty() {
+            return Ok(());
+        }
+        let Ok(rt) = self.runtime().await else {
+            return Ok(());
+        };
+        let now = tokio::time::Instant::now();
+        for (id,) in deleting {
+            if self.inner.retry_delete.get(&id).is_some_and(|at| *at > now) {
+                continue;
+            }
+            let lock = self.lock_of(&id);
+            let Ok(_task) = lock.try_lock() else {
+                continue;
+            };
+            self.finish_delete(&id, &rt).await?;
         }
         Ok(())
     }
@@ -180,22 +323,26 @@ impl Compute {
             Status::Restarting,
             Status::Recreating,
         ];
-        if !self
-            .transition(
-                id,
-                &from,
-                Status::Expired,
-                "the instance's duration is over",
-            )
-            .await?
         {
-            return Ok(());
+            let state = self.state_lock(id);
+            let _state = state.lock().await;
+            if !self
+                .transition_held(
+                    id,
+                    &from,
+                    Status::Expired,
+                    "the instance's duration is over",
+                )
+                .await?
+            {
+                return Ok(());
+            }
+            let mut tx = self.inner.db.w().begin().await?;
+            let maps = self.delete_mapping_rows(&mut tx, id).await?;
+            tx.commit().await?;
+            self.close_listeners(&maps).await;
+            self.inner.live.remove(id);
         }
-        let mut tx = self.inner.db.w().begin().await?;
-        let maps = self.delete_mapping_rows(&mut tx, id).await?;
-        tx.commit().await?;
-        self.close_listeners(&maps).await;
-        self.inner.live.remove(id);
         if let Ok(rt) = self.runtime().await {
             if let Err(e) = rt.stop(id).await {
                 tracing::warn!(instance = %id, error = %e, "cannot stop an expired instance");

@@ -87,9 +87,11 @@ fn put(s: &Server, t: &str, path: &str) -> (u16, Value) {
 
 /// The server's kernel routes (its nftables `targets` map), as `nft` lists them.
 fn kernel_routes(s: &Server) -> String {
-    let table = format!("stratus_{}_0", s.pid().expect("server running"));
+    let tables = crate::harness::nft_tables("ip", &format!("stratus_{}_", s.server_id()));
+    assert_eq!(tables.len(), 1, "one gateway table per server: {tables:?}");
+    let table = &tables[0];
     let out = std::process::Command::new("nft")
-        .args(["list", "map", "ip", &table, "targets"])
+        .args(["list", "map", "ip", table, "targets"])
         .output()
         .expect("nft is installed");
     assert!(

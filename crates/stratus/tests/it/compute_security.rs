@@ -290,13 +290,49 @@ fn exec(container: &str, cmd: &str) -> (i32, String) {
     )
 }
 
-/// The server's firewall table, as `nft` lists it (empty when there is none).
-fn guard_table(pid: u32) -> String {
+/// The names of the server's firewall tables (`inet stratus_guard_<server id>_<n>`).
+fn guard_tables(s: &Server) -> Vec<String> {
+    crate::harness::nft_tables("inet", &format!("stratus_guard_{}_", s.server_id()))
+}
+
+/// The server's live firewall table (the newest), as `nft` lists it (empty when there is none).
+fn guard_table(s: &Server) -> String {
+    guard_tables(s)
+        .last()
+        .map(|t| table_text(t))
+        .unwrap_or_default()
+}
+
+fn table_text(name: &str) -> String {
     let out = Command::new("nft")
-        .args(["list", "table", "inet", &format!("stratus_guard_{pid}_0")])
+        .args(["list", "table", "inet", name])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The bridge of an instance's network and the host's address on it, as the kernel sees them
+/// (the route to the service's container), whatever the engine names or lists.
+fn bridge_of(id: &str, service: &str) -> (String, String) {
+    let ip = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &format!("stratus-{id}-{service}"),
+    ]);
+    let out = Command::new("ip")
+        .args(["-4", "-o", "route", "get", ip.trim()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let after = |key: &str| {
+        out.split_whitespace()
+            .skip_while(|w| *w != key)
+            .nth(1)
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no {key} in {out:?}"))
+    };
+    (after("dev"), after("src"))
 }
 
 #[test]
@@ -328,7 +364,6 @@ fn behind_the_firewall(forwarding: &str, user: &str) {
     let mut s = compute_server()
         .env("STRATUS_COMPUTE__GATEWAY_FORWARDING", forwarding)
         .start();
-    let pid = s.pid().unwrap();
     let t = funded(&s, user, 1);
     let compose = format!(
         "services:
@@ -408,13 +443,11 @@ fn behind_the_firewall(forwarding: &str, user: &str) {
     assert!(out.contains("socket: Operation not permitted"), "{out}");
 
     // The server's table guards the instance's bridge.
-    let net: Value =
-        serde_json::from_str(&docker(&["network", "inspect", &format!("stratus-{id}")])).unwrap();
-    let bridge = format!("br-{}", &net[0]["Id"].as_str().unwrap()[..12]);
+    let (bridge, gateway) = bridge_of(&id, "web");
     assert!(
-        guard_table(pid).contains(&format!("\"{bridge}\"")),
+        guard_table(&s).contains(&format!("\"{bridge}\"")),
         "{}",
-        guard_table(pid)
+        guard_table(&s)
     );
 
     // A service on every address of the host: the host reaches it, the sandbox does not, on
@@ -422,10 +455,6 @@ fn behind_the_firewall(forwarding: &str, user: &str) {
     let listener = TcpListener::bind("0.0.0.0:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let host_port = listener.local_addr().unwrap().port();
-    let gateway = net[0]["IPAM"]["Config"][0]["Gateway"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
     let addrs = String::from_utf8_lossy(
         &Command::new("ip")
             .args(["-4", "-o", "addr", "show", "scope", "global"])
@@ -448,7 +477,7 @@ fn behind_the_firewall(forwarding: &str, user: &str) {
                 .map(str::to_string)
         })
         .collect();
-    if !gateway.is_empty() {
+    if !targets.contains(&gateway) {
         targets.push(gateway);
     }
     assert!(!targets.is_empty());
@@ -482,10 +511,14 @@ fn behind_the_firewall(forwarding: &str, user: &str) {
     json(s.delete(&format!("/api/v1/instance/{id}")).bearer_auth(&t));
     let (st, _) = wait(&s, &t, &id, 7);
     assert_eq!(st, 200);
-    assert!(!guard_table(pid).contains(&format!("\"{bridge}\"")));
-    assert!(guard_table(pid).contains("chain forward"), "still guarding");
+    assert!(!guard_table(&s).contains(&format!("\"{bridge}\"")));
+    assert!(guard_table(&s).contains("chain forward"), "still guarding");
     assert!(s.terminate().success());
-    assert_eq!(guard_table(pid), "", "the table left with the server");
+    assert_eq!(
+        guard_tables(&s),
+        Vec::<String>::new(),
+        "the table left with the server"
+    );
 }
 
 /// A graceful stop while a sandbox runs leaves the sandbox guarded: the table stays, and the
@@ -493,7 +526,6 @@ fn behind_the_firewall(forwarding: &str, user: &str) {
 #[test]
 fn a_graceful_stop_leaves_running_sandboxes_guarded() {
     let mut s = compute_server().start();
-    let pid = s.pid().unwrap();
     let t = funded(&s, "13200000009", 1);
     let compose = format!(
         "services:
@@ -512,10 +544,12 @@ fn a_graceful_stop_leaves_running_sandboxes_guarded() {
     assert_eq!(st, 200, "{v}");
     let id = v["data"]["instanceId"].as_str().unwrap().to_string();
     assert_eq!(wait(&s, &t, &id, 1).0, 200);
-    let net: Value =
-        serde_json::from_str(&docker(&["network", "inspect", &format!("stratus-{id}")])).unwrap();
-    let bridge = format!("\"br-{}\"", &net[0]["Id"].as_str().unwrap()[..12]);
-    assert!(guard_table(pid).contains(&bridge));
+    let (bridge, _) = bridge_of(&id, "web");
+    let bridge = format!("\"{bridge}\"");
+    let first = guard_tables(&s);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let old = first[0].clone();
+    assert!(table_text(&old).contains(&bridge));
     assert!(s.terminate().success());
     let running = docker(&[
         "inspect",
@@ -524,34 +558,29 @@ fn a_graceful_stop_leaves_running_sandboxes_guarded() {
         &format!("stratus-{id}-web"),
     ]);
     assert_eq!(running.trim(), "true", "the sandbox outlives the server");
-    let kept = guard_table(pid);
+    let kept = table_text(&old);
     assert!(
         kept.contains(&bridge),
         "still guarded while stratus is down: {kept}"
     );
     assert!(kept.contains("chain forward") && kept.contains("chain input"));
     s.start_again();
-    let pid2 = s.pid().unwrap();
     let mut adopted = false;
     for _ in 0..100 {
-        if guard_table(pid2).contains(&bridge) && guard_table(pid).is_empty() {
+        let tables = guard_tables(&s);
+        if tables.len() == 1 && tables[0] != old && table_text(&tables[0]).contains(&bridge) {
             adopted = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(
-        adopted,
-        "new table: {}\nold table: {}",
-        guard_table(pid2),
-        guard_table(pid)
-    );
+    assert!(adopted, "tables: {:?}", guard_tables(&s));
     json(s.delete(&format!("/api/v1/instance/{id}")).bearer_auth(&t));
     assert_eq!(wait(&s, &t, &id, 7).0, 200);
     assert!(s.terminate().success());
     assert_eq!(
-        guard_table(pid2),
-        "",
+        guard_tables(&s),
+        Vec::<String>::new(),
         "nothing left to guard: the table went"
     );
 }

@@ -159,6 +159,57 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// The server's id (`<data_dir>/server.id`): its runtime objects' owner label and the name
+    /// of its nftables tables.
+    pub fn server_id(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("server.id"))
+            .expect("the server id is made at first start")
+            .trim()
+            .to_string()
+    }
+
+    /// Starts the server again on the same port and data dir with extra environment (for
+    /// this run only).
+    pub fn restart_with(&mut self, env: &[(&str, &str)]) {
+        self.kill();
+        let saved = self.env.clone();
+        self.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let addr = self.addr;
+        self.spawn(Some(addr));
+        self.env = saved;
+    }
+
+    /// Waits (up to 60 s) for the server process to end by itself; its exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("server running");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("the server did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Leaves `key` out of the environment of the server's next starts.
+    pub fn remove_env(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
+    }
+
+    /// A variable of the server's environment, as the test set it.
+    pub fn env_var(&self, key: &str) -> Option<String> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
     /// The server's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -639,6 +690,28 @@ pub fn compute_server() -> ServerBuilder {
 pub fn b64(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Names of the nftables tables of `family` whose name starts with `prefix`, sorted.
+pub fn nft_tables(family: &str, prefix: &str) -> Vec<String> {
+    let out = Command::new("nft")
+        .args(["-j", "list", "tables", family])
+        .output()
+        .expect("nft is installed");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let mut names: Vec<String> = v["nftables"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["table"]["name"].as_str())
+                .filter(|n| n.starts_with(prefix))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// Runs `docker` with args; returns stdout.

@@ -12,6 +12,7 @@ mod chain;
 mod cid_cap;
 mod cli;
 mod compute;
+mod compute_crash;
 mod compute_security;
 mod security;
 mod storage;
