@@ -65,26 +65,25 @@ fn quantity_digits(s: &str) -> Result<&str, HexError> {
 
 /// Parses a quantity that must fit in 64 bits (block numbers, indexes, status, chain id).
 pub fn parse_u64(s: &str) -> Result<u64, HexError> {
-    let digits = quantity_digits(s)?;
-    if digits.len() > 16 {
-        return Err(HexError::Overflow {
-            value: excerpt(s),
-            bits: 64,
-        });
-    }
-    if digits.is_empty() {
-        return Ok(0);
-    }
-    u64::from_str_radix(digits, 16).map_err(|_| HexError::InvalidDigit(excerpt(s)))
+    parse_narrow(s, 64)
 }
 
 /// Parses a quantity that must fit in 128 bits.
 pub fn parse_u128(s: &str) -> Result<u128, HexError> {
-    let v = parse_u256(s)?;
-    u128::try_from(v).map_err(|_| HexError::Overflow {
+    parse_narrow(s, 128)
+}
+
+/// Parses a quantity that must fit in `T`, `bits` wide.
+fn parse_narrow<T: TryFrom<U256>>(s: &str, bits: u32) -> Result<T, HexError> {
+    let overflow = || HexError::Overflow {
         value: excerpt(s),
-        bits: 128,
-    })
+        bits,
+    };
+    match parse_u256(s) {
+        Ok(v) => T::try_from(v).map_err(|_| overflow()),
+        Err(HexError::Overflow { .. }) => Err(overflow()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Parses a quantity of at most 256 bits (transfer values, `uint256` amounts).
@@ -222,6 +221,10 @@ mod tests {
         assert_eq!(parse_u64("0x0000ffffffffffffffff"), Ok(u64::MAX));
         assert!(matches!(
             parse_u64("0x10000000000000000"),
+            Err(HexError::Overflow { bits: 64, .. })
+        ));
+        assert!(matches!(
+            parse_u64(&format!("0x1{}", "0".repeat(70))),
             Err(HexError::Overflow { bits: 64, .. })
         ));
         for bad in [
