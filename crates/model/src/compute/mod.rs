@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use stratus_compute::{Gateway, GatewayConfig, Policy, Resolver, Runtime, RuntimeResolver};
+use stratus_compute::{
+    Gateway, GatewayConfig, Policy, Resolver, Runtime, RuntimeError, RuntimeResolver,
+};
 use stratus_config::ComputeConfig;
 use tokio::sync::{Mutex, Notify, RwLock};
 
@@ -49,7 +51,8 @@ struct Inner {
     policy: Policy,
     runtime: RwLock<Option<Arc<dyn Runtime>>>,
     /// Why the runtime could not be connected last time (the sandbox firewall, the engine…).
-    runtime_error: std::sync::Mutex<Option<String>>,
+    /// parking_lot: a panic elsewhere never poisons it.
+    runtime_error: parking_lot::Mutex<Option<RuntimeError>>,
     gateway: Gateway,
     /// Serializes port allocation (the unique index is the final guard).
     ports: Mutex<()>,
@@ -93,6 +96,18 @@ impl Resolver for InstanceResolver {
     }
 }
 
+/// Why sandboxes are refused, for the client (which capability, never the engine's text) and
+/// the log (the runtime's error in full).
+fn runtime_unavailable(e: &RuntimeError) -> Error {
+    let what = match e {
+        RuntimeError::Firewall(_) => {
+            "sandboxes are unavailable: the host firewall cannot be installed"
+        }
+        _ => "sandboxes are unavailable: the container engine cannot be used",
+    };
+    Error::unavailable(what, format!("docker: {e}"))
+}
+
 impl Compute {
     /// Builds the service; the runtime is connected by [`Compute::connect_runtime`].
     pub fn new(
@@ -113,7 +128,7 @@ impl Compute {
                 cfg,
                 billing,
                 runtime: RwLock::new(None),
-                runtime_error: std::sync::Mutex::new(None),
+                runtime_error: parking_lot::Mutex::new(None),
                 gateway,
                 ports: Mutex::new(()),
                 locks: DashMap::new(),
@@ -144,14 +159,13 @@ impl Compute {
                 let rt = match stratus_compute::DockerRuntime::from_config(&self.inner.cfg).await {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let reason = format!("docker: {e}");
-                        *self.inner.runtime_error.lock().expect("runtime error lock") =
-                            Some(reason.clone());
-                        return Err(Error::Unavailable(reason));
+                        let err = runtime_unavailable(&e);
+                        *self.inner.runtime_error.lock() = Some(e);
+                        return Err(err);
                     }
                 };
                 tracing::info!(bounds = ?rt.bounds(), "docker runtime connected");
-                *self.inner.runtime_error.lock().expect("runtime error lock") = None;
+                *self.inner.runtime_error.lock() = None;
                 self.set_runtime(Arc::new(rt)).await;
                 Ok(true)
             }
@@ -163,16 +177,13 @@ impl Compute {
 
     async fn runtime(&self) -> Result<Arc<dyn Runtime>> {
         self.inner.runtime.read().await.clone().ok_or_else(|| {
-            let why = self
-                .inner
-                .runtime_error
-                .lock()
-                .expect("runtime error lock")
-                .clone();
-            Error::Unavailable(match why {
-                Some(reason) => format!("sandboxes are unavailable: {reason}"),
-                None => "the compute runtime is not available".into(),
-            })
+            match &*self.inner.runtime_error.lock() {
+                Some(e) => runtime_unavailable(e),
+                None => Error::unavailable(
+                    "the compute runtime is not available",
+                    "no runtime is connected",
+                ),
+            }
         })
     }
 

@@ -12,6 +12,7 @@ mod chain;
 mod cli;
 mod compute;
 mod compute_security;
+mod hidden_errors;
 mod security;
 mod storage;
 mod storage_crash;
