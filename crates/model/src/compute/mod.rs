@@ -9,6 +9,7 @@
 
 mod mappings;
 mod ops;
+mod reasons;
 mod records;
 mod sandbox;
 mod sweep;
@@ -28,6 +29,7 @@ pub use mappings::MappingRequest;
 pub use records::{Instance, Mapping, Status};
 pub use sandbox::SandboxRequest;
 
+use self::reasons::runtime_unavailable;
 use crate::billing::Billing;
 use crate::clock::SharedClock;
 use crate::db::Db;
@@ -94,18 +96,6 @@ impl Resolver for InstanceResolver {
         }
         self.runtime.resolve_now().await
     }
-}
-
-/// Why sandboxes are refused, for the client (which capability, never the engine's text) and
-/// the log (the runtime's error in full).
-fn runtime_unavailable(e: &RuntimeError) -> Error {
-    let what = match e {
-        RuntimeError::Firewall(_) => {
-            "sandboxes are unavailable: the host firewall cannot be installed"
-        }
-        _ => "sandboxes are unavailable: the container engine cannot be used",
-    };
-    Error::unavailable(what, format!("docker: {e}"))
 }
 
 impl Compute {

@@ -1,6 +1,7 @@
 //! Start, stop, restart, delete: a compare-and-set of the status at once, the runtime work in a
 //! background task under the instance lock, then the final status.
 
+use super::reasons::public_reason;
 use super::records::{Instance, Status};
 use super::Compute;
 use crate::{Error, Result};
@@ -132,18 +133,18 @@ impl Compute {
         match op {
             Op::Start => {
                 let r = rt.start(id).await;
-                self.settle(id, Status::Starting, r.map_err(|e| e.to_string()))
+                self.settle(id, Status::Starting, r.map_err(|e| public_reason(id, &e)))
                     .await
             }
             Op::Restart => {
                 let r = rt.restart(id).await;
-                self.settle(id, Status::Restarting, r.map_err(|e| e.to_string()))
+                self.settle(id, Status::Restarting, r.map_err(|e| public_reason(id, &e)))
                     .await
             }
             Op::Stop => {
                 let reason = match rt.stop(id).await {
                     Ok(()) => String::new(),
-                    Err(e) => format!("stop: {e}"),
+                    Err(e) => format!("stop: {}", public_reason(id, &e)),
                 };
                 self.transition(id, &[Status::Closing], Status::Closed, &reason)
                     .await?;

@@ -242,7 +242,8 @@ impl Compute {
             Err(e) => {
                 tracing::warn!(instance = %id, error = %e, "instance failed to boot");
                 let _ = rt.remove(&id).await;
-                self.fail_and_refund(&id, &e.to_string()).await;
+                self.fail_and_refund(&id, &super::reasons::public_reason(&id, &e))
+                    .await;
             }
         }
     }
