@@ -2,7 +2,8 @@
 //! deposit address, in the native coin or in one ERC-20 token.
 //!
 //! - [`rpc`]: a small JSON-RPC client over HTTP (timeouts, retries with backoff, checked decoding).
-//! - [`encoding`]: hex quantities, data, hashes and `uint256` as the JSON-RPC API writes them.
+//! - [`encoding`]: hex quantities, data, hashes, addresses and `uint256` as the JSON-RPC API
+//!   writes them, parsed strictly into alloy's types.
 //! - [`scan`]: pure functions from blocks, receipts and logs to [`Deposit`]s and [`Anomaly`]s,
 //!   and the confirmation rule ([`scan::safe_head`]).
 //! - [`watcher`]: the [`Watcher`] loop and the [`DepositStore`] trait its caller implements.
@@ -30,16 +31,16 @@
 //! # Ok(()) }
 //! ```
 
-mod address;
 pub mod encoding;
 pub mod rpc;
 pub mod scan;
 pub mod watcher;
 
-pub use address::Address;
+/// The workspace's one set of Ethereum types (EIP-55 `Display` for addresses).
+pub use alloy_primitives::{Address, B256, U256};
 /// Re-exported so that implementations of [`DepositStore`] use the same macro version.
 pub use async_trait::async_trait;
-pub use encoding::{HexError, H256, U256};
+pub use encoding::{parse_address, HexError};
 pub use rpc::{RetryPolicy, RpcClient, RpcError};
 pub use scan::{safe_head, Anomaly, AnomalyKind, Deposit, ScanOutput};
 pub use watcher::{

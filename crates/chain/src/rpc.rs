@@ -16,8 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::address::Address;
-use crate::encoding::{de_hex, format_u64, H256, U256};
+use alloy_primitives::{Address, B256, U256};
+
+use crate::encoding::{address_lower, de_hex, format_u64};
 
 /// A failed JSON-RPC call.
 #[derive(Debug, thiserror::Error)]
@@ -276,7 +277,7 @@ impl RpcClient {
     }
 
     /// `eth_getTransactionReceipt`, `None` if the transaction is unknown or pending.
-    pub async fn transaction_receipt(&self, hash: &H256) -> Result<Option<Receipt>, RpcError> {
+    pub async fn transaction_receipt(&self, hash: &B256) -> Result<Option<Receipt>, RpcError> {
         self.request("eth_getTransactionReceipt", json!([hash.to_string()]))
             .await
     }
@@ -331,8 +332,10 @@ pub struct Quantity(#[serde(deserialize_with = "de_hex::u64")] pub u64);
 pub struct BlockHeader {
     #[serde(deserialize_with = "de_hex::u64")]
     pub number: u64,
-    pub hash: H256,
-    pub parent_hash: H256,
+    #[serde(deserialize_with = "de_hex::b256")]
+    pub hash: B256,
+    #[serde(deserialize_with = "de_hex::b256")]
+    pub parent_hash: B256,
 }
 
 /// A block with its full transactions (`eth_getBlockByNumber(n, true)`).
@@ -341,8 +344,10 @@ pub struct BlockHeader {
 pub struct Block {
     #[serde(deserialize_with = "de_hex::u64")]
     pub number: u64,
-    pub hash: H256,
-    pub parent_hash: H256,
+    #[serde(deserialize_with = "de_hex::b256")]
+    pub hash: B256,
+    #[serde(deserialize_with = "de_hex::b256")]
+    pub parent_hash: B256,
     #[serde(default)]
     pub transactions: Vec<Transaction>,
 }
@@ -351,11 +356,14 @@ pub struct Block {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Transaction {
-    pub hash: H256,
+    #[serde(deserialize_with = "de_hex::b256")]
+    pub hash: B256,
+    #[serde(deserialize_with = "de_hex::address")]
     pub from: Address,
     /// `None` for a contract creation.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_hex::opt_address")]
     pub to: Option<Address>,
+    #[serde(deserialize_with = "de_hex::u256")]
     pub value: U256,
 }
 
@@ -363,8 +371,10 @@ pub struct Transaction {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Receipt {
-    pub transaction_hash: H256,
-    pub block_hash: H256,
+    #[serde(deserialize_with = "de_hex::b256")]
+    pub transaction_hash: B256,
+    #[serde(deserialize_with = "de_hex::b256")]
+    pub block_hash: B256,
     #[serde(deserialize_with = "de_hex::u64")]
     pub block_number: u64,
     /// 1 success, 0 failure; absent before the Byzantium fork (those receipts carry `root`).
@@ -376,14 +386,18 @@ pub struct Receipt {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Log {
+    #[serde(deserialize_with = "de_hex::address")]
     pub address: Address,
-    pub topics: Vec<H256>,
+    #[serde(deserialize_with = "de_hex::b256_list")]
+    pub topics: Vec<B256>,
     #[serde(deserialize_with = "de_hex::data")]
     pub data: Vec<u8>,
     #[serde(deserialize_with = "de_hex::u64")]
     pub block_number: u64,
-    pub block_hash: H256,
-    pub transaction_hash: H256,
+    #[serde(deserialize_with = "de_hex::b256")]
+    pub block_hash: B256,
+    #[serde(deserialize_with = "de_hex::b256")]
+    pub transaction_hash: B256,
     #[serde(deserialize_with = "de_hex::u64")]
     pub log_index: u64,
     /// True when the log was dropped by a reorganization (only in subscriptions and filters).
@@ -399,7 +413,7 @@ pub struct LogFilter {
     /// Emitting contracts (empty = any).
     pub addresses: Vec<Address>,
     /// Topic positions: `None` matches anything, `Some(list)` any of the listed values.
-    pub topics: Vec<Option<Vec<H256>>>,
+    pub topics: Vec<Option<Vec<B256>>>,
 }
 
 impl LogFilter {
@@ -411,12 +425,12 @@ impl LogFilter {
         match self.addresses.as_slice() {
             [] => {}
             [one] => {
-                obj.insert("address".into(), one.to_lower().into());
+                obj.insert("address".into(), address_lower(one).into());
             }
             many => {
                 obj.insert(
                     "address".into(),
-                    many.iter().map(|a| Value::from(a.to_lower())).collect(),
+                    many.iter().map(|a| Value::from(address_lower(a))).collect(),
                 );
             }
         }
@@ -475,7 +489,7 @@ mod tests {
         let b: Block = serde_json::from_value(v).unwrap();
         assert_eq!(b.number, 2);
         assert_eq!(b.hash.to_string(), BH);
-        assert_eq!(b.transactions[0].value.to_u128(), Some(256));
+        assert_eq!(b.transactions[0].value, U256::from(256));
         assert!(b.transactions[1].to.is_none());
         let bad = json!({"hash": BH, "parentHash": BH, "number": "2", "transactions": []});
         assert!(serde_json::from_value::<Block>(bad).is_err());

@@ -12,14 +12,14 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;
 
-use crate::address::Address;
-use crate::encoding::{hex32, H256, U256};
+use alloy_primitives::{b256, Address, B256, U256};
+
+use crate::encoding::{address_from_topic, u256_from_word};
 use crate::rpc::{Block, Log, Receipt, Transaction};
 
 /// `keccak256("Transfer(address,address,uint256)")`, topic 0 of an ERC-20 transfer event.
-pub const TRANSFER_TOPIC: H256 = H256(hex32(
-    "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef",
-));
+pub const TRANSFER_TOPIC: B256 =
+    b256!("0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef");
 
 /// A confirmed transfer to the deposit address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -92,16 +92,16 @@ impl ScanOutput {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScanError {
     #[error("no receipt for transaction {0}")]
-    MissingReceipt(H256),
+    MissingReceipt(B256),
     #[error("receipt of {tx} is in block {receipt_block}, the scanned block is {block}")]
     ReceiptBlockMismatch {
-        tx: H256,
-        block: H256,
-        receipt_block: H256,
+        tx: B256,
+        block: B256,
+        receipt_block: B256,
     },
     #[error("log {tx}:{log_index} is in block {block}, outside the requested {from}..={to}")]
     LogOutOfRange {
-        tx: H256,
+        tx: B256,
         log_index: u64,
         block: u64,
         from: u64,
@@ -110,12 +110,12 @@ pub enum ScanError {
 }
 
 /// The reference of a native transfer.
-pub fn native_reference(tx: &H256) -> String {
+pub fn native_reference(tx: &B256) -> String {
     tx.to_string()
 }
 
 /// The reference of an ERC-20 transfer event.
-pub fn log_reference(tx: &H256, log_index: u64) -> String {
+pub fn log_reference(tx: &B256, log_index: u64) -> String {
     format!("{tx}:{log_index}")
 }
 
@@ -135,7 +135,7 @@ pub fn native_candidates<'a>(block: &'a Block, deposit: &Address) -> Vec<&'a Tra
 pub fn native_deposits(
     block: &Block,
     deposit: &Address,
-    receipts: &HashMap<H256, Receipt>,
+    receipts: &HashMap<B256, Receipt>,
 ) -> Result<ScanOutput, ScanError> {
     let mut out = ScanOutput::default();
     for tx in native_candidates(block, deposit) {
@@ -166,7 +166,7 @@ pub fn native_deposits(
                 continue;
             }
         }
-        match tx.value.to_u128() {
+        match u128::try_from(tx.value).ok() {
             Some(amount) => out.deposits.push(Deposit {
                 reference,
                 from: tx.from,
@@ -212,7 +212,7 @@ pub fn erc20_deposits(
                     continue;
                 }
                 let reference = log_reference(&log.transaction_hash, log.log_index);
-                match value.to_u128() {
+                match u128::try_from(value).ok() {
                     Some(amount) => out.deposits.push(Deposit {
                         reference,
                         from,
@@ -231,11 +231,11 @@ pub fn erc20_deposits(
             }
             Err(reason) => {
                 // Only worth reporting when it may have been meant for us.
-                let to_us = log.topics.get(2).map(|t| t.0) == Some(deposit.to_topic());
+                let to_us = log.topics.get(2) == Some(&deposit.into_word());
                 if to_us {
                     out.anomalies.push(Anomaly {
                         reference: log_reference(&log.transaction_hash, log.log_index),
-                        from: log.topics.get(1).and_then(|t| Address::from_topic(&t.0)),
+                        from: log.topics.get(1).and_then(address_from_topic),
                         block_number: log.block_number,
                         block_hash: log.block_hash.0,
                         kind: AnomalyKind::MalformedTransfer { reason },
@@ -258,11 +258,11 @@ pub fn decode_transfer(log: &Log) -> Result<(Address, Address, U256), String> {
             log.topics.len()
         ));
     }
-    let from = Address::from_topic(&log.topics[1].0)
+    let from = address_from_topic(&log.topics[1])
         .ok_or_else(|| "from topic is not a padded address".to_string())?;
-    let to = Address::from_topic(&log.topics[2].0)
+    let to = address_from_topic(&log.topics[2])
         .ok_or_else(|| "to topic is not a padded address".to_string())?;
-    let value = U256::from_word(&log.data).ok_or_else(|| {
+    let value = u256_from_word(&log.data).ok_or_else(|| {
         format!(
             "data is {} bytes, expected one 32-byte word",
             log.data.len()
@@ -327,20 +327,20 @@ pub fn next_range(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encoding::H256;
+    use crate::encoding::parse_u256;
 
     fn addr(b: u8) -> Address {
-        Address([b; 20])
+        Address::repeat_byte(b)
     }
-    fn h(b: u8) -> H256 {
-        H256([b; 32])
+    fn h(b: u8) -> B256 {
+        B256::repeat_byte(b)
     }
 
     fn transfer_log(token: Address, from: Address, to: Address, value: U256, idx: u64) -> Log {
         Log {
             address: token,
-            topics: vec![TRANSFER_TOPIC, H256(from.to_topic()), H256(to.to_topic())],
-            data: value.0.to_vec(),
+            topics: vec![TRANSFER_TOPIC, from.into_word(), to.into_word()],
+            data: value.to_be_bytes::<32>().to_vec(),
             block_number: 10,
             block_hash: h(0xbb),
             transaction_hash: h(0xaa),
@@ -351,39 +351,40 @@ mod tests {
 
     #[test]
     fn transfer_topic_is_the_event_signature_hash() {
-        use sha3::{Digest, Keccak256};
-        let d: [u8; 32] = Keccak256::digest(b"Transfer(address,address,uint256)").into();
-        assert_eq!(TRANSFER_TOPIC.0, d);
+        assert_eq!(
+            TRANSFER_TOPIC,
+            alloy_primitives::keccak256(b"Transfer(address,address,uint256)")
+        );
     }
 
     #[test]
     fn erc20_logs() {
         let (token, other_token, dep, alice) = (addr(1), addr(2), addr(3), addr(4));
         let logs = vec![
-            transfer_log(token, alice, dep, U256::from_u128(500), 0),
+            transfer_log(token, alice, dep, U256::from(500), 0),
             // another recipient
-            transfer_log(token, alice, addr(9), U256::from_u128(7), 1),
+            transfer_log(token, alice, addr(9), U256::from(7), 1),
             // another token to the deposit address
-            transfer_log(other_token, alice, dep, U256::from_u128(8), 2),
+            transfer_log(other_token, alice, dep, U256::from(8), 2),
             // zero value
             transfer_log(token, alice, dep, U256::ZERO, 3),
             // self transfer
-            transfer_log(token, dep, dep, U256::from_u128(9), 4),
+            transfer_log(token, dep, dep, U256::from(9), 4),
             // removed by a reorg
             Log {
                 removed: true,
-                ..transfer_log(token, alice, dep, U256::from_u128(10), 5)
+                ..transfer_log(token, alice, dep, U256::from(10), 5)
             },
             // above u128
             transfer_log(
                 token,
                 alice,
                 dep,
-                U256::parse_quantity("0x100000000000000000000000000000000").unwrap(),
+                parse_u256("0x100000000000000000000000000000000").unwrap(),
                 6,
             ),
             // exactly u128::MAX is fine
-            transfer_log(token, alice, dep, U256::from_u128(u128::MAX), 7),
+            transfer_log(token, alice, dep, U256::from(u128::MAX), 7),
         ];
         let out = erc20_deposits(&logs, &token, &dep, 10..=10).unwrap();
         assert_eq!(
@@ -412,7 +413,7 @@ mod tests {
         match &a.kind {
             AnomalyKind::AmountTooLarge { amount } => {
                 assert_eq!(
-                    amount.to_decimal(),
+                    amount.to_string(),
                     "340282366920938463463374607431768211456"
                 )
             }
@@ -426,7 +427,7 @@ mod tests {
     #[test]
     fn malformed_transfer_events() {
         let (token, dep, alice) = (addr(1), addr(3), addr(4));
-        let good = transfer_log(token, alice, dep, U256::from_u128(5), 0);
+        let good = transfer_log(token, alice, dep, U256::from(5), 0);
         let short_data = Log {
             data: vec![5],
             ..good.clone()
@@ -436,7 +437,7 @@ mod tests {
         let mut dirty = good.clone();
         dirty.topics[1].0[0] = 0xff;
         let mut not_to_us = short_data.clone();
-        not_to_us.topics[2] = H256(addr(9).to_topic());
+        not_to_us.topics[2] = addr(9).into_word();
         let out =
             erc20_deposits(&[short_data, nft, dirty, not_to_us], &token, &dep, 0..=100).unwrap();
         assert!(out.deposits.is_empty());
@@ -452,7 +453,7 @@ mod tests {
     #[test]
     fn logs_outside_the_range_are_an_error() {
         let (token, dep) = (addr(1), addr(3));
-        let log = transfer_log(token, addr(4), dep, U256::from_u128(5), 0);
+        let log = transfer_log(token, addr(4), dep, U256::from(5), 0);
         assert!(matches!(
             erc20_deposits(&[log], &token, &dep, 11..=20),
             Err(ScanError::LogOutOfRange { block: 10, .. })
@@ -464,11 +465,11 @@ mod tests {
             hash: h(hash),
             from,
             to,
-            value: U256::from_u128(value),
+            value: U256::from(value),
         }
     }
 
-    fn receipt(hash: u8, block: H256, status: Option<u64>) -> (H256, Receipt) {
+    fn receipt(hash: u8, block: B256, status: Option<u64>) -> (B256, Receipt) {
         (
             h(hash),
             Receipt {
@@ -484,7 +485,7 @@ mod tests {
     fn native_transfers() {
         let (dep, alice, bob) = (addr(3), addr(4), addr(5));
         let mut huge = tx(6, bob, Some(dep), 0);
-        huge.value = U256([0xff; 32]);
+        huge.value = U256::MAX;
         let block = Block {
             number: 5,
             hash: h(0xbb),

@@ -26,8 +26,9 @@ use futures::{StreamExt, TryStreamExt};
 use stratus_config::ChainConfig;
 use tokio::sync::watch;
 
-use crate::address::Address;
-use crate::encoding::H256;
+use alloy_primitives::Address;
+
+use crate::encoding::parse_address;
 use crate::rpc::{
     redact_url, LogFilter, RetryPolicy, RpcClient, RpcError, DEFAULT_REQUEST_TIMEOUT,
 };
@@ -170,11 +171,11 @@ impl WatcherConfig {
             bad("chain.deposit_address is required when chain.rpc_url is set".into())
         })?;
         let deposit_address =
-            Address::parse(&deposit).map_err(|e| bad(format!("chain.deposit_address: {e}")))?;
+            parse_address(&deposit).map_err(|e| bad(format!("chain.deposit_address: {e}")))?;
         let asset = match nonempty(&c.token_contract) {
             None => Asset::Native,
             Some(t) => Asset::Erc20 {
-                contract: Address::parse(&t)
+                contract: parse_address(&t)
                     .map_err(|e| bad(format!("chain.token_contract: {e}")))?,
             },
         };
@@ -193,7 +194,7 @@ impl WatcherConfig {
         if self.confirmations == 0 {
             return bad("chain.confirmations must be at least 1 (1 = the head block counts)");
         }
-        if self.deposit_address == Address::default() {
+        if self.deposit_address == Address::ZERO {
             return bad("chain.deposit_address must not be the zero address");
         }
         if self.asset
@@ -530,7 +531,7 @@ impl Watcher {
                 topics: vec![
                     Some(vec![TRANSFER_TOPIC]),
                     None,
-                    Some(vec![H256(self.cfg.deposit_address.to_topic())]),
+                    Some(vec![self.cfg.deposit_address.into_word()]),
                 ],
             };
             match self.rpc.logs(&filter).await {
@@ -646,7 +647,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(c.asset, Asset::Native);
-        assert_eq!(c.deposit_address.to_checksum(), DEP);
+        assert_eq!(c.deposit_address.to_string(), DEP);
         assert_eq!(c.confirmations, 12);
         assert_eq!(c.start_block, 7);
         assert_eq!(c.poll_interval, DEFAULT_POLL_INTERVAL);
@@ -661,7 +662,7 @@ mod tests {
         assert_eq!(
             t.asset,
             Asset::Erc20 {
-                contract: Address::parse(TOKEN).unwrap()
+                contract: parse_address(TOKEN).unwrap()
             }
         );
         assert!(!format!("{t:?}").contains("key"));

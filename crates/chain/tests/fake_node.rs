@@ -4,10 +4,12 @@
 mod support;
 
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use serde_json::{json, Value};
+use stratus_chain::encoding::address_lower;
 use stratus_chain::scan::TRANSFER_TOPIC;
 use stratus_chain::{
     Address, Asset, RetryPolicy, RpcClient, RpcError, WatchError, Watcher, WatcherConfig,
@@ -55,12 +57,12 @@ impl FakeNode {
     }
 
     fn count(&self, method: &str) -> usize {
-        let r = self.requests.lock().unwrap();
+        let r = self.requests.lock();
         r.iter().filter(|q| q["method"] == method).count()
     }
 
     fn calls(&self, method: &str) -> Vec<Value> {
-        let r = self.requests.lock().unwrap();
+        let r = self.requests.lock();
         r.iter()
             .filter(|q| q["method"] == method)
             .cloned()
@@ -100,7 +102,7 @@ async fn serve(
     }
     let req: Value = serde_json::from_slice(&buf[header_end..header_end + len]).unwrap();
     let nth = {
-        let mut l = log.lock().unwrap();
+        let mut l = log.lock();
         l.push(req.clone());
         l.len()
     };
@@ -208,13 +210,13 @@ fn config(url: &str, asset: Asset) -> WatcherConfig {
 }
 
 fn deposit() -> Address {
-    Address([0xd0; 20])
+    Address::repeat_byte(0xd0)
 }
 fn token() -> Address {
-    Address([0x70; 20])
+    Address::repeat_byte(0x70)
 }
 fn sender() -> Address {
-    Address([0x5e; 20])
+    Address::repeat_byte(0x5e)
 }
 
 fn h(n: u64) -> String {
@@ -224,9 +226,9 @@ fn h(n: u64) -> String {
 /// A Transfer log of `token()` from `sender()` to `deposit()` in block `block`.
 fn transfer_log(block: u64, amount: u64) -> Value {
     json!({
-        "address": token().to_lower(),
-        "topics": [TRANSFER_TOPIC.to_string(), format!("0x{}", hex::encode(sender().to_topic())),
-                   format!("0x{}", hex::encode(deposit().to_topic()))],
+        "address": address_lower(&token()),
+        "topics": [TRANSFER_TOPIC.to_string(), sender().into_word().to_string(),
+                   deposit().into_word().to_string()],
         "data": format!("0x{amount:064x}"),
         "blockNumber": format!("{block:#x}"),
         "blockHash": h(block + 0x1000),
@@ -293,7 +295,7 @@ async fn large_log_ranges_are_split_and_duplicate_logs_dropped() {
     let mut covered = Vec::new();
     for q in node.calls("eth_getLogs") {
         let f = &q["params"][0];
-        assert_eq!(f["address"], token().to_lower());
+        assert_eq!(f["address"], address_lower(&token()));
         assert_eq!(f["topics"][0], TRANSFER_TOPIC.to_string());
         assert_eq!(f["topics"][1], Value::Null);
         let (from, to) = (quantity(&f["fromBlock"]), quantity(&f["toBlock"]));

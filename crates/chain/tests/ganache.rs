@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stratus_chain::scan::{native_candidates, TRANSFER_TOPIC};
-use stratus_chain::{Address, Asset, Deposit, WatchError, Watcher, H256};
+use stratus_chain::{Address, Asset, Deposit, WatchError, Watcher, B256, U256};
 use support::{pow2, word, Ganache, MemStore};
 use tokio::sync::watch;
 
@@ -23,7 +23,7 @@ async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// The log index of the `Transfer` event in a transaction's receipt.
-async fn transfer_log_index(g: &Ganache, tx: &H256) -> u64 {
+async fn transfer_log_index(g: &Ganache, tx: &B256) -> u64 {
     let r = g.receipt(tx).await;
     let logs = r["logs"].as_array().expect("logs");
     let log = logs
@@ -195,15 +195,15 @@ async fn erc20_deposits_of_the_configured_token_only() {
     assert!(store.get(&huge_ref).is_none());
 
     // The chain agrees on what the deposit address holds (2^130 + the three deposits).
-    let held = stratus_chain::U256(g.token_balance(token, dep).await);
+    let held = U256::from_be_bytes(g.token_balance(token, dep).await);
     let mut sum = pow2(130);
     let low = 250_000u128 + 7 * ETHER + 400;
     sum[16..].copy_from_slice(&low.to_be_bytes());
-    assert_eq!(held, stratus_chain::U256(sum));
+    assert_eq!(held, U256::from_be_bytes(sum));
 }
 
 fn pow2_decimal(bit: u32) -> String {
-    stratus_chain::U256(pow2(bit)).to_decimal()
+    U256::from_be_bytes(pow2(bit)).to_string()
 }
 
 #[tokio::test]

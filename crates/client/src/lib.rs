@@ -13,7 +13,7 @@ use std::path::Path;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use stratus_model::wallet::{self, Address};
+use stratus_model::wallet;
 
 pub use session::{Session, SessionKind};
 
@@ -109,7 +109,7 @@ impl Client {
         key: &k256::ecdsa::SigningKey,
         domain: &str,
     ) -> Result<Session> {
-        let address = Address::from_key(key.verifying_key()).to_checksum();
+        let address = wallet::address_of(key.verifying_key()).to_string();
         let nonce = self
             .send(self.request(Method::GET, "/getnonce"))
             .await?

@@ -97,6 +97,9 @@ pub enum RuntimeError {
     /// The container engine cannot be reached.
     #[error("container engine is unavailable: {0}")]
     Unavailable(String),
+    /// The host firewall that confines sandboxes cannot be installed: sandboxes are refused.
+    #[error("container engine is unavailable: the sandbox firewall cannot be installed: {0}")]
+    Firewall(String),
 }
 
 impl RuntimeError {

@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 
 use crate::db::Db;
-use crate::wallet::Address;
+use crate::wallet::{address_lower, parse_address, Address};
 use crate::{Error, Result};
 
 /// How long a cached account is trusted (bounds staleness across several servers).
@@ -34,7 +34,7 @@ pub struct Account {
 impl Account {
     /// The wallet address in EIP-55 form, or "" for password-only accounts.
     pub fn address_text(&self) -> String {
-        self.wallet.map(|a| a.to_checksum()).unwrap_or_default()
+        self.wallet.map(|a| a.to_string()).unwrap_or_default()
     }
 
     /// The `sub` of this account's tokens when not logging in with the wallet.
@@ -49,7 +49,7 @@ fn from_row((id, username, wallet, has_password, nbf, created): Row) -> Account 
     Account {
         id,
         username,
-        wallet: wallet.as_deref().and_then(Address::parse),
+        wallet: wallet.as_deref().and_then(parse_address),
         has_password,
         tokens_not_before: nbf,
         created_at: created,
@@ -150,7 +150,7 @@ impl Accounts {
              ON CONFLICT (wallet_address) DO NOTHING",
         )
         .bind(&id)
-        .bind(wallet.to_lower())
+        .bind(address_lower(&wallet))
         .bind(now_ms)
         .execute(self.db.w())
         .await?;
@@ -207,7 +207,7 @@ impl Accounts {
         let row: Option<Row> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM accounts WHERE wallet_address = $1"
         ))
-        .bind(wallet.to_lower())
+        .bind(address_lower(&wallet))
         .fetch_optional(pool)
         .await?;
         Ok(row.map(|r| {
@@ -250,7 +250,7 @@ impl Accounts {
 
     /// Finds an account by id, username or wallet address (operator tools).
     pub async fn find_any(&self, key: &str) -> Result<Option<Account>> {
-        if let Some(w) = Address::parse(key) {
+        if let Some(w) = parse_address(key) {
             return self.by_wallet(w).await;
         }
         if let Some(a) = self.get(key).await? {

@@ -17,7 +17,7 @@ use crate::nonce::Nonces;
 use crate::password::Passwords;
 use crate::ratelimit::{Limiter, LoginGuard};
 use crate::token::{TokenKind, Tokens, Verified};
-use crate::wallet::{self, Address};
+use crate::wallet::{self, parse_address, Address};
 use crate::{AuthFailure, Error, Result};
 
 /// A wallet login request, fields exactly as sent.
@@ -47,8 +47,8 @@ pub struct Caller {
 impl Caller {
     /// The wallet the token was issued to (MEMO tokens) or the account's linked wallet.
     pub fn address_text(&self) -> String {
-        match Address::parse(&self.token.claims.sub) {
-            Some(a) => a.to_checksum(),
+        match parse_address(&self.token.claims.sub) {
+            Some(a) => a.to_string(),
             None => self.account.address_text(),
         }
     }
@@ -282,10 +282,10 @@ impl Auth {
         if req.domain != self.cfg.domain {
             return Err(AuthFailure::WrongDomain.into());
         }
-        let claimed = Address::parse(&req.address).ok_or(AuthFailure::WrongAddress)?;
-        let pool = if self.nonces.check_and_bind(&req.nonce, claimed.0) {
+        let claimed = parse_address(&req.address).ok_or(AuthFailure::WrongAddress)?;
+        let pool = if self.nonces.check_and_bind(&req.nonce, claimed) {
             &self.nonces
-        } else if self.courtesy.check_and_bind(&req.nonce, claimed.0) {
+        } else if self.courtesy.check_and_bind(&req.nonce, claimed) {
             &self.courtesy
         } else {
             return Err(AuthFailure::WrongNonce.into());
@@ -295,7 +295,7 @@ impl Auth {
         if signer != claimed {
             return Err(AuthFailure::WrongAddress.into());
         }
-        if !pool.consume(&req.nonce, claimed.0) {
+        if !pool.consume(&req.nonce, claimed) {
             // Raced with another attempt that used the same nonce.
             return Err(AuthFailure::WrongNonce.into());
         }
@@ -305,13 +305,14 @@ impl Auth {
     /// Verifies a signed nonce and returns the wallet's account and tokens.
     pub async fn wallet_login(&self, ip: IpAddr, req: &WalletLogin) -> Result<WalletSession> {
         let claimed = self.prove_wallet(ip, req)?;
-        self.tokens_account.check(&claimed.to_lower())?;
+        self.tokens_account
+            .check(&wallet::address_lower(&claimed))?;
         let account = self
             .accounts
             .get_or_create_for_wallet(claimed, self.clock.now_ms())
             .await?;
         let iat = self.iat_for(&account);
-        let sub = claimed.to_checksum();
+        let sub = claimed.to_string();
         let access_token =
             self.tokens
                 .issue(TokenKind::Access, &sub, iat, self.cfg.access_token_ttl);
@@ -372,7 +373,7 @@ impl Auth {
     async fn authenticate_kind(&self, token: &str, kind: TokenKind) -> Result<Caller> {
         let verified = self.tokens.verify(token, kind, self.clock.now_secs())?;
         let sub = &verified.claims.sub;
-        let account = if let Some(addr) = Address::parse(sub) {
+        let account = if let Some(addr) = parse_address(sub) {
             self.accounts.by_wallet(addr).await?.map(Arc::new)
         } else {
             self.accounts.get(sub).await?

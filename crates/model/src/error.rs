@@ -1,5 +1,9 @@
 //! The core's error type. Each API dialect maps these variants to its own wire format; the
 //! messages here are plain English and never include secrets.
+//!
+//! Two variants carry text that must never reach a client: the message of [`Error::Internal`]
+//! and the `cause` of [`Error::Unavailable`] (store paths, database or engine messages). The
+//! dialects log them with a request id and answer a generic text with that id instead.
 
 use stratus_config::Amount;
 
@@ -79,9 +83,13 @@ pub enum Error {
     InsufficientBalance { needed: Amount, available: Amount },
     #[error("not enough storage space: {used} used of {limit}, {wanted} more wanted")]
     QuotaExceeded { used: u64, limit: u64, wanted: u64 },
-    /// A dependency (docker, chain, blob store) is not reachable or failed.
-    #[error("{0}")]
-    Unavailable(String),
+    /// A capability is not available because a dependency (docker, the port gateway, a blob
+    /// store) is not reachable or failed. `what` says which capability, in words a client may
+    /// read ("sandboxes are unavailable: the host firewall cannot be installed"); `cause` is for
+    /// the operator's log only.
+    #[error("{what}: {cause}")]
+    Unavailable { what: String, cause: String },
+    /// A fault of ours; the text is for the operator's log only.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -95,6 +103,13 @@ impl Error {
     }
     pub fn internal(e: impl std::fmt::Display) -> Self {
         Error::Internal(e.to_string())
+    }
+    /// [`Error::Unavailable`]: `what` for the client, `cause` for the log.
+    pub fn unavailable(what: impl Into<String>, cause: impl std::fmt::Display) -> Self {
+        Error::Unavailable {
+            what: what.into(),
+            cause: cause.to_string(),
+        }
     }
 }
 

@@ -18,13 +18,14 @@ use dashmap::DashMap;
 use rand::RngCore;
 use tokio::time::Instant;
 
+use crate::wallet::Address;
 use crate::Result;
 
 #[derive(Debug)]
 struct Slot {
     expires: Instant,
-    /// The 20-byte address of the first login attempt that used this nonce.
-    bound: Option<[u8; 20]>,
+    /// The address of the first login attempt that used this nonce.
+    bound: Option<Address>,
 }
 
 /// Nonces oldest first, with their expiry.
@@ -101,7 +102,7 @@ impl Nonces {
 
     /// Checks that `nonce` is outstanding and may be used by `address` (binding it on first use).
     /// Returns false for an unknown, expired or foreign nonce.
-    pub fn check_and_bind(&self, nonce: &str, address: [u8; 20]) -> bool {
+    pub fn check_and_bind(&self, nonce: &str, address: Address) -> bool {
         let Some(key) = parse(nonce) else {
             return false;
         };
@@ -124,7 +125,7 @@ impl Nonces {
     }
 
     /// Uses up `nonce` (after a successful login); false when it was already gone.
-    pub fn consume(&self, nonce: &str, address: [u8; 20]) -> bool {
+    pub fn consume(&self, nonce: &str, address: Address) -> bool {
         let Some(key) = parse(nonce) else {
             return false;
         };
@@ -154,8 +155,8 @@ impl Nonces {
 mod tests {
     use super::*;
 
-    const A: [u8; 20] = [0xaa; 20];
-    const B: [u8; 20] = [0xbb; 20];
+    const A: Address = Address::new([0xaa; 20]);
+    const B: Address = Address::new([0xbb; 20]);
 
     #[tokio::test(start_paused = true)]
     async fn lifecycle() {

@@ -1,75 +1,87 @@
-//! Rate limits: token buckets keyed by client IP or account, and the guard against password
-//! guessing ([`LoginGuard`]) that slows attackers down without locking owners out.
+//! Rate limits: token buckets keyed by client IP or account ([`Limiter`], on `governor`), and the
+//! guard against password guessing ([`LoginGuard`]) that slows attackers down without locking
+//! owners out.
 //!
 //! Buckets live in memory and are swept when idle; limits are per process (a scaled-out
 //! deployment divides its budget by the number of servers).
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use stratus_config::Rate;
 use tokio::time::Instant;
 
 use crate::{Error, Result};
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
+/// governor's keyed limiter (`DefaultKeyedRateLimiter<String>` with the default clock).
+type Keyed<C> =
+    RateLimiter<String, DefaultKeyedStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
-/// A keyed token-bucket limiter.
+/// A keyed token-bucket limiter: each key may spend `burst` requests at once, refilled at
+/// `per_minute` (governor's GCRA, which is exactly that bucket). `per_minute = 0` or a disabled
+/// configuration lets everything through. [`Limiter::sweep`] forgets the keys whose bucket is full
+/// again, so memory stays bounded by the keys seen between two sweeps.
+///
+/// Production uses governor's default (monotonic) clock; tests pass a fake one.
 #[derive(Debug, Clone)]
-pub struct Limiter {
-    rate: Rate,
-    disabled: bool,
-    buckets: Arc<DashMap<String, Bucket>>,
+pub struct Limiter<C: Clock = DefaultClock> {
+    inner: Option<Arc<Keyed<C>>>,
 }
 
 impl Limiter {
     pub fn new(rate: Rate, disabled: bool) -> Self {
+        Self::with_clock(rate, disabled, DefaultClock::default())
+    }
+}
+
+impl<C: Clock> Limiter<C> {
+    /// A limiter reading time from `clock`.
+    pub fn with_clock(rate: Rate, disabled: bool, clock: C) -> Self {
+        let quota = NonZeroU32::new(rate.per_minute)
+            .filter(|_| !disabled)
+            .map(|per_minute| {
+                Quota::per_minute(per_minute)
+                    .allow_burst(NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN))
+            });
         Limiter {
-            rate,
-            disabled: disabled || rate.per_minute == 0,
-            buckets: Arc::new(DashMap::new()),
+            inner: quota.map(|q| Arc::new(RateLimiter::dashmap_with_clock(q, clock))),
         }
     }
 
-    /// Takes one token for `key`, or says how long to wait.
+    /// Takes one token for `key`, or says how long to wait (whole seconds, at least 1).
     pub fn check(&self, key: &str) -> Result<()> {
-        if self.disabled {
+        let Some(limiter) = &self.inner else {
             return Ok(());
-        }
-        let now = Instant::now();
-        let per_sec = self.rate.per_minute as f64 / 60.0;
-        let burst = self.rate.burst.max(1) as f64;
-        let mut b = self.buckets.entry(key.to_string()).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
-        let elapsed = now.duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * per_sec).min(burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = ((1.0 - b.tokens) / per_sec).ceil().max(1.0) as u64;
-            Err(Error::RateLimited {
-                retry_after_secs: wait,
-            })
+        };
+        limiter.check_key(&key.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(limiter.clock().now());
+            Error::RateLimited {
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }
+        })
+    }
+
+    /// Forgets the keys whose bucket is full again (they are as good as new).
+    pub fn sweep(&self) {
+        if let Some(limiter) = &self.inner {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
         }
     }
 
-    /// Forgets buckets that have been full for a while.
-    pub fn sweep(&self) {
-        let now = Instant::now();
-        let full_after = Duration::from_secs_f64(
-            (self.rate.burst.max(1) as f64 * 60.0 / self.rate.per_minute.max(1) as f64) + 1.0,
-        );
-        self.buckets
-            .retain(|_, b| now.duration_since(b.last) < full_after);
+    /// Keys remembered now.
+    pub fn len(&self) -> usize {
+        self.inner.as_ref().map_or(0, |l| l.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -405,18 +417,106 @@ impl LoginGuard {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn bucket_refills() {
-        let l = Limiter::new(Rate::new(60, 2), false);
+    use governor::clock::FakeRelativeClock;
+
+    fn limiter(per_minute: u32, burst: u32) -> (Limiter<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (
+            Limiter::with_clock(Rate::new(per_minute, burst), false, clock.clone()),
+            clock,
+        )
+    }
+
+    fn retry_after(l: &Limiter<FakeRelativeClock>, key: &str) -> u64 {
+        match l.check(key) {
+            Err(Error::RateLimited { retry_after_secs }) => retry_after_secs,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn buckets_refill_per_key() {
+        let (l, clock) = limiter(60, 2);
         l.check("a").unwrap();
         l.check("a").unwrap();
-        let Err(Error::RateLimited { retry_after_secs }) = l.check("a") else {
-            panic!("third call must be limited")
-        };
-        assert_eq!(retry_after_secs, 1);
+        assert_eq!(retry_after(&l, "a"), 1, "the burst is spent");
         l.check("b").unwrap();
-        tokio::time::advance(Duration::from_secs(1)).await;
+        clock.advance(Duration::from_millis(999));
+        assert_eq!(
+            retry_after(&l, "a"),
+            1,
+            "a partial token rounds up to a second"
+        );
+        clock.advance(Duration::from_millis(1));
         l.check("a").unwrap();
+        assert_eq!(retry_after(&l, "a"), 1);
+        // A long pause refills up to the burst, never beyond it.
+        clock.advance(Duration::from_secs(3600));
+        l.check("a").unwrap();
+        l.check("a").unwrap();
+        assert_eq!(retry_after(&l, "a"), 1);
+    }
+
+    #[test]
+    fn retry_after_counts_whole_seconds_to_the_next_token() {
+        let (l, clock) = limiter(1, 1);
+        l.check("k").unwrap();
+        assert_eq!(retry_after(&l, "k"), 60);
+        clock.advance(Duration::from_millis(30_500));
+        assert_eq!(retry_after(&l, "k"), 30);
+        clock.advance(Duration::from_millis(29_500));
+        l.check("k").unwrap();
+        // 120 a minute with a burst of 40: one token every half second.
+        let (l, _) = limiter(120, 40);
+        for _ in 0..40 {
+            l.check("ip").unwrap();
+        }
+        assert_eq!(retry_after(&l, "ip"), 1);
+    }
+
+    #[test]
+    fn a_burst_of_zero_still_lets_one_through() {
+        let (l, _) = limiter(60, 0);
+        l.check("k").unwrap();
+        assert_eq!(retry_after(&l, "k"), 1);
+    }
+
+    #[test]
+    fn disabled_or_zero_rate_limits_nothing() {
+        let off = Limiter::new(Rate::new(1, 1), true);
+        let zero = Limiter::new(Rate::new(0, 1), false);
+        for _ in 0..1000 {
+            off.check("k").unwrap();
+            zero.check("k").unwrap();
+        }
+        assert!(off.is_empty() && zero.is_empty());
+    }
+
+    #[test]
+    fn sweep_forgets_full_buckets_only() {
+        let (l, clock) = limiter(60, 10);
+        for i in 0..1000 {
+            l.check(&format!("10.0.{}.{}", i / 256, i % 256)).unwrap();
+        }
+        for _ in 0..10 {
+            l.check("busy").unwrap();
+        }
+        assert_eq!(l.len(), 1001);
+        // Three seconds later the one-token buckets are full again; `busy` is still 7 short.
+        clock.advance(Duration::from_secs(3));
+        l.sweep();
+        assert_eq!(l.len(), 1, "only the key still being refilled is kept");
+        for _ in 0..3 {
+            l.check("busy").unwrap();
+        }
+        assert_eq!(retry_after(&l, "busy"), 1, "its state survived the sweep");
+        clock.advance(Duration::from_secs(15));
+        l.sweep();
+        assert!(l.is_empty());
+        // A forgotten key starts again with a full burst.
+        for _ in 0..10 {
+            l.check("busy").unwrap();
+        }
     }
 
     #[tokio::test(start_paused = true)]

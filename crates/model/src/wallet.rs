@@ -4,82 +4,34 @@
 //! `keccak256(utf8(address) ‖ utf8(nonce) ‖ utf8(domain))`: 65 bytes `r ‖ s ‖ v` with `v` in
 //! {0, 1} (27/28 accepted too). High-S signatures are refused, as go-ethereum refuses them.
 
+use alloy_primitives::Keccak256;
 use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
-use sha3::{Digest, Keccak256};
 
 use crate::AuthFailure;
 
-/// An Ethereum address (20 bytes).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Address(pub [u8; 20]);
+/// The workspace's one address type (alloy's): `Display` is the EIP-55 form put in tokens.
+pub use stratus_chain::Address;
 
-impl std::fmt::Debug for Address {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.to_checksum())
-    }
+/// Parses `0x` + 40 hex digits, in any case (the checksum of mixed case is not enforced).
+pub fn parse_address(s: &str) -> Option<Address> {
+    stratus_chain::parse_address(s).ok()
 }
 
-impl Address {
-    /// Parses `0x` + 40 hex digits, in any case.
-    pub fn parse(s: &str) -> Option<Address> {
-        let hex_part = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
-        if hex_part.len() != 40 {
-            return None;
-        }
-        let mut out = [0u8; 20];
-        hex::decode_to_slice(hex_part, &mut out).ok()?;
-        Some(Address(out))
-    }
+/// The lower-case `0x…` form (how addresses are stored).
+pub use stratus_chain::encoding::address_lower;
 
-    /// The address of a public key.
-    pub fn from_key(key: &VerifyingKey) -> Address {
-        let point = key.to_encoded_point(false);
-        let hash = keccak256(&point.as_bytes()[1..]);
-        let mut out = [0u8; 20];
-        out.copy_from_slice(&hash[12..]);
-        Address(out)
-    }
-
-    /// Lower-case `0x…` form (how addresses are stored).
-    pub fn to_lower(&self) -> String {
-        format!("0x{}", hex::encode(self.0))
-    }
-
-    /// EIP-55 mixed-case form (how addresses are shown and put in tokens).
-    pub fn to_checksum(&self) -> String {
-        let lower = hex::encode(self.0);
-        let hash = keccak256(lower.as_bytes());
-        let mut out = String::with_capacity(42);
-        out.push_str("0x");
-        for (i, c) in lower.chars().enumerate() {
-            let nibble = (hash[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
-            if c.is_ascii_alphabetic() && nibble >= 8 {
-                out.push(c.to_ascii_uppercase());
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-}
-
-/// Keccak-256 of the concatenation of `parts`.
-pub fn keccak256_concat(parts: &[&[u8]]) -> [u8; 32] {
-    let mut h = Keccak256::new();
-    for p in parts {
-        h.update(p);
-    }
-    h.finalize().into()
-}
-
-/// Keccak-256 of `data`.
-pub fn keccak256(data: &[u8]) -> [u8; 32] {
-    keccak256_concat(&[data])
+/// The address of a public key.
+pub fn address_of(key: &VerifyingKey) -> Address {
+    Address::from_raw_public_key(&key.to_encoded_point(false).as_bytes()[1..])
 }
 
 /// The digest a wallet signs to log in, over the strings exactly as sent.
 pub fn login_digest(address: &str, nonce: &str, domain: &str) -> [u8; 32] {
-    keccak256_concat(&[address.as_bytes(), nonce.as_bytes(), domain.as_bytes()])
+    let mut h = Keccak256::new();
+    for part in [address, nonce, domain] {
+        h.update(part);
+    }
+    h.finalize().0
 }
 
 /// Parses a `0x`-hex 65-byte signature and recovers its signer from `digest`.
@@ -111,7 +63,7 @@ pub fn recover_signer_bytes(digest: &[u8; 32], raw: &[u8; 65]) -> Result<Address
     let recid = RecoveryId::from_byte(v).ok_or(AuthFailure::WrongSignature)?;
     let key = VerifyingKey::recover_from_prehash(digest, &sig, recid)
         .map_err(|_| AuthFailure::WrongSignature)?;
-    Ok(Address::from_key(&key))
+    Ok(address_of(&key))
 }
 
 /// Signs `digest` as go-ethereum's `crypto.Sign` does (`r ‖ s ‖ v`, low-S, `v` ∈ {0,1}).
@@ -130,26 +82,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn eip55_examples() {
-        // From the EIP-55 specification.
-        for s in [
-            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
-            "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
-            "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
-            "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
-        ] {
-            assert_eq!(Address::parse(s).unwrap().to_checksum(), s);
-        }
-        assert!(Address::parse("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAe").is_none());
-        assert!(Address::parse("5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").is_none());
-        assert!(Address::parse("0xZaAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").is_none());
+    fn addresses_of_keys() {
+        // The first account of ganache's and hardhat's well-known test mnemonic.
+        let key = k256::ecdsa::SigningKey::from_slice(
+            &hex::decode("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+                .unwrap(),
+        )
+        .unwrap();
+        let a = address_of(key.verifying_key());
+        assert_eq!(a.to_string(), "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
+        assert_eq!(
+            address_lower(&a),
+            "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"
+        );
+        assert_eq!(
+            parse_address("0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"),
+            Some(a)
+        );
+        assert_eq!(
+            parse_address("f39fd6e51aad88f6f4ce6ab8827279cfffb92266"),
+            None
+        );
     }
 
     #[test]
     fn sign_then_recover_and_malleability() {
         let key = k256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
-        let me = Address::from_key(key.verifying_key());
-        let d = login_digest(&me.to_checksum(), "ab", "memo.io");
+        let me = address_of(key.verifying_key());
+        let d = login_digest(&me.to_string(), "ab", "memo.io");
         let sig = sign_digest(&key, &d);
         assert_eq!(recover_signer_bytes(&d, &sig).unwrap(), me);
         let mut v27 = sig;

@@ -214,10 +214,10 @@ impl World {
     }
 }
 
-fn deposit(reference: &str, from: [u8; 20], amount: u128, block: u64) -> stratus_chain::Deposit {
+fn deposit(reference: &str, from: Address, amount: u128, block: u64) -> stratus_chain::Deposit {
     stratus_chain::Deposit {
         reference: reference.into(),
-        from: stratus_chain::Address(from),
+        from,
         amount,
         block_number: block,
         block_hash: [block as u8; 32],
@@ -229,8 +229,8 @@ async fn deposits_are_credited_once_and_on_a_late_link() {
     use stratus_chain::DepositStore;
     let w = world(0).await;
     let store = ChainDeposits::new(w.db.clone(), Arc::new(w.clock.clone()));
-    let linked = Address([1; 20]);
-    let later = Address([2; 20]);
+    let linked = Address::repeat_byte(1);
+    let later = Address::repeat_byte(2);
     let a = w
         .accounts
         .get_or_create_for_wallet(linked, 0)
@@ -242,8 +242,8 @@ async fn deposits_are_credited_once_and_on_a_late_link() {
         .commit(
             10,
             &[
-                deposit("0xaa", linked.0, 50, 9),
-                deposit("0xbb", later.0, 70, 10),
+                deposit("0xaa", linked, 50, 9),
+                deposit("0xbb", later, 70, 10),
             ],
         )
         .await
@@ -257,8 +257,8 @@ async fn deposits_are_credited_once_and_on_a_late_link() {
         .commit(
             10,
             &[
-                deposit("0xaa", linked.0, 50, 9),
-                deposit("0xbb", later.0, 70, 10),
+                deposit("0xaa", linked, 50, 9),
+                deposit("0xbb", later, 70, 10),
             ],
         )
         .await
@@ -269,11 +269,11 @@ async fn deposits_are_credited_once_and_on_a_late_link() {
     assert_eq!(credited, Amount(70));
     assert_eq!(w.billing.ledger().balance(&b.id).await.unwrap(), Amount(70));
     store
-        .commit(11, &[deposit("0xbb", later.0, 70, 10)])
+        .commit(11, &[deposit("0xbb", later, 70, 10)])
         .await
         .unwrap();
     store
-        .commit(12, &[deposit("0xcc", later.0, 5, 12)])
+        .commit(12, &[deposit("0xcc", later, 5, 12)])
         .await
         .unwrap();
     assert_eq!(w.billing.ledger().balance(&b.id).await.unwrap(), Amount(75));

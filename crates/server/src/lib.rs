@@ -6,6 +6,9 @@
 //! records per-route request metrics, turns panics into 500s, holds connections to the limits of
 //! [`conn`], and shuts down gracefully: on SIGINT or SIGTERM it stops accepting, lets requests in
 //! flight finish, stops background tasks and closes the database.
+//!
+//! No answer carries an internal cause (a panic's message, a database error): each says so in
+//! generic words with a request id, logged with the cause and sent as `X-Request-Id`.
 
 pub mod conn;
 mod metrics_layer;
@@ -14,11 +17,13 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Request, State};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use http::{header, StatusCode};
+use http::{header, HeaderValue, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use stratus_api_request::request_id;
 use stratus_app::App;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -56,7 +61,19 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(fallback)
         .layer(axum::middleware::from_fn(metrics_layer::record))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn(with_request_id))
         .with_state(app)
+}
+
+/// Runs the request with a request id slot; an answer that hid an error (the slot was used)
+/// carries the id in `X-Request-Id`.
+async fn with_request_id(req: Request, next: Next) -> Response {
+    let slot = request_id::Slot::default();
+    let mut resp = request_id::scope(&slot, next.run(req)).await;
+    if let Some(v) = slot.get().and_then(|id| HeaderValue::from_str(id).ok()) {
+        resp.headers_mut().insert(request_id::HEADER, v);
+    }
+    resp
 }
 
 /// What the operator listener serves: `/metrics` and `/healthz`, without a token.
@@ -64,6 +81,7 @@ pub fn operator_router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        .layer(axum::middleware::from_fn(with_request_id))
         .with_state(app)
 }
 
@@ -109,32 +127,43 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
             axum::Json(serde_json::json!({"status": "ok"})),
         )
             .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "unavailable", "error": e})),
-        )
-            .into_response(),
+        Err(e) => {
+            let id = request_id::report_unavailable("the database is unavailable", &e);
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({
+                    "status": "unavailable",
+                    "error": format!("the database is unavailable (request id {id})"),
+                    "requestId": id,
+                })),
+            )
+                .into_response()
+        }
     }
 }
 
-async fn sqlx_ping(app: &App) -> Result<(), String> {
-    app.auth
-        .accounts()
-        .count()
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+async fn sqlx_ping(app: &App) -> stratus_model::Result<()> {
+    app.auth.accounts().count().await.map(|_| ())
 }
 
 async fn fallback(req: Request) -> Response {
     stratus_api_memo::not_found_response(req.uri().path()).await
 }
 
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked");
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    let id = request_id::report_internal(&format_args!("a request handler panicked: {what}"));
     (
         StatusCode::INTERNAL_SERVER_ERROR,
-        axum::Json(serde_json::json!({"code": 500, "message": "internal error"})),
+        axum::Json(serde_json::json!({
+            "code": 500,
+            "message": format!("internal error (request id {id})"),
+            "requestId": id,
+        })),
     )
         .into_response()
 }
@@ -226,4 +255,83 @@ pub async fn serve(
     app.close().await;
     tracing::info!("stratus stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn boom() -> &'static str {
+        panic!("secret at /var/lib/stratus/stratus.db")
+    }
+
+    /// The server's own layers around handlers that fail in the two ways a client must not see.
+    fn app() -> Router {
+        Router::new()
+            .route("/panic", get(boom))
+            .route(
+                "/internal",
+                get(|| async {
+                    stratus_api_memo::error::MemoError::from(stratus_model::Error::internal(
+                        "open /var/lib/stratus/blobs/ab: permission denied",
+                    ))
+                }),
+            )
+            .route("/ok", get(|| async { "fine" }))
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(axum::middleware::from_fn(with_request_id))
+    }
+
+    async fn call(path: &str) -> (StatusCode, Option<String>, String) {
+        let resp = app()
+            .oneshot(Request::get(path).body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let id = resp
+            .headers()
+            .get(request_id::HEADER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, id, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_panic_answers_a_request_id_not_its_message() {
+        let (status, id, body) = call("/panic").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let id = id.expect("X-Request-Id");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"code": 500, "message": format!("internal error (request id {id})"), "requestId": id})
+        );
+        assert!(
+            !body.contains("secret") && !body.contains("/var/lib"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dialect_error_gets_the_header_of_its_request_id() {
+        let (status, id, body) = call("/internal").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let id = id.expect("X-Request-Id");
+        assert!(body.contains(&format!("(request id {id})")), "{body}");
+        assert!(
+            !body.contains("/var/lib") && !body.contains("permission"),
+            "{body}"
+        );
+        // Each request its own id; a success has none.
+        let (_, other, _) = call("/internal").await;
+        assert_ne!(other.unwrap(), id);
+        let (status, none, body) = call("/ok").await;
+        assert_eq!(
+            (status, none, body.as_str()),
+            (StatusCode::OK, None, "fine")
+        );
+    }
 }

@@ -145,7 +145,7 @@ pub async fn link_wallet(
         .await?;
     let balance = app.billing.ledger().balance(&c.account.id).await?;
     Ok(ok(Linked {
-        wallet_address: address.to_checksum(),
+        wallet_address: address.to_string(),
         credited: credited.to_string(),
         balance: balance.to_string(),
     }))

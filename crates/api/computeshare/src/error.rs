@@ -1,6 +1,10 @@
 //! ComputeShare errors: `{"code":<status>,"reason":"<UPPER_SNAKE>","message":"…","metadata":{}}`
 //! with the HTTP status equal to `code`. The 401 messages are those of the original (go-kratos
 //! JWT middleware): `JWT token is missing`, `Token is invalid`, `JWT token has expired`.
+//!
+//! Internal errors and unavailable dependencies never show their cause: the message is a generic
+//! text (for an unavailable capability, which one) with the request id under which the cause is
+//! logged, also given as `metadata.requestId`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -9,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
-use stratus_api_request::BodyError;
+use stratus_api_request::{request_id, BodyError};
 use stratus_model::{AuthFailure, Error};
 
 /// An error in the ComputeShare format.
@@ -39,6 +43,13 @@ impl CsError {
 
     pub fn not_found(reason: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, reason, message)
+    }
+
+    /// An answer whose cause is only in the log, under request id `id`.
+    fn hidden(status: StatusCode, reason: &'static str, text: &str, id: String) -> Self {
+        let mut e = Self::new(status, reason, format!("{text} (request id {id})"));
+        e.metadata.insert("requestId", id);
+        e
     }
 
     /// A 400 naming the offending field.
@@ -127,17 +138,18 @@ impl From<Error> for CsError {
                 "QUOTA_EXCEEDED",
                 e.to_string(),
             ),
-            Error::Unavailable(m) => {
-                CsError::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", m)
-            }
-            Error::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
-                CsError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL_ERROR",
-                    "internal error, please try again",
-                )
-            }
+            Error::Unavailable { what, cause } => CsError::hidden(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                &what,
+                request_id::report_unavailable(&what, &cause),
+            ),
+            Error::Internal(m) => CsError::hidden(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "internal error, please try again",
+                request_id::report_internal(&m),
+            ),
         }
     }
 }

@@ -2,12 +2,15 @@
 //! the code's fixed text followed by the cause in parentheses, as the original renders it
 //! (`Authentication Failed (Token is Null)`). Authentication failures carry a fresh nonce in a
 //! `{"Nonce":…,"Error":{…}}` wrapper.
+//!
+//! Internal errors and unavailable dependencies never show their cause: the parentheses hold the
+//! request id under which it is logged (and, when unavailable, which capability is).
 
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
-use stratus_api_request::BodyError;
+use stratus_api_request::{request_id, BodyError};
 use stratus_model::{AuthFailure, Error};
 
 /// One row of the document's error table.
@@ -189,15 +192,13 @@ impl From<Error> for MemoError {
             }
             e @ Error::InsufficientBalance { .. } => MemoError::new(Kind::Balance, e.to_string()),
             Error::QuotaExceeded { .. } => MemoError::new(Kind::Storage, "insufficient space"),
-            Error::Unavailable(m) => MemoError::new(Kind::Unavailable, m),
+            Error::Unavailable { what, cause } => {
+                let id = request_id::report_unavailable(&what, &cause);
+                MemoError::new(Kind::Unavailable, format!("{what}; request id {id}"))
+            }
             Error::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
-                MemoError {
-                    kind: Kind::Internal,
-                    detail: None,
-                    nonce: None,
-                    retry_after: None,
-                }
+                let id = request_id::report_internal(&m);
+                MemoError::new(Kind::Internal, format!("request id {id}"))
             }
         }
     }

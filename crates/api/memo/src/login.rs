@@ -93,8 +93,8 @@ pub(crate) struct Refreshed {
     access: String,
 }
 
-/// `GET /fresh` with the fresh token in `Authorization` → `{"access token"}`; any failure is
-/// `401 Illegal fresh token` as plain text.
+/// `GET /fresh` with the fresh token in `Authorization` → `{"access token"}`; any failure of the
+/// token is `401 Illegal fresh token` as plain text.
 pub(crate) async fn fresh(
     State(app): State<Arc<App>>,
     ClientIp(ip): ClientIp,
@@ -105,7 +105,12 @@ pub(crate) async fn fresh(
     };
     match app.auth.refresh(ip, &token).await {
         Ok(access) => Json(Refreshed { access }).into_response(),
-        Err(e @ stratus_model::Error::RateLimited { .. }) => MemoError::from(e).into_response(),
+        // Our own faults are not the token's: a generic 500 or 503 with the request id.
+        Err(
+            e @ (stratus_model::Error::RateLimited { .. }
+            | stratus_model::Error::Internal(_)
+            | stratus_model::Error::Unavailable { .. }),
+        ) => MemoError::from(e).into_response(),
         Err(_) => illegal(),
     }
 }

@@ -71,9 +71,10 @@ pub(crate) fn clean_name(raw: Option<&str>) -> Option<String> {
     (!cleaned.is_empty() && cleaned != "." && cleaned != "..").then_some(cleaned)
 }
 
-/// A request body that can be drained after the multipart parser gave up on it.
+/// A request body that can be drained after the multipart parser gave up on it. The lock is
+/// parking_lot's: a panic while polling never poisons it (the stream itself stays usable).
 #[derive(Clone)]
-struct SharedBody(Arc<std::sync::Mutex<axum::body::BodyDataStream>>);
+struct SharedBody(Arc<parking_lot::Mutex<axum::body::BodyDataStream>>);
 
 impl futures::Stream for SharedBody {
     type Item = Result<bytes::Bytes, axum::Error>;
@@ -81,7 +82,7 @@ impl futures::Stream for SharedBody {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        let mut inner = self.0.lock().expect("body lock");
+        let mut inner = self.0.lock();
         std::pin::Pin::new(&mut *inner).poll_next(cx)
     }
 }
@@ -116,7 +117,7 @@ pub(crate) async fn upload(
     body: Body,
 ) -> Result<Json<Uploaded>, axum::response::Response> {
     use axum::response::IntoResponse;
-    let body = SharedBody(Arc::new(std::sync::Mutex::new(body.into_data_stream())));
+    let body = SharedBody(Arc::new(parking_lot::Mutex::new(body.into_data_stream())));
     let expects_continue = headers
         .get(header::EXPECT)
         .and_then(|v| v.to_str().ok())

@@ -2,7 +2,10 @@
 //! look: the client address (for rate limits), the token from `Authorization`, and a JSON body
 //! read with a size cap whatever its `Content-Type` (the MEMO screenshots send JSON as text).
 //! Each dialect turns a [`BodyError`], or the message of a malformed query string or path
-//! ([`query`], [`path`]), into its own error format.
+//! ([`query`], [`path`]), into its own error format. [`request_id`] gives the answers that hide
+//! an internal cause the id under which that cause is logged.
+
+pub mod request_id;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

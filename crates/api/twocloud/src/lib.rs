@@ -15,6 +15,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Serialize;
+use stratus_api_request::request_id;
 use stratus_app::App;
 use stratus_model::auth::PasswordDialect;
 use stratus_model::token::basic_credentials;
@@ -76,14 +77,23 @@ impl From<Error> for TcError {
                 format!("Too Many Requests: retry in {retry_after_secs} s"),
                 Some(retry_after_secs),
             ),
-            Error::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Internal Server Error".to_string(),
-                    None,
-                )
-            }
+            // The cause is logged under the request id, never sent.
+            Error::Internal(m) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "Internal Server Error (request id {})",
+                    request_id::report_internal(&m)
+                ),
+                None,
+            ),
+            Error::Unavailable { what, cause } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "Service Unavailable: {what} (request id {})",
+                    request_id::report_unavailable(&what, &cause)
+                ),
+                None,
+            ),
             other => (StatusCode::BAD_REQUEST, other.to_string(), None),
         };
         TcError {

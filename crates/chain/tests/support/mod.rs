@@ -10,13 +10,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use serde_json::{json, Value};
+use stratus_chain::encoding::{address_lower, parse_address, parse_b256};
 use stratus_chain::{
     async_trait, Address, Asset, Deposit, DepositStore, RetryPolicy, RpcClient, StoreError,
-    WatcherConfig, H256,
+    WatcherConfig, B256,
 };
 
 /// `tests/peers` at the workspace root.
@@ -115,8 +117,10 @@ impl Ganache {
                     break;
                 }
                 if rpc.chain_id().await.is_ok() {
-                    let accounts: Vec<Address> =
+                    let accounts: Vec<String> =
                         rpc.request("eth_accounts", json!([])).await.unwrap();
+                    let accounts: Vec<Address> =
+                        accounts.iter().map(|a| parse_address(a).unwrap()).collect();
                     assert_eq!(accounts.len(), 10);
                     return Ganache {
                         child,
@@ -149,25 +153,27 @@ impl Ganache {
     }
 
     /// Sends a transaction from an unlocked account; it is mined at once. Returns its hash.
-    pub async fn send(&self, tx: Value) -> H256 {
-        self.rpc
+    pub async fn send(&self, tx: Value) -> B256 {
+        let hash: String = self
+            .rpc
             .request("eth_sendTransaction", json!([tx]))
             .await
-            .expect("eth_sendTransaction")
+            .expect("eth_sendTransaction");
+        parse_b256(&hash).unwrap()
     }
 
     /// Sends `value` wei from `from` to `to`.
-    pub async fn send_value(&self, from: Address, to: Address, value: u128) -> H256 {
+    pub async fn send_value(&self, from: Address, to: Address, value: u128) -> B256 {
         self.send(json!({
-            "from": from.to_lower(),
-            "to": to.to_lower(),
+            "from": address_lower(&from),
+            "to": address_lower(&to),
             "value": format!("{value:#x}"),
             "gas": "0x30000",
         }))
         .await
     }
 
-    pub async fn receipt(&self, tx: &H256) -> Value {
+    pub async fn receipt(&self, tx: &B256) -> Value {
         let r: Value = self
             .rpc
             .request("eth_getTransactionReceipt", json!([tx.to_string()]))
@@ -178,15 +184,15 @@ impl Ganache {
     }
 
     /// The receipt's status (1 success, 0 reverted).
-    pub async fn status(&self, tx: &H256) -> u64 {
+    pub async fn status(&self, tx: &B256) -> u64 {
         let r = self.receipt(tx).await;
         stratus_chain::encoding::parse_u64(r["status"].as_str().unwrap()).unwrap()
     }
 
-    pub async fn block_of(&self, tx: &H256) -> (u64, [u8; 32]) {
+    pub async fn block_of(&self, tx: &B256) -> (u64, [u8; 32]) {
         let r = self.receipt(tx).await;
         let n = stratus_chain::encoding::parse_u64(r["blockNumber"].as_str().unwrap()).unwrap();
-        let h = H256::parse(r["blockHash"].as_str().unwrap()).unwrap();
+        let h = parse_b256(r["blockHash"].as_str().unwrap()).unwrap();
         (n, h.0)
     }
 
@@ -194,11 +200,11 @@ impl Ganache {
     pub async fn deploy_token(&self, from: Address, supply: [u8; 32]) -> Address {
         let data = format!("{}{}", token_artifact().bytecode, hex::encode(supply));
         let tx = self
-            .send(json!({"from": from.to_lower(), "data": data, "gas": "0x2dc6c0"}))
+            .send(json!({"from": address_lower(&from), "data": data, "gas": "0x2dc6c0"}))
             .await;
         let r = self.receipt(&tx).await;
         assert_eq!(r["status"], "0x1", "token deployment failed: {r}");
-        Address::parse(r["contractAddress"].as_str().unwrap()).unwrap()
+        parse_address(r["contractAddress"].as_str().unwrap()).unwrap()
     }
 
     /// Calls `token.transfer(to, amount)` from `from`.
@@ -208,11 +214,11 @@ impl Ganache {
         from: Address,
         to: Address,
         amount: [u8; 32],
-    ) -> H256 {
+    ) -> B256 {
         let data = format!(
             "0x{}{}{}",
             selector("transfer(address,uint256)"),
-            hex::encode(to.to_topic()),
+            hex::encode(to.into_word()),
             hex::encode(amount)
         );
         self.call_token(token, from, data).await
@@ -225,11 +231,11 @@ impl Ganache {
         from: Address,
         spender: Address,
         amount: u128,
-    ) -> H256 {
+    ) -> B256 {
         let data = format!(
             "0x{}{}{}",
             selector("approve(address,uint256)"),
-            hex::encode(spender.to_topic()),
+            hex::encode(spender.into_word()),
             hex::encode(word(amount))
         );
         self.call_token(token, from, data).await
@@ -243,20 +249,20 @@ impl Ganache {
         owner: Address,
         to: Address,
         amount: u128,
-    ) -> H256 {
+    ) -> B256 {
         let data = format!(
             "0x{}{}{}{}",
             selector("transferFrom(address,address,uint256)"),
-            hex::encode(owner.to_topic()),
-            hex::encode(to.to_topic()),
+            hex::encode(owner.into_word()),
+            hex::encode(to.into_word()),
             hex::encode(word(amount))
         );
         self.call_token(token, spender, data).await
     }
 
-    async fn call_token(&self, token: Address, from: Address, data: String) -> H256 {
+    async fn call_token(&self, token: Address, from: Address, data: String) -> B256 {
         let tx = self
-            .send(json!({"from": from.to_lower(), "to": token.to_lower(), "data": data, "gas": "0x30000"}))
+            .send(json!({"from": address_lower(&from), "to": address_lower(&token), "data": data, "gas": "0x30000"}))
             .await;
         assert_eq!(self.status(&tx).await, 1, "token call {tx} reverted");
         tx
@@ -267,13 +273,13 @@ impl Ganache {
         let data = format!(
             "0x{}{}",
             selector("balanceOf(address)"),
-            hex::encode(who.to_topic())
+            hex::encode(who.into_word())
         );
         let out: String = self
             .rpc
             .request(
                 "eth_call",
-                json!([{"to": token.to_lower(), "data": data}, "latest"]),
+                json!([{"to": address_lower(&token), "data": data}, "latest"]),
             )
             .await
             .unwrap();
@@ -316,8 +322,7 @@ pub fn pow2(bit: u32) -> [u8; 32] {
 
 /// The 4-byte function selector of a signature, as hex.
 pub fn selector(signature: &str) -> String {
-    use sha3::{Digest, Keccak256};
-    hex::encode(&Keccak256::digest(signature.as_bytes())[..4])
+    hex::encode(&alloy_primitives::keccak256(signature.as_bytes())[..4])
 }
 
 /// The compiled test token.
@@ -388,7 +393,7 @@ impl MemStore {
 
     /// Links `wallet` to `account`, crediting what the wallet deposited before.
     pub fn link(&self, wallet: Address, account: &str) {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         s.links.insert(wallet, account.to_string());
         let mut credit = 0u128;
         for st in s.deposits.values_mut() {
@@ -401,50 +406,44 @@ impl MemStore {
     }
 
     pub fn balance(&self, account: &str) -> u128 {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock();
         s.balances.get(account).copied().unwrap_or(0)
     }
 
     pub fn cursor_now(&self) -> Option<u64> {
-        self.state.lock().unwrap().cursor
+        self.state.lock().cursor
     }
 
     /// Moves the cursor (as an operator forcing a re-scan would).
     pub fn set_cursor(&self, c: Option<u64>) {
-        self.state.lock().unwrap().cursor = c;
+        self.state.lock().cursor = c;
     }
 
     pub fn deposits(&self) -> Vec<Stored> {
-        self.state
-            .lock()
-            .unwrap()
-            .deposits
-            .values()
-            .cloned()
-            .collect()
+        self.state.lock().deposits.values().cloned().collect()
     }
 
     pub fn get(&self, reference: &str) -> Option<Stored> {
-        self.state.lock().unwrap().deposits.get(reference).cloned()
+        self.state.lock().deposits.get(reference).cloned()
     }
 
     /// How many times `commit` was handed `reference`.
     pub fn times_received(&self, reference: &str) -> usize {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock();
         s.received.iter().filter(|r| *r == reference).count()
     }
 
     pub fn commits(&self) -> Vec<(u64, usize)> {
-        self.state.lock().unwrap().commits.clone()
+        self.state.lock().commits.clone()
     }
 
     pub fn anomalies(&self) -> Vec<String> {
-        self.state.lock().unwrap().anomalies.clone()
+        self.state.lock().anomalies.clone()
     }
 
     /// Sum of all balances: must equal the sum of credited deposits.
     pub fn total_credited(&self) -> u128 {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock();
         let total: u128 = s.balances.values().sum();
         let credited: u128 = s
             .deposits
@@ -460,11 +459,11 @@ impl MemStore {
 #[async_trait]
 impl DepositStore for MemStore {
     async fn cursor(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.state.lock().unwrap().cursor)
+        Ok(self.state.lock().cursor)
     }
 
     async fn commit(&self, block: u64, deposits: &[Deposit]) -> Result<(), StoreError> {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         let mut in_batch = HashSet::new();
         for d in deposits {
             assert!(
@@ -508,7 +507,7 @@ impl DepositStore for MemStore {
         &self,
         anomalies: &[stratus_chain::Anomaly],
     ) -> Result<(), StoreError> {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         for a in anomalies {
             if !s.anomalies.contains(&a.reference) {
                 s.anomalies.push(a.reference.clone());

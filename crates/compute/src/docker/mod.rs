@@ -307,9 +307,7 @@ impl DockerRuntime {
                         } else {
                             tracing::debug!(error = %e, "sandboxes are refused: the host firewall cannot be installed");
                         }
-                        return Err(RuntimeError::Unavailable(format!(
-                            "the sandbox firewall cannot be installed: {e}"
-                        )));
+                        return Err(RuntimeError::Firewall(e.to_string()));
                     }
                 }
             }

@@ -14,6 +14,7 @@ use stratus_config::Amount;
 use super::ledger::{EntryKind, Ledger, Posted, Posting};
 use crate::clock::SharedClock;
 use crate::db::Db;
+use crate::wallet::address_lower;
 use crate::Result;
 
 /// Credits every uncredited deposit from `wallet_lower` to `account_id`.
@@ -122,7 +123,7 @@ impl ChainDeposits {
         let now = self.clock.now_ms();
         let mut tx = self.db.w().begin().await?;
         for d in deposits {
-            let from = format!("0x{}", hex::encode(d.from.0));
+            let from = address_lower(&d.from);
             let inserted = sqlx::query(
                 "INSERT INTO chain_deposits (reference, from_address, amount, block_number, block_hash, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (reference) DO NOTHING",
@@ -208,7 +209,7 @@ impl DepositStore for ChainDeposits {
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (reference) DO NOTHING",
             )
             .bind(&a.reference)
-            .bind(a.from.map(|f| format!("0x{}", hex::encode(f.0))))
+            .bind(a.from.as_ref().map(address_lower))
             .bind(a.block_number as i64)
             .bind(format!("{:?}", a.kind))
             .bind(now)

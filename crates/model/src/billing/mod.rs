@@ -20,7 +20,7 @@ use crate::account::{Account, Accounts};
 use crate::clock::SharedClock;
 use crate::db::Db;
 use crate::storage::Allowance;
-use crate::wallet::Address;
+use crate::wallet::{address_lower, Address};
 use crate::{Error, Result};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -237,21 +237,21 @@ impl Billing {
         let mut tx = self.db.w().begin().await?;
         if let Some((other,)) =
             sqlx::query_as::<_, (String,)>("SELECT id FROM accounts WHERE wallet_address = $1")
-                .bind(wallet.to_lower())
+                .bind(address_lower(&wallet))
                 .fetch_optional(&mut *tx)
                 .await?
         {
             if other != account.id {
                 return Err(Error::Conflict(format!(
                     "wallet {} is already linked to another account",
-                    wallet.to_checksum()
+                    wallet
                 )));
             }
         } else {
             let r = sqlx::query(
                 "UPDATE accounts SET wallet_address = $1 WHERE id = $2 AND wallet_address IS NULL",
             )
-            .bind(wallet.to_lower())
+            .bind(address_lower(&wallet))
             .bind(&account.id)
             .execute(&mut *tx)
             .await?;
@@ -260,7 +260,8 @@ impl Billing {
             }
         }
         let credited =
-            deposit::credit_pending(&self.ledger, &mut tx, &account.id, &wallet.to_lower()).await?;
+            deposit::credit_pending(&self.ledger, &mut tx, &account.id, &address_lower(&wallet))
+                .await?;
         tx.commit().await?;
         accounts.forget(account);
         Ok(credited)

@@ -11,6 +11,9 @@ use super::records::{self, Mapping, Status};
 use super::Compute;
 use crate::{Error, Result};
 
+/// What a client learns when the gateway cannot open a public port (the cause is logged).
+const PORTS_UNAVAILABLE: &str = "public ports are unavailable";
+
 /// A mapping the caller asks for.
 #[derive(Debug, Clone, Default)]
 pub struct MappingRequest {
@@ -121,13 +124,18 @@ impl Compute {
                     );
                     continue;
                 }
-                Err(e) => return Err(Error::Unavailable(format!("gateway: {e}"))),
+                Err(e) => {
+                    return Err(Error::unavailable(
+                        PORTS_UNAVAILABLE,
+                        format!("gateway: {e}"),
+                    ))
+                }
             }
         }
-        Err(Error::Unavailable(format!(
-            "no free public port in {}-{}",
-            cfg.port_min, cfg.port_max
-        )))
+        Err(Error::unavailable(
+            format!("no free public port in {}-{}", cfg.port_min, cfg.port_max),
+            "every port of the range is taken",
+        ))
     }
 
     pub(super) async fn insert_mapping(
@@ -350,7 +358,7 @@ impl Compute {
                     self.resolver(rt, &m.instance_id, port),
                 )
                 .await
-                .map_err(|e| Error::Unavailable(format!("gateway: {e}")))?;
+                .map_err(|e| Error::unavailable(PORTS_UNAVAILABLE, format!("gateway: {e}")))?;
         }
         sqlx::query("UPDATE mappings SET name = $1, computer_port = $2 WHERE id = $3")
             .bind(req.name.trim())

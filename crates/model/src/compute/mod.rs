@@ -21,6 +21,7 @@
 
 mod mappings;
 mod ops;
+mod reasons;
 mod records;
 mod sandbox;
 mod sweep;
@@ -30,7 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use stratus_compute::{Gateway, GatewayConfig, Policy, Resolver, Runtime, RuntimeResolver};
+use stratus_compute::{
+    Gateway, GatewayConfig, Policy, Resolver, Runtime, RuntimeError, RuntimeResolver,
+};
 use stratus_config::ComputeConfig;
 use tokio::sync::{Mutex, Notify, RwLock};
 
@@ -38,6 +41,7 @@ pub use mappings::MappingRequest;
 pub use records::{Instance, Mapping, Status};
 pub use sandbox::SandboxRequest;
 
+use self::reasons::runtime_unavailable;
 use crate::billing::Billing;
 use crate::clock::SharedClock;
 use crate::db::Db;
@@ -61,7 +65,8 @@ struct Inner {
     policy: Policy,
     runtime: RwLock<Option<Arc<dyn Runtime>>>,
     /// Why the runtime could not be connected last time (the sandbox firewall, the engine…).
-    runtime_error: std::sync::Mutex<Option<String>>,
+    /// parking_lot: a panic elsewhere never poisons it.
+    runtime_error: parking_lot::Mutex<Option<RuntimeError>>,
     gateway: Gateway,
     /// Serializes port allocation (the unique index is the final guard).
     ports: Mutex<()>,
@@ -131,7 +136,7 @@ impl Compute {
                 cfg,
                 billing,
                 runtime: RwLock::new(None),
-                runtime_error: std::sync::Mutex::new(None),
+                runtime_error: parking_lot::Mutex::new(None),
                 gateway,
                 ports: Mutex::new(()),
                 locks: DashMap::new(),
@@ -165,14 +170,13 @@ impl Compute {
                 let rt = match stratus_compute::DockerRuntime::from_config(&self.inner.cfg).await {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let reason = format!("docker: {e}");
-                        *self.inner.runtime_error.lock().expect("runtime error lock") =
-                            Some(reason.clone());
-                        return Err(Error::Unavailable(reason));
+                        let err = runtime_unavailable(&e);
+                        *self.inner.runtime_error.lock() = Some(e);
+                        return Err(err);
                     }
                 };
                 tracing::info!(bounds = ?rt.bounds(), "docker runtime connected");
-                *self.inner.runtime_error.lock().expect("runtime error lock") = None;
+                *self.inner.runtime_error.lock() = None;
                 self.set_runtime(Arc::new(rt)).await;
                 Ok(true)
             }
@@ -184,16 +188,13 @@ impl Compute {
 
     async fn runtime(&self) -> Result<Arc<dyn Runtime>> {
         self.inner.runtime.read().await.clone().ok_or_else(|| {
-            let why = self
-                .inner
-                .runtime_error
-                .lock()
-                .expect("runtime error lock")
-                .clone();
-            Error::Unavailable(match why {
-                Some(reason) => format!("sandboxes are unavailable: {reason}"),
-                None => "the compute runtime is not available".into(),
-            })
+            match &*self.inner.runtime_error.lock() {
+                Some(e) => runtime_unavailable(e),
+                None => Error::unavailable(
+                    "the compute runtime is not available",
+                    "no runtime is connected",
+                ),
+            }
         })
     }
 

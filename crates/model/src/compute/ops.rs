@@ -3,6 +3,7 @@
 
 use stratus_compute::InstanceState;
 
+use super::reasons::public_reason;
 use super::records::{Instance, Status};
 use super::Compute;
 use crate::{Error, Result};
@@ -167,18 +168,18 @@ impl Compute {
         match op {
             Op::Start => {
                 let r = rt.start(id).await;
-                self.settle(id, Status::Starting, r.map_err(|e| e.to_string()))
+                self.settle(id, Status::Starting, r.map_err(|e| public_reason(id, &e)))
                     .await
             }
             Op::Restart => {
                 let r = rt.restart(id).await;
-                self.settle(id, Status::Restarting, r.map_err(|e| e.to_string()))
+                self.settle(id, Status::Restarting, r.map_err(|e| public_reason(id, &e)))
                     .await
             }
             Op::Stop => {
                 let reason = match rt.stop(id).await {
                     Ok(()) => String::new(),
-                    Err(e) => format!("stop: {e}"),
+                    Err(e) => format!("stop: {}", public_reason(id, &e)),
                 };
                 self.transition(id, &[Status::Closing], Status::Closed, &reason)
                     .await?;

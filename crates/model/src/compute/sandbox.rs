@@ -244,7 +244,8 @@ impl Compute {
                 tracing::warn!(instance = %id, error = %e, "instance failed to boot");
                 // The money first: the runtime's leftovers are removed right after, and by the
                 // orphan sweep should that fail (the record says Failed).
-                self.fail_and_refund(&id, &e.to_string()).await;
+                self.fail_and_refund(&id, &super::reasons::public_reason(&id, &e))
+                    .await;
                 self.remove_failed(&rt, &id).await;
             }
         }

@@ -111,7 +111,7 @@ impl Storage {
             store
                 .delete(cid)
                 .await
-                .map_err(|e| Error::Unavailable(e.to_string()))?;
+                .map_err(|e| Error::unavailable(super::STORE_UNAVAILABLE, e))?;
         }
         let mut tx = self.db.w().begin().await?;
         sqlx::query("DELETE FROM blocks WHERE backend = $1 AND root = $2")

@@ -74,6 +74,9 @@ pub struct Storage {
 
 const LOCK_STRIPES: usize = 256;
 
+/// What a client learns when a blob store fails (the cause, which may name paths, is logged).
+const STORE_UNAVAILABLE: &str = "the storage backend is unavailable";
+
 impl Storage {
     /// Opens every configured target's blob store.
     pub fn new(

@@ -212,7 +212,7 @@ impl Storage {
         r.store
             .read(&r.root, abs)
             .await
-            .map_err(|e| Error::Unavailable(e.to_string()))
+            .map_err(|e| Error::unavailable(super::STORE_UNAVAILABLE, e))
     }
 
     /// Streams the raw block.
@@ -346,7 +346,7 @@ impl Sequential {
                 self.buf.push_back(b);
                 Ok(())
             }
-            Some(Err(e)) => Err(Error::Unavailable(e.to_string())),
+            Some(Err(e)) => Err(Error::unavailable(super::STORE_UNAVAILABLE, e)),
             None => Err(Error::internal("stored file is shorter than its DAG")),
         }
     }

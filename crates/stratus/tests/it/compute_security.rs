@@ -594,13 +594,19 @@ fn without_its_firewall_the_server_refuses_sandboxes() {
     let before = balance(&s, &t);
     let compose = format!("services:\n  web:\n    image: {TEST_IMAGE}\n");
     let (st, v) = sandbox(&s, &t, &compose, json!([]));
+    // The client learns which capability is missing and a request id, never the cause.
+    let id = v["metadata"]["requestId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(id.len(), 32, "{v}");
     assert_eq!(
-        (st, v),
+        (st, &v),
         (
             503,
-            json!({"code": 503, "reason": "SERVICE_UNAVAILABLE",
-                   "message": "sandboxes are unavailable: docker: container engine is unavailable: the sandbox firewall cannot be installed: compute.egress.allow: \"not-a-cidr\" is not an IPv4 CIDR (sandboxes have no IPv6)",
-                   "metadata": {}})
+            &json!({"code": 503, "reason": "SERVICE_UNAVAILABLE",
+                   "message": format!("sandboxes are unavailable: the host firewall cannot be installed (request id {id})"),
+                   "metadata": {"requestId": id}})
         )
     );
     assert_eq!(balance(&s, &t), before);
@@ -608,5 +614,10 @@ fn without_its_firewall_the_server_refuses_sandboxes() {
     assert!(
         log.contains("sandboxes are refused: the host firewall cannot be installed"),
         "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&id) && l.contains("\"not-a-cidr\" is not an IPv4 CIDR")),
+        "the cause is logged under {id}: {log}"
     );
 }

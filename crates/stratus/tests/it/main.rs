@@ -14,6 +14,7 @@ mod cli;
 mod compute;
 mod compute_crash;
 mod compute_security;
+mod hidden_errors;
 mod security;
 mod storage;
 mod storage_crash;
