@@ -127,6 +127,14 @@ impl From<Error> for CsError {
                 "QUOTA_EXCEEDED",
                 e.to_string(),
             ),
+            Error::StorageFull(m) => {
+                tracing::error!(error = %m, "the disk is full");
+                CsError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "INSUFFICIENT_STORAGE",
+                    "the server is out of storage space; nothing was changed, try again later",
+                )
+            }
             Error::Unavailable(m) => {
                 CsError::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", m)
             }

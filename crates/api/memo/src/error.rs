@@ -189,6 +189,10 @@ impl From<Error> for MemoError {
             }
             e @ Error::InsufficientBalance { .. } => MemoError::new(Kind::Balance, e.to_string()),
             Error::QuotaExceeded { .. } => MemoError::new(Kind::Storage, "insufficient space"),
+            Error::StorageFull(m) => {
+                tracing::error!(error = %m, "the disk is full");
+                MemoError::new(Kind::Storage, "insufficient space")
+            }
             Error::Unavailable(m) => MemoError::new(Kind::Unavailable, m),
             Error::Internal(m) => {
                 tracing::error!(error = %m, "internal error");

@@ -76,6 +76,14 @@ impl From<Error> for TcError {
                 format!("Too Many Requests: retry in {retry_after_secs} s"),
                 Some(retry_after_secs),
             ),
+            Error::StorageFull(m) => {
+                tracing::error!(error = %m, "the disk is full");
+                (
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "Insufficient Storage: the server is out of storage space".to_string(),
+                    None,
+                )
+            }
             Error::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 (
