@@ -9,6 +9,7 @@
 mod billing;
 pub mod error;
 mod extract;
+mod form;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gateway;

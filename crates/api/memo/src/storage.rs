@@ -15,7 +15,8 @@ use time::format_description::well_known::Rfc3339;
 use crate::error::{Kind, MemoError, MemoResult};
 use crate::extract::MemoCaller;
 use crate::extract::{P, Q};
-use crate::multipart::{self, Multipart, MultipartError};
+use crate::form::{Form, FormError};
+use crate::multipart;
 
 /// The target named in the path, or 518 `storage not support`.
 pub(crate) fn check_target(app: &App, target: &str) -> MemoResult<()> {
@@ -206,11 +207,15 @@ async fn receive(
     };
     // Largest form field other than `file`.
     const FIELD_LIMIT: usize = 64 << 10;
-    let mut form = Multipart::new(body.clone(), &boundary);
+    let mut form = Form::new(
+        app.storage.config().multipart_parser,
+        body.clone(),
+        &boundary,
+    );
     let malformed = |why: &dyn std::fmt::Display| {
         MemoError::new(Kind::BadRequest, format!("malformed multipart body: {why}"))
     };
-    let bad = |e: MultipartError| malformed(&e);
+    let bad = |e: FormError| malformed(&e.0);
     let result = async {
         let mut upload = None;
         while let Some(part) = form.next_part().await.map_err(bad)? {

@@ -16,3 +16,4 @@ mod compute_security;
 mod security;
 mod storage;
 mod storage_crash;
+mod storage_faults;
