@@ -13,6 +13,7 @@ mod cid_cap;
 mod cli;
 mod compute;
 mod compute_security;
+mod s3;
 mod security;
 mod storage;
 mod storage_crash;

@@ -51,7 +51,31 @@ fn listing_and_used(s: &Server, token: &str) -> (Value, String) {
 
 #[test]
 fn an_upload_cut_after_its_closing_boundary_publishes_nothing() {
-    let s = Server::start();
+    cut_upload_publishes_nothing(&Server::start());
+}
+
+#[test]
+fn with_the_multer_parser_uploads_store_the_same_and_a_cut_one_publishes_nothing() {
+    let s = Server::builder()
+        .env("STRATUS_STORAGE__MULTIPART_PARSER", "multer")
+        .start();
+    cut_upload_publishes_nothing(&s);
+    let (_, t, _) = s.wallet_login(KEY_A);
+    let bytes = data(1_000_000, 3);
+    let cid = put(&s, &t, "ipfs", "m.bin", bytes.clone());
+    let want = stratus_unixfs::import_reader(
+        stratus_unixfs::Profile::by_name("memo").unwrap(),
+        &bytes[..],
+    )
+    .unwrap()
+    .root
+    .to_string();
+    assert_eq!(cid, want);
+    let (st, v) = upload(&s, &t, "ipfs", "m.bin", Vec::new(), None);
+    assert_eq!(st, 200, "{v}");
+}
+
+fn cut_upload_publishes_nothing(s: &Server) {
     let (_, t, _) = s.wallet_login(KEY_A);
     let bytes = data(3_000_000, 41);
     let head = "--B0und\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n";
@@ -91,17 +115,17 @@ fn an_upload_cut_after_its_closing_boundary_publishes_nothing() {
     drop(conn);
     // Once the server has let the connection go, the upload is over one way or the other.
     wait_for("the cut connection to be released", || {
-        open_connections(&s) <= 1.0
+        open_connections(s) <= 1.0
     });
-    wait_for("the staging area to be emptied", || staged_files(&s) == 0);
+    wait_for("the staging area to be emptied", || staged_files(s) == 0);
     assert!(blob_files(&s.data_dir).is_empty(), "no blob");
     assert_eq!(count_entries(&s.data_dir.join("tmp")), 0);
-    let (objects, used) = listing_and_used(&s, &t);
+    let (objects, used) = listing_and_used(s, &t);
     assert_eq!(objects, json!([]), "nothing listed");
     assert_eq!(used, "0", "quota unchanged");
     // The same form sent whole is stored.
-    let cid = put(&s, &t, "mefs", "cut.bin", bytes.clone());
-    let (objects, used) = listing_and_used(&s, &t);
+    let cid = put(s, &t, "mefs", "cut.bin", bytes.clone());
+    let (objects, used) = listing_and_used(s, &t);
     assert_eq!(objects[0]["Cid"], cid.as_str());
     assert_eq!(used, bytes.len().to_string());
 }
