@@ -7,17 +7,18 @@
 #  4. download of a 1 GiB object (warm cache) vs nginx serving the same bytes as a static file
 #                                                                         (target ≥ 0.8×)
 #  5. `stratus cid` over 1 GiB vs `sha256sum`                             (target ≥ 1.5×)
-#  6. durable upload of the 1 GiB file with the upload parser stratus ships and with `multer`
-#     (storage.multipart_parser), alternating rounds in one run: medians and the gain
-#                                                     (stratus's parser is kept only if ≥ 1.10×)
+#  6. (gone) stratus's own multipart parser against `multer` on the durable 1 GiB upload: at
+#     commit c70b351 (`ONLY=6 RUNS=9`), medians of 9 alternating rounds were 1.596 s for stratus's
+#     parser and 1.589 s for multer (server CPU 0.90 s and 0.92 s): no gain, below the 1.10× a
+#     parser of our own had to earn, so uploads are read with multer and the phase went with it.
 #  7. download of the 1 GiB object (warm cache) by this build and by BASE_BIN (another build,
 #     e.g. the mmap read path before pread), alternating rounds: medians and the ratio
 # Env: SIZE_MB (default 1024), BIG_MB (default 4096), WORK (scratch dir on disk, default
 # bench/out/storage), RUNS (best of / rounds, default 3), ONLY (phase numbers to run, e.g.
-# "6 7"; default all but 7), BASE_BIN (phase 7).
+# "1 7"; default all but 7), BASE_BIN (phase 7).
 source "$(dirname "$0")/lib.sh"
 SIZE_MB=${SIZE_MB:-1024}; BIG_MB=${BIG_MB:-4096}; RUNS=${RUNS:-3}
-ONLY=${ONLY:-1 2 3 4 5 6}
+ONLY=${ONLY:-1 2 3 4 5}
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 want 4 && need nginx nginx
 WORK=${WORK:-$OUT/storage}
@@ -148,45 +149,6 @@ echo "== 5. stratus cid, ${MB} MiB, best of $RUNS"
 printf '  %-40s %8ss %6s MiB/s\n' "stratus cid (memo profile)" "$(secs "$CB")" "$(rate "$MB" "$CB")"
 printf '  %-40s %8ss %6s MiB/s\n' "sha256sum" "$(secs "$HB")" "$(rate "$MB" "$HB")"
 printf '  ratio %s (target >= 1.5)\n' "$(ratio "$HB" "$CB")"
-fi
-
-if want 6; then
-# --- 6. upload parser: stratus's own vs multer, durable upload, alternating rounds -------------
-DS=$WORK/data-stratus; DM=$WORK/data-multer; mkdir -p "$DS" "$DM"
-PS=$(free_port); start_stratus "$DS" "$PS" STRATUS_LIMITS__DISABLED=true STRATUS_LOG=warn \
-  STRATUS_STORAGE__FREE_BYTES=$((64<<30)) STRATUS_STORAGE__MULTIPART_PARSER=stratus; P3=$STRATUS_PID
-PM=$(free_port); start_stratus "$DM" "$PM" STRATUS_LIMITS__DISABLED=true STRATUS_LOG=warn \
-  STRATUS_STORAGE__FREE_BYTES=$((64<<30)) STRATUS_STORAGE__MULTIPART_PARSER=multer; P4=$STRATUS_PID
-TS=$(token_for "$PS" "$DS"); TM=$(token_for "$PM" "$DM")
-# CPU seconds (user + system) a process has used so far.
-cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' "/proc/$1/stat"; }
-# upload_cpu PORT TOKEN PID → "wall cpu" of one upload (the server's CPU seconds)
-upload_cpu() {
-  local c0 w c1; c0=$(cpu_of "$3"); w=$(upload_time "$1" "$2" "$FILE"); c1=$(cpu_of "$3")
-  echo "$w $(python3 -c "import sys; print(float(sys.argv[2])-float(sys.argv[1]))" "$c0" "$c1")"
-}
-S=(); M=(); SC=(); MC=()
-for i in $(seq "$RUNS"); do
-  # Alternate which parser goes first, so that a drift in the machine's load hits both.
-  for which in $([ $((i % 2)) = 1 ] && echo "s m" || echo "m s"); do
-    sync
-    if [ "$which" = s ]; then
-      read -r w c < <(upload_cpu "$PS" "$TS" "$P3"); S+=("$w"); SC+=("$c"); delete_all "$PS" "$TS"
-    else
-      read -r w c < <(upload_cpu "$PM" "$TM" "$P4"); M+=("$w"); MC+=("$c"); delete_all "$PM" "$TM"
-    fi
-  done
-  printf '  round %s: stratus %ss (cpu %ss), multer %ss (cpu %ss)\n' "$i" \
-    "$(secs "${S[-1]}")" "$(secs "${SC[-1]}")" "$(secs "${M[-1]}")" "$(secs "${MC[-1]}")"
-done
-SM=$(printf '%s\n' "${S[@]}" | median); MM=$(printf '%s\n' "${M[@]}" | median)
-SCM=$(printf '%s\n' "${SC[@]}" | median); MCM=$(printf '%s\n' "${MC[@]}" | median)
-echo "== 6. durable upload ${MB} MiB by parser, median of $RUNS alternating rounds"
-printf '  %-40s %8ss %6s MiB/s  server cpu %ss\n' "stratus's multipart parser" "$(secs "$SM")" "$(rate "$MB" "$SM")" "$(secs "$SCM")"
-printf '  %-40s %8ss %6s MiB/s  server cpu %ss\n' "multer" "$(secs "$MM")" "$(rate "$MB" "$MM")" "$(secs "$MCM")"
-printf '  speed ratio stratus/multer %s, cpu ratio multer/stratus %s (keep stratus'"'"'s parser only if the speed ratio >= 1.10)\n' \
-  "$(ratio "$MM" "$SM")" "$(ratio "$MCM" "$SCM")"
-kill "$P3" "$P4"; wait "$P3" "$P4" 2>/dev/null || true; P3=; P4=
 fi
 
 if want 7; then

@@ -273,20 +273,6 @@ pub struct StorageConfig {
     /// Page size of `listobjects` when no `limit` is given (the original's `MaxKeys`, 1000).
     /// A page never holds more than 10,000 objects.
     pub list_default_limit: u32,
-    /// Which parser reads upload forms: stratus's own (the default) or the `multer` crate
-    /// (kept so the benchmark can compare the two in one build).
-    pub multipart_parser: MultipartParser,
-}
-
-/// A `multipart/form-data` parser for uploads.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum MultipartParser {
-    /// stratus's own streaming parser.
-    #[default]
-    Stratus,
-    /// The `multer` crate.
-    Multer,
 }
 
 impl Default for StorageConfig {
@@ -308,7 +294,6 @@ impl Default for StorageConfig {
             targets,
             max_upload_bytes: 0,
             list_default_limit: 1000,
-            multipart_parser: MultipartParser::default(),
         }
     }
 }

@@ -15,8 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::error::{Kind, MemoError, MemoResult};
 use crate::extract::MemoCaller;
 use crate::extract::{P, Q};
-use crate::form::{Form, FormError};
-use crate::multipart;
+use crate::form::{self, Form, FormError};
 
 /// The target named in the path, or 518 `storage not support`.
 pub(crate) fn check_target(app: &App, target: &str) -> MemoResult<()> {
@@ -175,7 +174,7 @@ async fn receive(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let boundary = multipart::boundary_of(ctype).ok_or_else(|| {
+        let boundary = form::boundary_of(ctype).ok_or_else(|| {
             MemoError::new(
                 Kind::BadRequest,
                 "Content-Type must be multipart/form-data with a boundary",
@@ -207,11 +206,7 @@ async fn receive(
     };
     // Largest form field other than `file`.
     const FIELD_LIMIT: usize = 64 << 10;
-    let mut form = Form::new(
-        app.storage.config().multipart_parser,
-        body.clone(),
-        &boundary,
-    );
+    let mut form = Form::new(body.clone(), &boundary);
     let malformed = |why: &dyn std::fmt::Display| {
         MemoError::new(Kind::BadRequest, format!("malformed multipart body: {why}"))
     };

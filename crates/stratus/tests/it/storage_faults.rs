@@ -54,27 +54,6 @@ fn an_upload_cut_after_its_closing_boundary_publishes_nothing() {
     cut_upload_publishes_nothing(&Server::start());
 }
 
-#[test]
-fn with_the_multer_parser_uploads_store_the_same_and_a_cut_one_publishes_nothing() {
-    let s = Server::builder()
-        .env("STRATUS_STORAGE__MULTIPART_PARSER", "multer")
-        .start();
-    cut_upload_publishes_nothing(&s);
-    let (_, t, _) = s.wallet_login(KEY_A);
-    let bytes = data(1_000_000, 3);
-    let cid = put(&s, &t, "ipfs", "m.bin", bytes.clone());
-    let want = stratus_unixfs::import_reader(
-        stratus_unixfs::Profile::by_name("memo").unwrap(),
-        &bytes[..],
-    )
-    .unwrap()
-    .root
-    .to_string();
-    assert_eq!(cid, want);
-    let (st, v) = upload(&s, &t, "ipfs", "m.bin", Vec::new(), None);
-    assert_eq!(st, 200, "{v}");
-}
-
 fn cut_upload_publishes_nothing(s: &Server) {
     let (_, t, _) = s.wallet_login(KEY_A);
     let bytes = data(3_000_000, 41);
