@@ -33,9 +33,10 @@ fi
 # Garage takes minutes to build the first time: it builds while the rest is set up and linted.
 log "garage (S3 tests): $(scripts/garage.sh --path) — building in the background if missing"
 GARAGE_LOG=$(mktemp)
-scripts/garage.sh >"$GARAGE_LOG" 2>&1 &
+# In a session of its own, so that a failure below stops the whole build (cargo and rustc too).
+setsid scripts/garage.sh >"$GARAGE_LOG" 2>&1 &
 GARAGE_PID=$!
-trap 'kill "$GARAGE_PID" 2>/dev/null || true' EXIT
+trap 'kill -- "-$GARAGE_PID" 2>/dev/null || true' EXIT
 
 log "python peer: eth-account"
 python3 -c 'import eth_account' 2>/dev/null || python3 -m pip install -q eth-account
