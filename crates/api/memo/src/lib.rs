@@ -9,8 +9,7 @@
 mod billing;
 pub mod error;
 mod extract;
-#[doc(hidden)]
-pub mod form;
+mod form;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gateway;
