@@ -196,7 +196,19 @@ fn a_full_disk_answers_the_storage_error_stays_healthy_and_gets_its_space_back()
     assert!(back.bytes().unwrap().as_ref() == small.as_slice());
 
     // Database writes on a disk with no byte left: a login that creates an account (MEMO), a
-    // registration (ComputeShare), an upload's records — each the dialect's storage error.
+    // registration (ComputeShare), a token (TwoCloud), an upload's records — each the dialect's
+    // storage error.
+    let (st, v) = json(
+        s.post("/api/v1/user/register")
+            .json(&json!({"username": "13000000088", "password": "password-123"})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = json(
+        s.post("/twocloud/tokens")
+            .basic_auth("13000000088", Some("password-123")),
+    );
+    assert_eq!(st, 200, "{v}");
+    let tc_token = v["token"].as_str().unwrap().to_string();
     let filler = fs.fill();
     let nonce = s.get("/getnonce").send().unwrap().text().unwrap();
     let addr = crate::harness::eth_address(KEY_B);
@@ -214,6 +226,14 @@ fn a_full_disk_answers_the_storage_error_stays_healthy_and_gets_its_space_back()
     assert_eq!(v["code"], 507);
     assert_eq!(v["reason"], "INSUFFICIENT_STORAGE");
     assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    // Renewing a TwoCloud token records the new token's family.
+    let (st, v) = json(
+        s.post("/twocloud/tokens")
+            .basic_auth(&tc_token, None::<&str>),
+    );
+    assert_eq!(st, 507, "{v}");
+    assert_eq!(v["code"], 507, "{v}");
+    assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     let (st, v) = upload(&s, &t, "mefs", "tiny.txt", b"hello".to_vec(), None);
     assert_eq!((st, v), (516, full.clone()));
     // Still healthy, and reads still work.
