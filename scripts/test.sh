@@ -2,8 +2,10 @@
 # Runs the whole stratus test suite on a fresh Debian machine: installs and starts what the tests
 # need (Docker engine, nftables and conntrack for the gateway's kernel forwarding and the sandbox
 # firewall, iproute2 for the isolation tests' network namespaces, a local busybox image,
-# eth-account, ganache/solc/@ipld/car from npm), checks formatting and lints, then runs every
-# test. Idempotent: what is already there is reused.
+# eth-account, ganache/solc/@ipld/car from npm, Garage (an S3-compatible store, built once from
+# crates.io in the background and cached under .cache/garage) and Debian's awscli for the S3
+# tests), checks formatting and lints, then runs every test. Idempotent: what is already there is
+# reused.
 #
 # usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
@@ -20,12 +22,21 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v node >/dev/null || need_apt+=(nodejs npm)
+command -v aws >/dev/null || need_apt+=(awscli)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+# Garage takes minutes to build the first time: it builds while the rest is set up and linted.
+log "garage (S3 tests): $(scripts/garage.sh --path) — building in the background if missing"
+GARAGE_LOG=$(mktemp)
+# In a session of its own, so that a failure below stops the whole build (cargo and rustc too).
+setsid scripts/garage.sh >"$GARAGE_LOG" 2>&1 &
+GARAGE_PID=$!
+trap 'kill -- "-$GARAGE_PID" 2>/dev/null || true' EXIT
 
 log "python peer: eth-account"
 python3 -c 'import eth_account' 2>/dev/null || python3 -m pip install -q eth-account
@@ -45,6 +56,15 @@ cargo fmt --all -- --check
 
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+log "waiting for the garage build"
+if ! wait "$GARAGE_PID"; then
+  cat "$GARAGE_LOG" >&2
+  echo "building Garage failed" >&2
+  exit 1
+fi
+STRATUS_GARAGE=$(tail -n 1 "$GARAGE_LOG")
+export STRATUS_GARAGE
 
 log "cargo test"
 export STRATUS_REQUIRE_PEERS=1

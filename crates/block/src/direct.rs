@@ -11,16 +11,16 @@
 //! the page cache instead (opened without the flag, or the flag cleared with `fcntl`), so callers
 //! never see the difference.
 
-use std::alloc::{alloc, dealloc, Layout};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::ptr::NonNull;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+use rustix::fs::OFlags;
+use rustix::io::Errno;
 
 /// Alignment of buffers, offsets and lengths: covers 512-byte and 4 KiB logical blocks.
 const ALIGN: usize = 4096;
@@ -29,26 +29,22 @@ const BUF_SIZE: usize = 4 << 20;
 /// Buffers per file: one filling, the others queued or being written.
 const BUFFERS: usize = 3;
 
-/// A heap buffer aligned to [`ALIGN`].
+/// A buffer whose bytes start at an address aligned to [`ALIGN`]: a heap allocation one
+/// alignment larger than needed, used from its first aligned byte. The allocation never grows,
+/// so the address stays put when the buffer moves between threads.
 struct AlignedBuf {
-    ptr: NonNull<u8>,
+    mem: Vec<u8>,
+    /// Where the aligned window starts in `mem`.
+    start: usize,
     len: usize,
 }
 
-// SAFETY: the buffer owns its allocation exclusively; moving it between threads is sound.
-unsafe impl Send for AlignedBuf {}
-
 impl AlignedBuf {
-    fn layout() -> Layout {
-        Layout::from_size_align(BUF_SIZE, ALIGN).expect("constant layout")
-    }
-
     fn new() -> AlignedBuf {
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc(Self::layout()) };
-        let ptr =
-            NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(Self::layout()));
-        AlignedBuf { ptr, len: 0 }
+        let mem = vec![0u8; BUF_SIZE + ALIGN];
+        let start = mem.as_ptr().align_offset(ALIGN);
+        assert!(start < ALIGN, "a byte pointer can always be aligned");
+        AlignedBuf { mem, start, len: 0 }
     }
 
     fn space(&self) -> usize {
@@ -58,52 +54,34 @@ impl AlignedBuf {
     /// Appends as much of `data` as fits; returns how much that was.
     fn fill(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.space());
-        // SAFETY: `len + n <= BUF_SIZE`; the source is a distinct, initialized slice.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(self.len), n);
-        }
+        let at = self.start + self.len;
+        self.mem[at..at + n].copy_from_slice(&data[..n]);
         self.len += n;
         n
     }
 
-    /// Zero-fills up to the next multiple of [`ALIGN`].
+    /// Zero-fills up to the next multiple of [`ALIGN`] (BUF_SIZE is one, so it fits).
     fn pad(&mut self) {
         let padded = self.len.next_multiple_of(ALIGN);
-        // SAFETY: `padded <= BUF_SIZE` because BUF_SIZE is a multiple of ALIGN.
-        unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(self.len), 0, padded - self.len) };
+        self.mem[self.start + self.len..self.start + padded].fill(0);
         self.len = padded;
     }
 
     fn as_slice(&self) -> &[u8] {
-        // SAFETY: the first `len` bytes were written by `fill` or `pad`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with the same layout.
-        unsafe { dealloc(self.ptr.as_ptr(), Self::layout()) }
+        &self.mem[self.start..self.start + self.len]
     }
 }
 
 /// Whether an error means "this file system does not do `O_DIRECT`".
 fn refused(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
-    )
+    e.raw_os_error() == Some(Errno::INVAL.raw_os_error())
+        || e.raw_os_error() == Some(Errno::OPNOTSUPP.raw_os_error())
 }
 
 /// Clears `O_DIRECT` on `file`: its later writes go through the page cache.
 fn clear_direct(file: &File) -> io::Result<()> {
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we hold.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let flags = rustix::fs::fcntl_getfl(file)?;
+    rustix::fs::fcntl_setfl(file, flags - OFlags::DIRECT)?;
     Ok(())
 }
 
@@ -136,15 +114,15 @@ pub(crate) struct DirectFile {
 impl DirectFile {
     /// Creates `path` (which must not exist).
     pub(crate) fn create(path: &Path) -> io::Result<DirectFile> {
-        Self::create_with(path, libc::O_DIRECT)
+        Self::create_with(path, OFlags::DIRECT)
     }
 
     /// Creates `path` with extra open flags (`O_DIRECT`, or none to take the fallback path).
-    fn create_with(path: &Path, flags: libc::c_int) -> io::Result<DirectFile> {
+    fn create_with(path: &Path, flags: OFlags) -> io::Result<DirectFile> {
         let file = match OpenOptions::new()
             .write(true)
             .create_new(true)
-            .custom_flags(flags)
+            .custom_flags(flags.bits() as i32)
             .open(path)
         {
             Err(e) if refused(&e) => OpenOptions::new().write(true).create_new(true).open(path)?,
@@ -293,15 +271,15 @@ mod tests {
 
     #[test]
     fn sizes_around_every_boundary_round_trip() {
-        round_trips(libc::O_DIRECT);
+        round_trips(OFlags::DIRECT);
     }
 
     #[test]
     fn the_page_cache_fallback_round_trips_too() {
-        round_trips(0);
+        round_trips(OFlags::empty());
     }
 
-    fn round_trips(flags: libc::c_int) {
+    fn round_trips(flags: OFlags) {
         let dir = tempfile::tempdir().unwrap();
         for (i, n) in [
             0,
@@ -337,7 +315,7 @@ mod tests {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .custom_flags(libc::O_DIRECT)
+            .custom_flags(OFlags::DIRECT.bits() as i32)
             .open(&path)
             .unwrap();
         // Neither the length nor the offset is aligned: O_DIRECT refuses it (EINVAL).

@@ -35,6 +35,9 @@ pub enum BlobError {
     Remote(String),
     #[error("invalid blob key {0:?}")]
     BadKey(String),
+    /// The backend's configuration cannot work; the message says how to fix it.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A stream of a blob's bytes.
@@ -103,6 +106,18 @@ pub fn open(
             secret_access_key,
             allow_http,
         } => {
+            if endpoint
+                .get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+                && !allow_http
+            {
+                return Err(BlobError::Config(format!(
+                    "the S3 endpoint {endpoint} is plain http:// but allow_http is not set: \
+                     add `allow_http = true` to the target's configuration (environment: \
+                     STRATUS_STORAGE__TARGETS__<TARGET>__ALLOW_HTTP=true) to send requests \
+                     and keys unencrypted, or use an https:// endpoint"
+                )));
+            }
             let mut b = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_endpoint(endpoint)
@@ -115,10 +130,16 @@ pub fn open(
             if let Some(s) = secret_access_key {
                 b = b.with_secret_access_key(s);
             }
-            let store = b.build().map_err(|e| BlobError::Remote(e.to_string()))?;
-            Ok(Arc::new(remote::ObjectStoreBlobs::new(
+            let store = Arc::new(
+                b.build()
+                    .map_err(|e| BlobError::Config(format!("S3 bucket {bucket}: {e}")))?,
+            );
+            let uploads =
+                remote::S3Uploads::new(store.clone(), endpoint, bucket, region, *allow_http)?;
+            Ok(Arc::new(remote::ObjectStoreBlobs::s3(
                 format!("s3:{endpoint}/{bucket}"),
-                Arc::new(store),
+                store,
+                uploads,
             )))
         }
     }

@@ -6,22 +6,57 @@
 //! their own (see [`crate::direct`]), so the disk works while the bytes are still being hashed and
 //! the final `fsync` finds little left to do.
 //!
-//! Reads map the file (`mmap`) and hand out slices of the mapping: the bytes go from the page
-//! cache to the socket with no copy in between. This is safe because a blob file is never
-//! modified after its commit: deleting or quarantining it unlinks or renames it, which leaves
-//! existing mappings intact.
+//! Reads are positioned reads (`pread`) of [`READ_CHUNK`] bytes into fresh buffers on the
+//! blocking pool, one chunk read ahead of the socket. Each read must return every byte asked
+//! for: a blob that was truncated or became unreadable after its commit fails that download
+//! with an error (the response is cut short, never padded or wrong), and nothing else. (Blobs
+//! were once served from `mmap`: a truncated file then raised SIGBUS and killed the server.)
 
 use std::fs::{self, File};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 
 use crate::direct::DirectFile;
 use crate::{check_key, BlobError, BlobStore, ByteStream, Staging};
 
-/// Size of the slices a download is handed out in.
+/// Size of the pieces a download is read in.
 const READ_CHUNK: usize = 1 << 20;
+/// Pieces read ahead of the one being sent.
+const READ_AHEAD: usize = 1;
+
+/// The error for a blob shorter than a read needs.
+fn short(len: u64, range: &Range<u64>) -> BlobError {
+    BlobError::Io(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        format!("blob has {len} bytes, {}..{} asked", range.start, range.end),
+    ))
+}
+
+/// Reads exactly `range` of `file` (blocking). A file that ends early is an error.
+fn read_exact_at(file: &File, range: Range<u64>) -> Result<Bytes, BlobError> {
+    let want = (range.end - range.start) as usize;
+    let mut buf = Vec::with_capacity(want);
+    while buf.len() < want {
+        let at = range.start + buf.len() as u64;
+        let spare = rustix::buffer::spare_capacity(&mut buf);
+        match rustix::io::pread(file, spare, at) {
+            Ok(0) => {
+                let len = file.metadata().map(|m| m.len()).unwrap_or(at);
+                return Err(short(len, &range));
+            }
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(BlobError::Io(e.into())),
+        }
+    }
+    // The allocation may hold more than asked, and a read may fill it.
+    buf.truncate(want);
+    Ok(Bytes::from(buf))
+}
 
 /// Blobs in a local directory.
 #[derive(Debug)]
@@ -134,49 +169,36 @@ impl BlobStore for LocalBlobs {
         check_key(key)?;
         let path = self.path_of(key);
         let key = key.to_string();
-        let map =
-            tokio::task::spawn_blocking(move || -> Result<Option<memmap2::Mmap>, BlobError> {
-                let file = match File::open(&path) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(BlobError::NotFound(key))
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                if file.metadata()?.len() == 0 {
-                    return Ok(None); // an empty file cannot be mapped
+        let (file, len) = tokio::task::spawn_blocking(move || -> Result<(File, u64), BlobError> {
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(BlobError::NotFound(key))
                 }
-                // SAFETY: blob files are never written after commit (see the module doc).
-                let map = unsafe { memmap2::Mmap::map(&file)? };
-                let _ = map.advise(memmap2::Advice::Sequential);
-                Ok(Some(map))
-            })
-            .await
-            .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
-        let len = map.as_ref().map(|m| m.len() as u64).unwrap_or(0);
+                Err(e) => return Err(e.into()),
+            };
+            let len = file.metadata()?.len();
+            Ok((file, len))
+        })
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
         if range.end > len || range.start > range.end {
             // The file is shorter than the metadata says: never truncate silently.
-            return Err(BlobError::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("blob has {len} bytes, {}..{} asked", range.start, range.end),
-            )));
+            return Err(short(len, &range));
         }
-        let Some(map) = map else {
-            return Ok(Box::pin(futures::stream::empty()));
-        };
-        let whole = Bytes::from_owner(map);
-        let mut pos = range.start as usize;
-        let end = range.end as usize;
-        Ok(Box::pin(futures::stream::iter(std::iter::from_fn(
-            move || {
-                (pos < end).then(|| {
-                    let next = (pos + READ_CHUNK).min(end);
-                    let piece = whole.slice(pos..next);
-                    pos = next;
-                    Ok(piece)
-                })
-            },
-        ))))
+        let file = Arc::new(file);
+        let chunks = (range.start..range.end)
+            .step_by(READ_CHUNK)
+            .map(move |at| at..(at + READ_CHUNK as u64).min(range.end));
+        let reads = futures::stream::iter(chunks).map(move |chunk| {
+            let file = file.clone();
+            async move {
+                tokio::task::spawn_blocking(move || read_exact_at(&file, chunk))
+                    .await
+                    .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
+            }
+        });
+        Ok(Box::pin(reads.buffered(READ_AHEAD + 1)))
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>, BlobError> {
@@ -315,6 +337,43 @@ mod tests {
         std::fs::write(s.staging_dir().join("leftover"), b"x").unwrap();
         assert_eq!(s.clean_staging().await.unwrap(), 1);
         assert!(s.keys().await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_blob_truncated_during_a_read_fails_the_read_with_a_true_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalBlobs::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..8 * READ_CHUNK as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let key = "bafkreitruncatedkey";
+        let mut st = s.stage().unwrap();
+        st.write(&data).unwrap();
+        st.commit(key).unwrap();
+        let mut stream = s.read(key, 0..data.len() as u64).await.unwrap();
+        let mut got = stream.next().await.unwrap().unwrap().to_vec();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(s.path_of(key))
+            .unwrap()
+            .set_len(1000)
+            .unwrap();
+        let mut failed = false;
+        while let Some(piece) = stream.next().await {
+            match piece {
+                Ok(b) => got.extend_from_slice(&b),
+                Err(e) => {
+                    assert!(e.to_string().contains("bytes"), "{e}");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed, "a truncated blob must fail the read");
+        assert!(got.len() < data.len());
+        assert_eq!(got, &data[..got.len()], "what was sent is a true prefix");
+        // Reading it again fails before any byte.
+        assert!(s.read(key, 0..data.len() as u64).await.is_err());
     }
 
     #[test]

@@ -83,6 +83,10 @@ pub enum Error {
     InsufficientBalance { needed: Amount, available: Amount },
     #[error("not enough storage space: {used} used of {limit}, {wanted} more wanted")]
     QuotaExceeded { used: u64, limit: u64, wanted: u64 },
+    /// The disk (or the quota of the file system) holding blobs, staging files or the database
+    /// is full: nothing was stored. The message says which write failed, for the log.
+    #[error("out of storage space: {0}")]
+    StorageFull(String),
     /// A capability is not available because a dependency (docker, the port gateway, a blob
     /// store) is not reachable or failed. `what` says which capability, in words a client may
     /// read ("sandboxes are unavailable: the host firewall cannot be installed"); `cause` is for
@@ -113,8 +117,28 @@ impl Error {
     }
 }
 
+/// SQLite's result code for "database or disk is full" (`SQLITE_FULL`).
+const SQLITE_FULL: &str = "13";
+
+/// Whether an i/o error means the file system is out of space (or the writer out of quota).
+pub(crate) fn is_out_of_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        let full = match &e {
+            sqlx::Error::Database(d) => d.code().as_deref() == Some(SQLITE_FULL),
+            sqlx::Error::Io(io) => is_out_of_space(io),
+            _ => false,
+        };
+        if full {
+            tracing::error!(error = %e, "database write failed: the disk is full");
+            return Error::StorageFull(format!("database: {e}"));
+        }
         tracing::error!(error = %e, "database error");
         Error::Internal(format!("database: {e}"))
     }
@@ -128,7 +152,21 @@ impl From<sqlx::migrate::MigrateError> for Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
+        if is_out_of_space(&e) {
+            return Error::StorageFull(format!("io: {e}"));
+        }
         Error::Internal(format!("io: {e}"))
+    }
+}
+
+impl From<stratus_block::BlobError> for Error {
+    fn from(e: stratus_block::BlobError) -> Self {
+        match e {
+            stratus_block::BlobError::Io(io) if is_out_of_space(&io) => {
+                Error::StorageFull(format!("blob store: {io}"))
+            }
+            other => Error::Internal(other.to_string()),
+        }
     }
 }
 

@@ -138,6 +138,14 @@ impl From<Error> for CsError {
                 "QUOTA_EXCEEDED",
                 e.to_string(),
             ),
+            Error::StorageFull(m) => {
+                tracing::error!(error = %m, "the disk is full");
+                CsError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "INSUFFICIENT_STORAGE",
+                    "the server is out of storage space; nothing was changed, try again later",
+                )
+            }
             Error::Unavailable { what, cause } => CsError::hidden(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SERVICE_UNAVAILABLE",

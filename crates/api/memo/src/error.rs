@@ -192,6 +192,10 @@ impl From<Error> for MemoError {
             }
             e @ Error::InsufficientBalance { .. } => MemoError::new(Kind::Balance, e.to_string()),
             Error::QuotaExceeded { .. } => MemoError::new(Kind::Storage, "insufficient space"),
+            Error::StorageFull(m) => {
+                tracing::error!(error = %m, "the disk is full");
+                MemoError::new(Kind::Storage, "insufficient space")
+            }
             Error::Unavailable { what, cause } => {
                 let id = request_id::report_unavailable(&what, &cause);
                 MemoError::new(Kind::Unavailable, format!("{what}; request id {id}"))

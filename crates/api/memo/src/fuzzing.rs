@@ -8,9 +8,7 @@ use futures::executor::block_on;
 use http::{HeaderMap, Method};
 use stratus_unixfs::Cid;
 
-pub use crate::multipart::{
-    boundary_of, Multipart, MultipartError, Part, MAX_HEADER_BYTES, MAX_PARTS,
-};
+pub use crate::form::{boundary_of, Form, FormError, FormPart, MAX_HELD, MAX_PARTS, READ_BURST};
 
 /// What `Range` (with `If-Range`) asks of a file of some length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

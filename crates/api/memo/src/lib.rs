@@ -9,11 +9,11 @@
 mod billing;
 pub mod error;
 mod extract;
+mod form;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gateway;
 mod login;
-mod multipart;
 mod router;
 mod storage;
 

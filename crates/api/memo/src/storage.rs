@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::Json;
 use http::{header, HeaderMap};
 use serde::{Deserialize, Serialize};
+use stratus_api_request::BodyEnd;
 use stratus_app::App;
 use stratus_unixfs::{Cid, Profile};
 use time::format_description::well_known::Rfc3339;
@@ -14,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::error::{Kind, MemoError, MemoResult};
 use crate::extract::MemoCaller;
 use crate::extract::{P, Q};
-use crate::multipart::{self, Multipart, MultipartError};
+use crate::form::{self, Form, FormError};
 
 /// The target named in the path, or 518 `storage not support`.
 pub(crate) fn check_target(app: &App, target: &str) -> MemoResult<()> {
@@ -113,6 +114,7 @@ pub(crate) async fn upload(
     P(target): P<String>,
     Q(q): Q<UploadQuery>,
     MemoCaller(caller): MemoCaller,
+    body_end: Option<axum::Extension<BodyEnd>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Uploaded>, axum::response::Response> {
@@ -122,7 +124,17 @@ pub(crate) async fn upload(
         .get(header::EXPECT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-    let (result, body_touched) = receive(&app, &target, q, &caller, &headers, body.clone()).await;
+    let body_end = body_end.map(|e| e.0);
+    let (result, body_touched) = receive(
+        &app,
+        &target,
+        q,
+        &caller,
+        &headers,
+        body.clone(),
+        body_end.as_ref(),
+    )
+    .await;
     match result {
         Ok(cid) => Ok(Json(Uploaded { cid })),
         Err(e) => {
@@ -146,6 +158,7 @@ async fn receive(
     caller: &stratus_model::auth::Caller,
     headers: &HeaderMap,
     body: SharedBody,
+    body_end: Option<&BodyEnd>,
 ) -> (MemoResult<String>, bool) {
     let early = async {
         check_target(app, target)?;
@@ -162,7 +175,7 @@ async fn receive(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let boundary = multipart::boundary_of(ctype).ok_or_else(|| {
+        let boundary = form::boundary_of(ctype).ok_or_else(|| {
             MemoError::new(
                 Kind::BadRequest,
                 "Content-Type must be multipart/form-data with a boundary",
@@ -194,11 +207,11 @@ async fn receive(
     };
     // Largest form field other than `file`.
     const FIELD_LIMIT: usize = 64 << 10;
-    let mut form = Multipart::new(body, &boundary);
+    let mut form = Form::new(body.clone(), &boundary);
     let malformed = |why: &dyn std::fmt::Display| {
         MemoError::new(Kind::BadRequest, format!("malformed multipart body: {why}"))
     };
-    let bad = |e: MultipartError| malformed(&e);
+    let bad = |e: FormError| malformed(&e.0);
     let result = async {
         let mut upload = None;
         while let Some(part) = form.next_part().await.map_err(bad)? {
@@ -235,13 +248,47 @@ async fn receive(
             }
             upload = Some(up);
         }
-        // The whole form has been read (a cut-off body fails above): only now publish.
         let up =
             upload.ok_or_else(|| MemoError::new(Kind::BadRequest, "the form has no file field"))?;
+        // The closing boundary is not the end of the request: only a body that ended where its
+        // Content-Length (or last chunk) says it ends is published.
+        read_to_end(body, body_end).await?;
         Ok(up.finish().await?.cid)
     }
     .await;
     (result, true)
+}
+
+/// Most bytes read after the closing boundary (the epilogue, ignored).
+const MAX_EPILOGUE_BYTES: usize = 64 << 10;
+
+/// Reads what follows the closing boundary to the body's end, and checks with the connection
+/// that the body ended where the request said it would (not where the client hung up).
+async fn read_to_end(mut body: SharedBody, body_end: Option<&BodyEnd>) -> MemoResult<()> {
+    use futures::StreamExt;
+    let cut = |why: &dyn std::fmt::Display| {
+        MemoError::new(
+            Kind::BadRequest,
+            format!("the request body was cut short: {why}"),
+        )
+    };
+    let mut left = MAX_EPILOGUE_BYTES;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| cut(&e))?;
+        left = left.checked_sub(chunk.len()).ok_or_else(|| {
+            MemoError::new(
+                Kind::BadRequest,
+                format!(
+                    "malformed multipart body: more than {} KiB after the closing boundary",
+                    MAX_EPILOGUE_BYTES >> 10
+                ),
+            )
+        })?;
+    }
+    if body_end.is_some_and(|e| !e.reached()) {
+        return Err(cut(&"it did not reach its announced length"));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -16,6 +16,26 @@ use http::HeaderMap;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
+/// Whether a request's body was read to its end: every byte its `Content-Length` announced (or
+/// the last chunk of a chunked body) arrived. The connection layer puts one in every request's
+/// extensions and sets it when the body stream ends; a body cut short (the client closed the
+/// connection) ends with an error instead and never sets it. A handler that must not act on a
+/// partial body (an upload) checks it after reading the body.
+#[derive(Debug, Clone)]
+pub struct BodyEnd(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl BodyEnd {
+    /// Wraps the flag the connection sets at the body's end.
+    pub fn new(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        BodyEnd(flag)
+    }
+
+    /// Whether the body was read to its end.
+    pub fn reached(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 /// Largest JSON request body accepted.
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
 

@@ -77,6 +77,14 @@ impl From<Error> for TcError {
                 format!("Too Many Requests: retry in {retry_after_secs} s"),
                 Some(retry_after_secs),
             ),
+            Error::StorageFull(m) => {
+                tracing::error!(error = %m, "the disk is full");
+                (
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "Insufficient Storage: the server is out of storage space".to_string(),
+                    None,
+                )
+            }
             // The cause is logged under the request id, never sent.
             Error::Internal(m) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -76,6 +76,37 @@ impl Storage {
         Ok(())
     }
 
+    /// Removes a blob an upload wrote but could not publish. When the database cannot record
+    /// that (a full disk refuses the write), the bytes go anyway if no record references them:
+    /// the space is needed now, and the `pending` row left behind is removed at the next start.
+    pub(super) async fn discard_unpublished(&self, backend: &str, cid: &str) {
+        let Err(gc) = self.collect_if_unreferenced(backend, cid).await else {
+            return;
+        };
+        tracing::warn!(error = %gc, %cid, "cannot mark an unpublished blob; removing its bytes");
+        let _guard = self.lock_blob(backend, cid).await;
+        let referenced: Result<Option<(i64,)>> =
+            sqlx::query_as("SELECT 1 FROM objects WHERE backend = $1 AND cid = $2 LIMIT 1")
+                .bind(backend)
+                .bind(cid)
+                .fetch_optional(self.db.r())
+                .await
+                .map_err(Error::from);
+        let store = self
+            .targets()
+            .find(|t| t.store.id() == backend)
+            .map(|t| t.store.clone());
+        match (referenced, store) {
+            (Ok(None), Some(store)) => {
+                if let Err(e) = store.delete(cid).await {
+                    tracing::error!(error = %e, %cid, "cannot remove an unpublished blob");
+                }
+            }
+            (Ok(Some(_)), _) | (_, None) => {}
+            (Err(e), _) => tracing::error!(error = %e, %cid, "cannot remove an unpublished blob"),
+        }
+    }
+
     /// Removes the bytes and index of a blob marked `deleting`.
     async fn remove_blob(&self, backend: &str, cid: &str) -> Result<()> {
         let _guard = self.lock_blob(backend, cid).await;

@@ -1,8 +1,8 @@
 //! Integrity check: re-hash every stored blob and compare with the metadata.
 //!
 //! For each live blob the bytes are streamed through the importer with the blob's profile; the
-//! root CID and size must match its name and record. Missing files, mismatches and files nobody
-//! knows about are reported; with `repair`, mismatching blobs are moved aside (quarantined) and
+//! root CID and size must match its name and record. Missing files, mismatches, unreadable files
+//! and files nobody knows about are reported; with `repair`, mismatching blobs are moved aside (quarantined) and
 //! marked so downloads stop serving them, and unknown files are quarantined too. A later upload
 //! of the same content heals a quarantined blob.
 
@@ -26,6 +26,12 @@ pub enum FsckIssue {
         actual_cid: String,
         expected_size: u64,
         actual_size: u64,
+    },
+    /// The bytes cannot be read (an i/o error of the disk or the store).
+    Unreadable {
+        backend: String,
+        cid: String,
+        error: String,
     },
     /// Bytes in the store that no metadata names.
     Orphan { backend: String, key: String },
@@ -74,20 +80,30 @@ impl Storage {
                     Some(actual_size) => {
                         let profile = Profile::by_name(&profile)
                             .ok_or_else(|| Error::internal(format!("unknown profile {profile}")))?;
-                        let stream = t
-                            .store
-                            .read(&cid, 0..actual_size)
-                            .await
-                            .map_err(Error::internal)?;
-                        let actual = rehash(stream, profile).await?;
-                        report.bytes += actual_size;
-                        (actual != cid || actual_size != size as u64).then(|| FsckIssue::Mismatch {
-                            backend: backend.clone(),
-                            cid: cid.clone(),
-                            actual_cid: actual,
-                            expected_size: size as u64,
-                            actual_size,
-                        })
+                        let hashed = match t.store.read(&cid, 0..actual_size).await {
+                            Ok(stream) => rehash(stream, profile).await,
+                            Err(e) => Err(Error::internal(e)),
+                        };
+                        match hashed {
+                            Ok(actual) => {
+                                report.bytes += actual_size;
+                                (actual != cid || actual_size != size as u64).then(|| {
+                                    FsckIssue::Mismatch {
+                                        backend: backend.clone(),
+                                        cid: cid.clone(),
+                                        actual_cid: actual,
+                                        expected_size: size as u64,
+                                        actual_size,
+                                    }
+                                })
+                            }
+                            // One damaged blob is reported; the check goes on with the others.
+                            Err(e) => Some(FsckIssue::Unreadable {
+                                backend: backend.clone(),
+                                cid: cid.clone(),
+                                error: e.to_string(),
+                            }),
+                        }
                     }
                 };
                 if let Some(issue) = issue {

@@ -88,8 +88,12 @@ impl Storage {
     ) -> Result<Storage> {
         let mut targets = BTreeMap::new();
         for (name, t) in &cfg.targets {
-            let store = stratus_block::open(&t.backend, data_dir)
-                .map_err(|e| Error::Internal(format!("storage target {name}: {e}")))?;
+            let store = stratus_block::open(&t.backend, data_dir).map_err(|e| match e {
+                stratus_block::BlobError::Config(m) => {
+                    Error::invalid("storage", format!("target {name}: {m}"))
+                }
+                e => Error::Internal(format!("storage target {name}: {e}")),
+            })?;
             let profile = Profile::by_name(&t.profile)
                 .ok_or_else(|| Error::Internal(format!("unknown profile {}", t.profile)))?;
             targets.insert(

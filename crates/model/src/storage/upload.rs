@@ -149,7 +149,7 @@ fn worker(
     tmp_dir: std::path::PathBuf,
     mut rx: mpsc::Receiver<Msg>,
 ) -> Result<Staged> {
-    let mut staging = target.store.stage().map_err(Error::internal)?;
+    let mut staging = target.store.stage()?;
     let mut spill = BufWriter::with_capacity(256 << 10, tempfile::tempfile_in(&tmp_dir)?);
     let mut importer = Importer::new(profile);
     let mut indexer = Indexer {
@@ -159,7 +159,7 @@ fn worker(
     loop {
         match rx.blocking_recv() {
             Some(Msg::Data(b)) => {
-                staging.write(&b).map_err(Error::internal)?;
+                staging.write(&b)?;
                 // The importer hashes the received frames where they lie.
                 importer.write_bytes(b);
                 for ev in importer.drain_events() {
@@ -266,10 +266,15 @@ impl Storage {
             .execute(self.db.w())
             .await?;
             let key = cid.clone();
-            tokio::task::spawn_blocking(move || staging.commit(&key))
+            let committed = tokio::task::spawn_blocking(move || staging.commit(&key))
                 .await
-                .map_err(Error::internal)?
-                .map_err(Error::internal)?;
+                .map_err(Error::internal)
+                .and_then(|r| r.map_err(Error::from));
+            if let Err(e) = committed {
+                drop(guard);
+                self.discard_unpublished(&backend, &cid).await;
+                return Err(e);
+            }
         } else {
             // Identical content is already durable: the staged copy is not needed.
             tokio::task::spawn_blocking(move || drop(staging))
@@ -294,9 +299,7 @@ impl Storage {
             Err(e) => {
                 if write_blob {
                     // Nothing references the blob we just wrote: remove it.
-                    if let Err(gc) = self.collect_if_unreferenced(&backend, &cid).await {
-                        tracing::error!(error = %gc, %cid, "cannot remove an unpublished blob");
-                    }
+                    self.discard_unpublished(&backend, &cid).await;
                 }
                 Err(e)
             }

@@ -300,6 +300,9 @@ async fn handle(
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(ConnectInfo(peer));
     let (body, finished) = TimedBody::new(body, body_timeout);
+    parts
+        .extensions
+        .insert(stratus_api_request::BodyEnd::new(finished.clone()));
     let req = Request::from_parts(parts, Body::new(body));
     let resp = match router.oneshot(req).await {
         Ok(r) => r,

@@ -15,6 +15,8 @@ mod compute;
 mod compute_crash;
 mod compute_security;
 mod hidden_errors;
+mod s3;
 mod security;
 mod storage;
 mod storage_crash;
+mod storage_faults;
