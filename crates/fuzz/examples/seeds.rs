@@ -367,11 +367,16 @@ fn bodies(seeds: &Seeds) {
 
 fn wallet(seeds: &Seeds) {
     let key = k256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
-    let me = stratus_model::wallet::Address::from_key(key.verifying_key());
+    let me = stratus_model::wallet::address_of(key.verifying_key());
     let nonce = "ab".repeat(32);
-    let digest = stratus_model::wallet::login_digest(&me.to_checksum(), &nonce, "memo.io");
+    let digest = stratus_model::wallet::login_digest(&me.to_checksum(None), &nonce, "memo.io");
     let sig = stratus_model::wallet::sign_digest(&key, &digest);
-    let mut v = format!("{}\n{nonce}\n0x{}\n", me.to_checksum(), hex::encode(sig)).into_bytes();
+    let mut v = format!(
+        "{}\n{nonce}\n0x{}\n",
+        me.to_checksum(None),
+        hex::encode(sig)
+    )
+    .into_bytes();
     v.extend_from_slice(&[7u8; 32]);
     seeds.add("wallet_signature", v);
     seeds.add(

@@ -6,8 +6,9 @@ use stratus_compute::{ComposeApp, Policy};
 /// Compose: every app the parser accepts respects the policy it was parsed under (services,
 /// published ports, tmpfs mounts and sizes, `/dev/shm`, ulimits, grace period, healthcheck
 /// interval, restart retries), names only what it declares (volumes, dependencies), mounts no
-/// host path, has a start order, and parses the same way twice. A stricter policy accepts no
-/// more than the default one.
+/// host path, has a start order, and parses the same way twice. A file that plainly asks for the
+/// host (as a general YAML parser reads it) is refused. A stricter policy accepts no more than
+/// the default one.
 pub fn compose(data: &[u8]) {
     let Some(text) = crate::text(data) else {
         return;
@@ -21,6 +22,9 @@ pub fn compose(data: &[u8]) {
     );
     if let Ok(app) = &parsed {
         respects(app, &policy);
+    }
+    if let Some(field) = dangerous(text) {
+        assert!(parsed.is_err(), "{field} was accepted");
     }
     let strict = Policy {
         max_services: 2,
@@ -141,4 +145,45 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A field of a service that plainly reaches outside the sandbox, as a general YAML parser reads
+/// the file (merge keys and interpolation are not applied, so this sees fewer cases than the
+/// compose parser, never more): `privileged: true`, capabilities, devices, host namespaces, a
+/// bind mount of an absolute host path.
+fn dangerous(text: &str) -> Option<String> {
+    use serde_norway::Value;
+    let doc: Value = serde_norway::from_str(text).ok()?;
+    let services = doc.get("services")?.as_mapping()?;
+    for (name, service) in services {
+        let Some(service) = service.as_mapping() else {
+            continue;
+        };
+        for (key, value) in service {
+            let Some(key) = key.as_str() else {
+                continue;
+            };
+            let field = format!("services.{name:?}.{key}");
+            let found = match (key, value) {
+                ("privileged", Value::Bool(true)) => true,
+                ("cap_add" | "devices" | "sysctls", Value::Sequence(s)) => !s.is_empty(),
+                ("sysctls", Value::Mapping(m)) => !m.is_empty(),
+                ("network_mode" | "pid" | "ipc" | "uts" | "userns_mode", Value::String(s)) => {
+                    s == "host"
+                }
+                // `/host:/container[:mode]` (`/scratch:ro` is an anonymous volume).
+                ("volumes", Value::Sequence(items)) => items.iter().any(|v| {
+                    v.as_str().is_some_and(|s| {
+                        s.starts_with('/')
+                            && s.split(':').nth(1).is_some_and(|t| t.starts_with('/'))
+                    })
+                }),
+                _ => false,
+            };
+            if found {
+                return Some(field);
+            }
+        }
+    }
+    None
 }

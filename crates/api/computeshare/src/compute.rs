@@ -313,10 +313,12 @@ fn parse_status(field: &'static str, s: &str) -> CsResult<Status> {
         .ok_or_else(|| CsError::invalid(field, "must be a status code 0-10"))
 }
 
-/// The status filter of a listing: the original treats status 0 or absent as "all".
+/// The status filter of a listing: the original treats status 0 (however it is spelled: `00`,
+/// `+0`) or absent as "all".
 pub(crate) fn list_status(q: &ListQuery) -> CsResult<Option<Status>> {
     match q.status.as_deref().map(str::trim) {
-        None | Some("") | Some("0") => Ok(None),
+        None | Some("") => Ok(None),
+        Some(s) if s.parse::<i64>() == Ok(0) => Ok(None),
         Some(s) => parse_status("status", s).map(Some),
     }
 }
@@ -612,4 +614,30 @@ pub async fn delete_mapping(
         .await
         .map_err(not_found("NETWORK_MAPPING_NOT_FOUND"))?;
     Ok(done())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(status: Option<&str>) -> CsResult<Option<Status>> {
+        list_status(&ListQuery {
+            status: status.map(str::to_string),
+        })
+    }
+
+    #[test]
+    fn status_zero_lists_everything_however_it_is_spelled() {
+        // Found by the computeshare_json fuzzer: `status=000` filtered on Creating (0) while
+        // `status=0` listed every instance.
+        for zero in ["0", "000", " 00 ", "+0", "-0"] {
+            assert!(matches!(listing(Some(zero)), Ok(None)), "{zero:?}");
+        }
+        assert!(matches!(listing(None), Ok(None)));
+        assert!(matches!(listing(Some("")), Ok(None)));
+        assert!(matches!(listing(Some("1")), Ok(Some(s)) if s.code() == 1));
+        assert!(matches!(listing(Some("01")), Ok(Some(s)) if s.code() == 1));
+        assert!(listing(Some("11")).is_err());
+        assert!(listing(Some("x")).is_err());
+    }
 }
