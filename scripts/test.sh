@@ -3,7 +3,7 @@
 # need (Docker engine, nftables and conntrack for the gateway's kernel forwarding and the sandbox
 # firewall, iproute2 for the isolation tests' network namespaces, a local busybox image,
 # eth-account, ganache/solc/@ipld/car from npm, Garage (an S3-compatible store, built once from
-# crates.io in the background and cached under .cache/garage) and Debian's awscli for the S3
+# crates.io in the background and cached under ~/.cache/stratus/garage) and Debian's awscli for the S3
 # tests), checks formatting and lints, then runs every test. Idempotent: what is already there is
 # reused.
 #
