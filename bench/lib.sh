@@ -3,11 +3,14 @@ set -euo pipefail
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${OUT:-$BENCH_ROOT/bench/out}
 mkdir -p "$OUT"
-BIN=$BENCH_ROOT/target/release/stratus
+# BENCH_BIN=<a stratus binary> benchmarks that binary (e.g. a build of an older commit, for
+# before/after figures) instead of building this checkout's release binary.
+BIN=${BENCH_BIN:-$BENCH_ROOT/target/release/stratus}
 
 need() { command -v "$1" >/dev/null || { echo "installing $2"; apt-get install -y -qq "$2" >/dev/null; }; }
 
 build_release() {
+  [ -n "${BENCH_BIN:-}" ] && return 0
   (cd "$BENCH_ROOT" && cargo build --release -q -p stratus)
 }
 
