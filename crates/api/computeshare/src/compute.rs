@@ -623,6 +623,8 @@ mod tests {
     fn listing(status: Option<&str>) -> CsResult<Option<Status>> {
         list_status(&ListQuery {
             status: status.map(str::to_string),
+            page: None,
+            size: None,
         })
     }
 
