@@ -121,7 +121,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let settings = Arc::new(settings);
-    let registry = Arc::new(Registry::new(settings.max_connections, settings.max_per_ip));
+    let registry = Arc::new(Registry::new(
+        settings.max_connections,
+        settings.max_per_ip,
+        settings.timeouts,
+    ));
     tracing::info!(
         max_connections = registry.max_total(),
         per_address = settings.max_per_ip,
@@ -228,6 +232,9 @@ async fn connection(
     tokio::pin!(conn);
     let timer = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(timer);
+    // What the timer is armed for. It is moved only to a sooner time: one that fires early finds
+    // the deadline moved on and is armed again (see `ConnState::wake_if_sooner`).
+    let mut armed: Option<Instant> = None;
     // Set once the connection was asked to close gracefully: past it, it is dropped.
     let mut closing_by: Option<Instant> = None;
     macro_rules! close_gracefully {
@@ -239,14 +246,22 @@ async fn connection(
         };
     }
     loop {
-        let due = state.deadline(&settings.timeouts);
-        let wake_at = match (due, closing_by) {
+        let wake_at = |closing_by: Option<Instant>| match (state.deadline(), closing_by) {
             (Some((at, _)), Some(by)) => Some(at.min(by)),
             (Some((at, _)), None) => Some(at),
             (None, by) => by,
         };
-        if let Some(at) = wake_at {
-            timer.as_mut().reset(at);
+        if let Some(at) = wake_at(closing_by) {
+            if armed.is_none_or(|a| at < a) {
+                timer.as_mut().reset(at);
+                armed = Some(at);
+                state.armed(armed);
+                // A phase change between reading the deadline and publishing `armed` did not
+                // wake the task: look again.
+                if wake_at(closing_by).is_some_and(|again| again < at) {
+                    continue;
+                }
+            }
         }
         tokio::select! {
             ended = conn.as_mut() => {
@@ -260,12 +275,14 @@ async fn connection(
                     close_gracefully!();
                 }
             }
-            _ = &mut timer, if wake_at.is_some() => {
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
+                state.armed(None);
                 let now = Instant::now();
                 if closing_by.is_some_and(|by| by <= now) {
                     break;
                 }
-                match state.deadline(&settings.timeouts) {
+                match state.deadline() {
                     Some((at, Overdue::Stalled)) if at <= now => {
                         metrics::counter!("stratus_http_connections_timed_out_total").increment(1);
                         break;

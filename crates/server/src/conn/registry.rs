@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +54,13 @@ pub(crate) struct ConnState {
     write_blocked_ms: AtomicU64,
     /// Asked to close once it is not serving a request.
     shed: AtomicBool,
+    /// Milliseconds since `epoch` at which the connection's task will next look at the phase (its
+    /// timer); `u64::MAX` when it will not. A change of phase wakes the task only when the new
+    /// phase's deadline comes sooner: a timer that fires early just finds the deadline moved and
+    /// sleeps again, so a connection serving requests back to back costs no wake-up and no timer
+    /// update per request (measured: two of each per request took 8-10 % off `GET /getnonce`).
+    armed_ms: AtomicU64,
+    timeouts: Timeouts,
     /// Wakes the connection's task to look at its phase again.
     pub(crate) wake: Notify,
 }
@@ -77,10 +84,12 @@ pub(crate) struct Timeouts {
 }
 
 impl ConnState {
-    fn new(ip: IpKey, epoch: Instant) -> ConnState {
+    fn new(ip: IpKey, epoch: Instant, timeouts: Timeouts) -> ConnState {
         let s = ConnState {
             ip,
             epoch,
+            armed_ms: AtomicU64::new(u64::MAX),
+            timeouts,
             in_flight: AtomicU32::new(0),
             reading_head: AtomicBool::new(true),
             since_ms: AtomicU64::new(0),
@@ -102,6 +111,31 @@ impl ConnState {
         self.epoch + Duration::from_millis(ms)
     }
 
+    /// Wakes the task if `deadline_ms` comes before the time its timer is armed for.
+    fn wake_if_sooner(&self, deadline_ms: u64) {
+        // Pairs with the fence in `armed`: either the task sees the new phase when it re-reads
+        // the deadline after arming, or this sees the time it armed.
+        fence(Ordering::SeqCst);
+        if deadline_ms < self.armed_ms.load(Ordering::Relaxed) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The connection's task armed its timer for `at` (`None`: not armed). It must read the
+    /// deadline again afterwards (see [`ConnState::wake_if_sooner`]).
+    pub(crate) fn armed(&self, at: Option<Instant>) {
+        let ms = at.map_or(u64::MAX, |at| {
+            // Rounded down: a wake-up is never skipped for a deadline in the same millisecond.
+            at.saturating_duration_since(self.epoch).as_millis() as u64
+        });
+        self.armed_ms.store(ms, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    fn ms(d: Duration) -> u64 {
+        d.as_millis() as u64
+    }
+
     /// Serving at least one request.
     pub(crate) fn busy(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) > 0
@@ -115,9 +149,10 @@ impl ConnState {
     /// Bytes arrived from the client.
     pub(crate) fn on_read(&self) {
         if !self.busy() && !self.reading_head.load(Ordering::Relaxed) {
-            self.since_ms.store(self.now_ms(), Ordering::Relaxed);
+            let now = self.now_ms();
+            self.since_ms.store(now, Ordering::Relaxed);
             self.reading_head.store(true, Ordering::Release);
-            self.wake.notify_one();
+            self.wake_if_sooner(now + Self::ms(self.timeouts.header));
         }
     }
 
@@ -125,9 +160,9 @@ impl ConnState {
     pub(crate) fn on_write(&self, blocked: bool) {
         let cur = self.write_blocked_ms.load(Ordering::Relaxed);
         if blocked && cur == 0 {
-            self.write_blocked_ms
-                .store(self.now_ms() + 1, Ordering::Relaxed);
-            self.wake.notify_one();
+            let now = self.now_ms();
+            self.write_blocked_ms.store(now + 1, Ordering::Relaxed);
+            self.wake_if_sooner(now + Self::ms(self.timeouts.send));
         } else if !blocked && cur != 0 {
             self.write_blocked_ms.store(0, Ordering::Relaxed);
         }
@@ -142,13 +177,15 @@ impl ConnState {
     /// A request's answer has been sent (or abandoned).
     pub(crate) fn end_request(&self) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.since_ms.store(self.now_ms(), Ordering::Relaxed);
-            self.wake.notify_one();
+            let now = self.now_ms();
+            self.since_ms.store(now, Ordering::Relaxed);
+            self.wake_if_sooner(now + Self::ms(self.timeouts.idle));
         }
     }
 
     /// When the current phase runs out, and what is due then.
-    pub(crate) fn deadline(&self, t: &Timeouts) -> Option<(Instant, Overdue)> {
+    pub(crate) fn deadline(&self) -> Option<(Instant, Overdue)> {
+        let t = &self.timeouts;
         if self.busy() {
             return match self.write_blocked_ms.load(Ordering::Relaxed) {
                 0 => None,
@@ -182,6 +219,7 @@ struct Inner {
 pub(crate) struct Registry {
     max_total: usize,
     max_per_ip: usize,
+    timeouts: Timeouts,
     epoch: Instant,
     inner: Mutex<Inner>,
 }
@@ -196,10 +234,11 @@ pub(crate) enum Refused {
 }
 
 impl Registry {
-    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Registry {
+    pub(crate) fn new(max_total: usize, max_per_ip: usize, timeouts: Timeouts) -> Registry {
         Registry {
             max_total: max_total.max(1),
             max_per_ip: max_per_ip.max(1),
+            timeouts,
             epoch: Instant::now(),
             inner: Mutex::new(Inner::default()),
         }
@@ -250,7 +289,7 @@ impl Registry {
             metrics::counter!("stratus_http_connections_shed_total", "why" => "server_full")
                 .increment(1);
         }
-        let state = Arc::new(ConnState::new(key, self.epoch));
+        let state = Arc::new(ConnState::new(key, self.epoch, self.timeouts));
         inner.total += 1;
         inner.by_ip.entry(key).or_default().push(state.clone());
         Ok(state)
@@ -339,6 +378,12 @@ fn shed_oldest(list: Option<&Vec<Arc<ConnState>>>) -> bool {
 mod tests {
     use super::*;
 
+    const T: Timeouts = Timeouts {
+        header: Duration::from_secs(15),
+        idle: Duration::from_secs(60),
+        send: Duration::from_secs(60),
+    };
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -359,7 +404,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_full_address_gives_way_oldest_first_and_busy_ones_never() {
-        let r = Registry::new(100, 2);
+        let r = Registry::new(100, 2, T);
         let a1 = r.admit(ip("10.0.0.1")).unwrap();
         tokio::time::advance(Duration::from_millis(5)).await;
         let a2 = r.admit(ip("10.0.0.1")).unwrap();
@@ -376,7 +421,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_full_server_takes_room_from_the_most_crowded_address() {
-        let r = Registry::new(4, 10);
+        let r = Registry::new(4, 10, T);
         let crowd: Vec<_> = (0..3).map(|_| r.admit(ip("10.0.0.9")).unwrap()).collect();
         let other = r.admit(ip("10.0.0.1")).unwrap();
         let newcomer = r.admit(ip("10.0.0.2")).unwrap();
@@ -394,7 +439,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn connections_on_their_way_out_count_as_room() {
-        let r = Registry::new(2, 10);
+        let r = Registry::new(2, 10, T);
         let a = r.admit(ip("10.0.0.1")).unwrap();
         let b = r.admit(ip("10.0.0.1")).unwrap();
         // Full: the newcomer makes the oldest give way…
@@ -419,30 +464,63 @@ mod tests {
             idle: Duration::from_secs(60),
             send: Duration::from_secs(30),
         };
-        let r = Registry::new(10, 10);
+        let r = Registry::new(10, 10, t);
         let s = r.admit(ip("10.0.0.1")).unwrap();
         let born = Instant::now();
         // A new connection must send its header in time.
-        assert_eq!(s.deadline(&t), Some((born + t.header, Overdue::Stalled)));
+        assert_eq!(s.deadline(), Some((born + t.header, Overdue::Stalled)));
         s.begin_request();
-        assert_eq!(
-            s.deadline(&t),
-            None,
-            "a request being served has no deadline"
-        );
+        assert_eq!(s.deadline(), None, "a request being served has no deadline");
         s.on_write(true);
-        assert_eq!(s.deadline(&t), Some((born + t.send, Overdue::Stalled)));
+        assert_eq!(s.deadline(), Some((born + t.send, Overdue::Stalled)));
         s.on_write(false);
         tokio::time::advance(Duration::from_secs(5)).await;
         s.end_request();
         let idle = Instant::now();
-        assert_eq!(s.deadline(&t), Some((idle + t.idle, Overdue::Idle)));
+        assert_eq!(s.deadline(), Some((idle + t.idle, Overdue::Idle)));
         tokio::time::advance(Duration::from_secs(1)).await;
         s.on_read();
         assert_eq!(
-            s.deadline(&t),
+            s.deadline(),
             Some((Instant::now() + t.header, Overdue::Stalled)),
             "the header timeout counts from the first byte of the next request"
         );
+    }
+
+    /// Whether a wake-up is pending (takes it).
+    async fn woken(s: &ConnState) -> bool {
+        tokio::time::timeout(Duration::from_millis(1), s.wake.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_phase_change_wakes_the_task_only_for_a_sooner_deadline() {
+        let r = Registry::new(10, 10, T);
+        let s = r.admit(ip("10.0.0.1")).unwrap();
+        // Nothing armed: the first idle deadline wakes the task.
+        s.begin_request();
+        s.end_request();
+        assert!(woken(&s).await);
+        s.armed(s.deadline().map(|d| d.0));
+        // The next request's header is due sooner than the idle deadline: wake.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        s.on_read();
+        assert!(woken(&s).await);
+        s.armed(s.deadline().map(|d| d.0));
+        // Back-to-back requests move deadlines later only: no wake-up per request.
+        for _ in 0..3 {
+            s.begin_request();
+            s.end_request();
+            tokio::time::advance(Duration::from_millis(10)).await;
+            s.on_read();
+            assert!(!woken(&s).await);
+        }
+        // A client that stops reading the answer brings the send deadline forward of nothing
+        // armed (the timer fired while the request was being served): wake.
+        s.begin_request();
+        s.armed(None);
+        s.on_write(true);
+        assert!(woken(&s).await);
     }
 }
