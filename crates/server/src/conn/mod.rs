@@ -39,7 +39,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tower::ServiceExt;
 
 use body::{GuardedBody, RequestGuard, TimedBody};
 use io::TrackedIo;
@@ -264,6 +263,9 @@ async fn connection(
             }
         }
         tokio::select! {
+            // The connection first, and no random choice of branch per wake-up: it is the branch
+            // that is ready at almost every poll.
+            biased;
             ended = conn.as_mut() => {
                 if let Err(e) = ended {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -321,10 +323,7 @@ async fn handle(
         .extensions
         .insert(stratus_api_request::BodyEnd::new(finished.clone()));
     let req = Request::from_parts(parts, Body::new(body));
-    let resp = match router.oneshot(req).await {
-        Ok(r) => r,
-        Err(never) => match never {},
-    };
+    let resp = crate::with_request_id(router, req).await;
     let (mut parts, body) = resp.into_parts();
     if http1 && !finished.load(Ordering::Acquire) {
         parts
