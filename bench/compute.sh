@@ -83,7 +83,8 @@ wait_running "$ID"
 SINKIP=$(ip_of "stratus-$ID-sink"); ECHOIP=$(ip_of "stratus-$ID-echo")
 
 MODE=userspace
-nft list tables ip 2>/dev/null | grep -q "stratus_${STRATUS_PID}_" && MODE="kernel (nftables DNAT)"
+# Gateway tables are named after the server's id (ip stratus_<id>_<n>), never its pid.
+nft list tables ip 2>/dev/null | grep -q "table ip stratus_" && MODE="kernel (nftables DNAT)"
 echo "== 2. ${MIB} MiB streamed into a service (best of $RUNS; gateway forwarding: $MODE)"
 G=(); X=()
 for _ in $(seq "$RUNS"); do
