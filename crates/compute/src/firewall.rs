@@ -31,7 +31,6 @@
 use std::collections::HashSet;
 use std::io;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use ipnet::Ipv4Net;
@@ -449,21 +448,7 @@ impl Firewall {
         };
         // A crashed run of this server may have left its table, still guarding its sandboxes:
         // it stays until they are taken over, so the new table gets another name.
-        let existing: HashSet<String> = tables(NfFamily::INet, TABLE_PREFIX)
-            .await?
-            .into_iter()
-            .collect();
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let table = loop {
-            let name = format!(
-                "{TABLE_PREFIX}{}_{}",
-                claim.owner(),
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            );
-            if !existing.contains(&name) {
-                break name;
-            }
-        };
+        let table = nft::fresh_table_name(NfFamily::INet, TABLE_PREFIX, claim.owner()).await?;
         let blocked: Vec<Ipv4Net> = BLOCKED_RANGES
             .iter()
             .map(|r| r.parse().expect("valid built-in range"))

@@ -9,8 +9,10 @@
 //! rule says.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::io;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use nftables::batch::Batch;
 use nftables::expr::{Expression, NamedExpression};
@@ -131,6 +133,24 @@ pub(crate) async fn tables(family: NfFamily, prefix: &str) -> io::Result<Vec<Str
         })
         .filter(|n| n.starts_with(prefix))
         .collect())
+}
+
+/// A table name `<prefix><owner>_<n>` that no table of `family` has now: a crashed run of the
+/// same server may have left its table, still guarding what it guarded, so a new one never
+/// takes its name.
+pub(crate) async fn fresh_table_name(
+    family: NfFamily,
+    prefix: &str,
+    owner: &str,
+) -> io::Result<String> {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let existing: HashSet<String> = tables(family, prefix).await?.into_iter().collect();
+    loop {
+        let name = format!("{prefix}{owner}_{}", SEQ.fetch_add(1, Ordering::Relaxed));
+        if !existing.contains(&name) {
+            return Ok(name);
+        }
+    }
 }
 
 /// The elements of set `set` of `table`.

@@ -35,7 +35,6 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -85,21 +84,7 @@ impl Kernel {
     ) -> io::Result<Kernel> {
         run("conntrack", &["--version"], None).await?;
         collect_stale_tables(&claim).await;
-        let existing: HashSet<String> = tables(NfFamily::IP, TABLE_PREFIX)
-            .await?
-            .into_iter()
-            .collect();
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let table = loop {
-            let name = format!(
-                "{TABLE_PREFIX}{}_{}",
-                claim.owner(),
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            );
-            if !existing.contains(&name) {
-                break name;
-            }
-        };
+        let table = nft::fresh_table_name(NfFamily::IP, TABLE_PREFIX, claim.owner()).await?;
         let daddr = if bind.is_unspecified() {
             "fib daddr type local".to_string()
         } else {

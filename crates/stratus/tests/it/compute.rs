@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{b64, compute_server, docker, json, Server, BIN, TEST_IMAGE};
-
-const SPEC1_PRICE: u128 = 10_000_000_000_000_000;
+use crate::harness::{
+    b64, compute_server, docker, funded, json, Server, BIN, SPEC1_PRICE, TEST_IMAGE,
+};
 
 const WEB: &str = "services:
   web:
@@ -19,26 +19,6 @@ const WEB: &str = "services:
     command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]
     ports: [\"80:80\"]
 ";
-
-fn funded(s: &Server, user: &str, months: u128) -> String {
-    let t = s.user_token(user);
-    let out = Command::new(BIN)
-        .args(["admin", "--data-dir"])
-        .arg(&s.data_dir)
-        .args([
-            "credit",
-            "--account",
-            user,
-            "--amount",
-            &(SPEC1_PRICE * months).to_string(),
-            "--reason",
-            "t",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    t
-}
 
 fn sandbox_body(compose: &str, mappings: Value) -> Value {
     json!({

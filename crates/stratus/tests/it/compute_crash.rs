@@ -13,29 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{b64, compute_server, docker, json, nft_tables, Server, BIN, TEST_IMAGE};
-
-const SPEC1_PRICE: u128 = 10_000_000_000_000_000;
-
-fn funded(s: &Server, user: &str, months: u128) -> String {
-    let t = s.user_token(user);
-    let out = Command::new(BIN)
-        .args(["admin", "--data-dir"])
-        .arg(&s.data_dir)
-        .args([
-            "credit",
-            "--account",
-            user,
-            "--amount",
-            &(SPEC1_PRICE * months).to_string(),
-            "--reason",
-            "t",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    t
-}
+use crate::harness::{
+    b64, compute_server, docker, funded, json, nft_tables, Server, BIN, SPEC1_PRICE, TEST_IMAGE,
+};
 
 fn sandbox(s: &Server, t: &str, compose: &str, mappings: Value) -> (String, Vec<u16>) {
     sandbox_or_crash(s, t, compose, mappings).expect("the sandbox call answered")

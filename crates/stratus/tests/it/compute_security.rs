@@ -11,29 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{b64, compute_server, docker, json, Server, BIN, TEST_IMAGE};
-
-const SPEC1_PRICE: u128 = 10_000_000_000_000_000;
-
-fn funded(s: &Server, user: &str, months: u128) -> String {
-    let t = s.user_token(user);
-    let out = Command::new(BIN)
-        .args(["admin", "--data-dir"])
-        .arg(&s.data_dir)
-        .args([
-            "credit",
-            "--account",
-            user,
-            "--amount",
-            &(SPEC1_PRICE * months).to_string(),
-            "--reason",
-            "t",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    t
-}
+use crate::harness::{b64, compute_server, docker, funded, json, Server, TEST_IMAGE};
 
 fn sandbox(s: &Server, t: &str, compose: &str, mappings: Value) -> (u16, Value) {
     json(s.post("/api/v1/sandbox").bearer_auth(t).json(&json!({

@@ -719,3 +719,27 @@ pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The price of spec 1 for one month (the default catalog).
+pub const SPEC1_PRICE: u128 = 10_000_000_000_000_000;
+
+/// A token for `user`, whose account is credited with `months` months of spec 1.
+pub fn funded(s: &Server, user: &str, months: u128) -> String {
+    let t = s.user_token(user);
+    let out = std::process::Command::new(BIN)
+        .args(["admin", "--data-dir"])
+        .arg(&s.data_dir)
+        .args([
+            "credit",
+            "--account",
+            user,
+            "--amount",
+            &(SPEC1_PRICE * months).to_string(),
+            "--reason",
+            "t",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    t
+}
