@@ -134,9 +134,9 @@ fn killed(s: &mut Server) {
     s.remove_env("STRATUS_TEST_KILL_AT");
 }
 
-/// Ids of the containers, networks and volumes of instance `id` on the engine.
-fn engine_objects(id: &str) -> Vec<String> {
-    let filter = format!("label=io.stratus.instance={id}");
+/// Ids of the containers, networks and volumes on the engine that carry `label` (`key=value`).
+fn labelled_objects(label: &str) -> Vec<String> {
+    let filter = format!("label={label}");
     let mut all = Vec::new();
     for what in [
         &["ps", "-aq", "--filter", &filter][..],
@@ -148,18 +148,14 @@ fn engine_objects(id: &str) -> Vec<String> {
     all
 }
 
+/// Ids of the containers, networks and volumes of instance `id` on the engine.
+fn engine_objects(id: &str) -> Vec<String> {
+    labelled_objects(&format!("io.stratus.instance={id}"))
+}
+
 /// Everything of the server's owner on the engine (containers, networks, volumes).
 fn owner_objects(s: &Server) -> Vec<String> {
-    let filter = format!("label=io.stratus.owner={}", s.server_id());
-    let mut all = Vec::new();
-    for what in [
-        &["ps", "-aq", "--filter", &filter][..],
-        &["network", "ls", "-q", "--filter", &filter],
-        &["volume", "ls", "-q", "--filter", &filter],
-    ] {
-        all.extend(docker(what).split_whitespace().map(str::to_string));
-    }
-    all
+    labelled_objects(&format!("io.stratus.owner={}", s.server_id()))
 }
 
 /// The instance's cgroup directories (`<hierarchy>/stratus/<id>`, in every cgroup hierarchy
