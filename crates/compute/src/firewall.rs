@@ -634,17 +634,7 @@ mod tests {
     fn set_elements_are_read_from_nft_json() {
         let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "sandboxes", "table": "t", "type": "ifname", "handle": 1, "elem": ["br-a", "br-b"]}}]}"#;
         let listed: nftables::schema::Nftables = serde_json::from_str(json).unwrap();
-        let elems: Vec<Expression> = listed
-            .objects
-            .iter()
-            .filter_map(|o| match o {
-                nftables::schema::NfObject::ListObject(nftables::schema::NfListObject::Set(s)) => {
-                    s.elem.clone().map(|e| e.into_owned())
-                }
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let elems = crate::nft::listed_set_elements(listed);
         assert_eq!(set_names(&elems), ["br-a", "br-b"]);
     }
 }

@@ -160,7 +160,12 @@ pub(crate) async fn set_elements(
     set: &str,
 ) -> io::Result<Vec<Expression<'static>>> {
     let listed = list(&["list", "set", family_name(family), table, set]).await?;
-    Ok(listed
+    Ok(listed_set_elements(listed))
+}
+
+/// The elements of the sets in `nft -j list set …` output.
+pub(crate) fn listed_set_elements(listed: Nftables<'static>) -> Vec<Expression<'static>> {
+    listed
         .objects
         .into_owned()
         .into_iter()
@@ -169,7 +174,7 @@ pub(crate) async fn set_elements(
             _ => None,
         })
         .flatten()
-        .collect())
+        .collect()
 }
 
 /// The elements of map `map` of `table`, as `(key, value)`.

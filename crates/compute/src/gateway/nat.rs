@@ -518,17 +518,7 @@ br-1\t000012AC\t00000000\t0001\t0\t0\t0\t00F0FFFF\t0\t0\t0
     fn counters_are_read_from_nft_json() {
         let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "ip", "name": "bytes_in", "table": "t", "type": "mark", "handle": 7, "elem": [{"elem": {"val": 1398059952, "counter": {"packets": 1638, "bytes": 104942784}}}]}}]}"#;
         let listed: nftables::schema::Nftables = serde_json::from_str(json).unwrap();
-        let elems: Vec<Expression> = listed
-            .objects
-            .iter()
-            .filter_map(|o| match o {
-                nftables::schema::NfObject::ListObject(nftables::schema::NfListObject::Set(s)) => {
-                    s.elem.clone().map(|e| e.into_owned())
-                }
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let elems = crate::nft::listed_set_elements(listed);
         assert_eq!(set_counters(&elems), vec![(0x5354_b3b0, 104_942_784)]);
     }
 }
