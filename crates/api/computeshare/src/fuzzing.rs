@@ -65,14 +65,14 @@ pub fn link_wallet(body: &[u8]) -> Result<(String, String, Option<String>, Strin
 
 /// The status code and timeout of `GET /v1/instance/{id}/wait?…`.
 pub fn wait_query(query: &str) -> Result<(i64, Duration), String> {
-    let q: crate::compute::WaitQuery = query_string(query)?;
+    let q: crate::compute::WaitQuery = stratus_api_request::fuzz_query_string(query)?;
     let (status, timeout) = crate::compute::wait_request(&q).map_err(describe)?;
     Ok((status.code(), timeout))
 }
 
 /// The status filter of `GET /v1/instance?status=` (`None`: all).
 pub fn instance_list_query(query: &str) -> Result<Option<i64>, String> {
-    let q: crate::compute::ListQuery = query_string(query)?;
+    let q: crate::compute::ListQuery = stratus_api_request::fuzz_query_string(query)?;
     crate::compute::list_status(&q)
         .map(|s| s.map(|s| s.code()))
         .map_err(describe)
@@ -81,9 +81,9 @@ pub fn instance_list_query(query: &str) -> Result<Option<i64>, String> {
 /// The query strings of the paged and catalog routes, read by their extractors.
 pub fn other_queries(query: &str) -> Vec<Result<(), String>> {
     vec![
-        query_string::<crate::billing::PageQuery>(query).map(drop),
-        query_string::<crate::catalog::PriceQuery>(query).map(drop),
-        query_string::<crate::compute::MappingListQuery>(query).map(drop),
+        stratus_api_request::fuzz_query_string::<crate::billing::PageQuery>(query).map(drop),
+        stratus_api_request::fuzz_query_string::<crate::catalog::PriceQuery>(query).map(drop),
+        stratus_api_request::fuzz_query_string::<crate::compute::MappingListQuery>(query).map(drop),
     ]
 }
 
@@ -91,17 +91,6 @@ pub fn other_queries(query: &str) -> Vec<Result<(), String>> {
 fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     block_on(stratus_api_request::json_body(Body::from(body.to_vec())))
         .map_err(|e| describe(e.into()))
-}
-
-/// A query string read by the dialect's `Q` extractor (whose refusal is a 400).
-fn query_string<T: DeserializeOwned + Send>(query: &str) -> Result<T, String> {
-    let uri = format!("/x?{query}");
-    let req = http::Request::get(uri.as_str())
-        .body(())
-        .map_err(|e| format!("not a URI: {e}"))?;
-    let (mut parts, ()) = req.into_parts();
-    block_on(stratus_api_request::query::<T, ()>(&mut parts, &()))
-        .map_err(|message| format!("400 {message}"))
 }
 
 fn describe(e: CsError) -> String {

@@ -47,7 +47,7 @@ pub struct Download {
 /// A download's query string and `Accept` header, read as `GET /{target}/{cid}` reads them, or
 /// the 400's description.
 pub fn download(query: &str, headers: &HeaderMap) -> Result<Download, String> {
-    let q: crate::gateway::GetQuery = query_string(query)?;
+    let q: crate::gateway::GetQuery = stratus_api_request::fuzz_query_string(query)?;
     let format = crate::gateway::requested_format(&q, headers).map_err(describe)?;
     Ok(Download {
         format: match format {
@@ -76,13 +76,13 @@ pub fn cid(text: &str) -> Result<Cid, String> {
 
 /// `?profile=` of an upload.
 pub fn upload_query(query: &str) -> Result<Option<String>, String> {
-    let q: crate::storage::UploadQuery = query_string(query)?;
+    let q: crate::storage::UploadQuery = stratus_api_request::fuzz_query_string(query)?;
     Ok(q.profile)
 }
 
 /// `?limit=&after=` of a listing; `after` is checked as the handler checks it.
 pub fn list_query(query: &str) -> Result<(Option<u32>, Option<String>), String> {
-    let q: crate::storage::ListQuery = query_string(query)?;
+    let q: crate::storage::ListQuery = stratus_api_request::fuzz_query_string(query)?;
     if let Some(a) = q.after.as_deref().filter(|a| !a.is_empty()) {
         crate::storage::check_after(a).map_err(describe)?;
     }
@@ -99,7 +99,7 @@ pub fn login_body(body: &[u8]) -> Result<[String; 4], String> {
 /// `(pkgid, amount)` of a purchase: `POST` reads `body` (the query string when there is none),
 /// `GET` the query string.
 pub fn purchase(post: bool, query: &str, body: &[u8]) -> Result<(u64, i64), String> {
-    let q: crate::billing::BuyRequest = query_string(query)?;
+    let q: crate::billing::BuyRequest = stratus_api_request::fuzz_query_string(query)?;
     let method = if post { Method::POST } else { Method::GET };
     block_on(crate::billing::purchase_request(
         &method,
@@ -107,17 +107,6 @@ pub fn purchase(post: bool, query: &str, body: &[u8]) -> Result<(u64, i64), Stri
         Body::from(body.to_vec()),
     ))
     .map_err(describe)
-}
-
-/// A query string read by the dialect's `Q` extractor (whose refusal is a 400).
-fn query_string<T: serde::de::DeserializeOwned + Send>(query: &str) -> Result<T, String> {
-    let uri = format!("/x?{query}");
-    let req = http::Request::get(uri.as_str())
-        .body(())
-        .map_err(|e| format!("not a URI: {e}"))?;
-    let (mut parts, ()) = req.into_parts();
-    block_on(stratus_api_request::query::<T, ()>(&mut parts, &()))
-        .map_err(|message| format!("400 {message}"))
 }
 
 fn describe(e: crate::error::MemoError) -> String {

@@ -65,6 +65,19 @@ pub async fn query<T: DeserializeOwned + Send, S: Send + Sync>(
         .map_err(|e| format!("query string: {}", e.body_text()))
 }
 
+/// `query_string` as the dialects' `Q` extractor reads it from a request to `/x?<query_string>`:
+/// the entry the fuzz targets drive (a refusal is the 400's text, prefixed `400 `).
+#[doc(hidden)]
+pub fn fuzz_query_string<T: DeserializeOwned + Send>(query_string: &str) -> Result<T, String> {
+    let uri = format!("/x?{query_string}");
+    let req = http::Request::get(uri.as_str())
+        .body(())
+        .map_err(|e| format!("not a URI: {e}"))?;
+    let (mut parts, ()) = req.into_parts();
+    futures::executor::block_on(query::<T, ()>(&mut parts, &()))
+        .map_err(|message| format!("400 {message}"))
+}
+
 /// The path parameters parsed as `T`, or why they could not be (a message for a 400).
 pub async fn path<T: DeserializeOwned + Send, S: Send + Sync>(
     parts: &mut Parts,
