@@ -15,11 +15,29 @@ use stratus_model::auth::Auth;
 use stratus_model::billing::{self, Billing, ChainDeposits};
 use stratus_model::clock::{SharedClock, SystemClock};
 use stratus_model::compute::Compute;
-use stratus_model::db::Db;
+use stratus_model::db::{Db, Location, Options};
 use stratus_model::storage::Storage;
 use stratus_model::token::{TokenKey, Tokens};
 use stratus_model::{Error, Result};
 use tokio::sync::watch;
+
+/// Opens the metadata database the configuration names (`database.url`, else the embedded
+/// SQLite file in the data directory).
+pub async fn open_database(config: &Config) -> Result<Db> {
+    let path = config.database_path();
+    let at = match config.database.url.as_deref() {
+        Some(url) => Location::Url(url),
+        None => Location::Sqlite(&path),
+    };
+    let opts = Options {
+        max_connections: config.database.max_connections,
+        ..Options::default()
+    };
+    Db::open(at, &opts).await.map_err(|e| match e {
+        stratus_store::StoreError::Configuration(m) => Error::Internal(m.to_string()),
+        e => Error::from(e),
+    })
+}
 
 /// Every service of a running stratus.
 #[derive(Debug)]
@@ -51,7 +69,7 @@ impl App {
                 config.data_dir.display()
             ))
         })?;
-        let db = Db::open(&config.database_path()).await?;
+        let db = open_database(&config).await?;
         let key = load_or_create_jwt_key(
             config.jwt_key.as_deref(),
             config.jwt_key_file.as_deref(),

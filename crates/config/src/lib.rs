@@ -46,6 +46,7 @@ pub struct Config {
     /// File holding the HMAC key for tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_key_file: Option<PathBuf>,
+    pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub storage: StorageConfig,
@@ -63,6 +64,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./stratus-data"),
             jwt_key: None,
             jwt_key_file: None,
+            database: DatabaseConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
@@ -294,6 +296,27 @@ impl Default for StorageConfig {
             targets,
             max_upload_bytes: 0,
             list_default_limit: 1000,
+        }
+    }
+}
+
+/// Where the metadata lives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/db` to share one PostgreSQL among several nodes
+    /// (env `STRATUS_DATABASE__URL`); unset: an embedded SQLite file, `<data_dir>/stratus.db`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Connections per node (PostgreSQL), or readers (SQLite, which has one writer).
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            max_connections: 16,
         }
     }
 }
@@ -566,7 +589,7 @@ impl Config {
         Ok(())
     }
 
-    /// Path of the SQLite database.
+    /// Path of the embedded SQLite database (used when `database.url` is unset).
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("stratus.db")
     }

@@ -117,9 +117,6 @@ impl Error {
     }
 }
 
-/// SQLite's result code for "database or disk is full" (`SQLITE_FULL`).
-const SQLITE_FULL: &str = "13";
-
 /// Whether an i/o error means the file system is out of space (or the writer out of quota).
 pub(crate) fn is_out_of_space(e: &std::io::Error) -> bool {
     matches!(
@@ -130,12 +127,7 @@ pub(crate) fn is_out_of_space(e: &std::io::Error) -> bool {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        let full = match &e {
-            sqlx::Error::Database(d) => d.code().as_deref() == Some(SQLITE_FULL),
-            sqlx::Error::Io(io) => is_out_of_space(io),
-            _ => false,
-        };
-        if full {
+        if stratus_store::is_storage_full(&e) {
             tracing::error!(error = %e, "database write failed: the disk is full");
             return Error::StorageFull(format!("database: {e}"));
         }

@@ -27,7 +27,7 @@ struct World {
 
 async fn world(free_bytes: u64) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("b.db")).await.unwrap();
+    let db = Db::open_sqlite(&dir.path().join("b.db")).await.unwrap();
     let clock = ManualClock::new(1_700_000_000_000);
     let shared: SharedClock = Arc::new(clock.clone());
     let cfg = BillingConfig {

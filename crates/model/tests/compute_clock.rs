@@ -31,7 +31,7 @@ struct World {
 
 async fn world(port_min: u16, timeout_secs: u64) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("c.db")).await.unwrap();
+    let db = Db::open_sqlite(&dir.path().join("c.db")).await.unwrap();
     let clock = ManualClock::new(1_700_000_000_000);
     let billing = Billing::new(
         db.clone(),

@@ -12,7 +12,7 @@ use stratus_model::storage::{FreeTierOnly, Storage};
 
 async fn setup() -> (tempfile::TempDir, Db, Storage, String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("s.db")).await.unwrap();
+    let db = Db::open_sqlite(&dir.path().join("s.db")).await.unwrap();
     let storage = Storage::new(
         db.clone(),
         Arc::new(SystemClock),

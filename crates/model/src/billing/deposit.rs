@@ -7,7 +7,7 @@
 //! as the deposits it covers, so a restart resumes exactly where the last commit ended and a
 //! transfer seen twice changes nothing.
 
-use sqlx::SqliteConnection;
+use crate::db::Conn;
 use stratus_chain::{async_trait, Anomaly, Deposit, DepositStore, StoreError};
 use stratus_config::Amount;
 
@@ -20,7 +20,7 @@ use crate::Result;
 /// Credits every uncredited deposit from `wallet_lower` to `account_id`.
 pub(super) async fn credit_pending(
     ledger: &Ledger,
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     account_id: &str,
     wallet_lower: &str,
 ) -> Result<Amount> {
@@ -49,7 +49,7 @@ pub(super) async fn credit_pending(
 
 async fn credit_one(
     ledger: &Ledger,
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     account_id: &str,
     reference: &str,
     amount: Amount,

@@ -1,15 +1,19 @@
 //! The ledger: every movement of money, append-only.
 //!
 //! An entry is a credit or a debit with a reason and an external reference; a reference is
-//! applied at most once (a second attempt returns the first entry). Each entry records the
-//! account's running balance after it, so the balance is the latest entry's `balance_after` and
-//! can always be re-derived by summing the entries ([`Ledger::verify`]). Writes go through the
-//! database's single writer, so two debits of one account are serialized and a balance never
-//! goes below zero. (On PostgreSQL the same transaction would first `SELECT … FOR UPDATE` the
-//! account row.)
+//! applied at most once (a second attempt returns the first entry). Entries form one chain per
+//! account: each carries the account's sequence number (`seq`, one more than the entry before)
+//! and the running balance after it, so the balance is the latest entry's `balance_after` and can
+//! always be re-derived by summing the entries ([`Ledger::verify`]). The database keeps the chain:
+//! `(account, seq)` is unique and a trigger checks that each entry follows the last one, so two
+//! writers on any number of nodes that read the same latest entry cannot both append after it,
+//! and a debit never takes a balance below zero. A posting first locks the account's row
+//! (PostgreSQL; SQLite's single writer serializes), so concurrent postings queue instead of
+//! failing; if one ever lost a race anyway, the key would fail its whole transaction (nothing
+//! bought, nothing charged).
 
 use serde::Serialize;
-use sqlx::SqliteConnection;
+use crate::db::Conn;
 use stratus_config::Amount;
 
 use crate::clock::SharedClock;
@@ -141,7 +145,7 @@ impl Ledger {
     /// The account's balance.
     pub async fn balance(&self, account_id: &str) -> Result<Amount> {
         let row: Option<(String,)> = sqlx::query_as(
-            "SELECT balance_after FROM ledger WHERE account_id = $1 ORDER BY id DESC LIMIT 1",
+            "SELECT balance_after FROM ledger WHERE account_id = $1 ORDER BY seq DESC LIMIT 1",
         )
         .bind(account_id)
         .fetch_optional(self.db.r())
@@ -153,7 +157,7 @@ impl Ledger {
 
     /// Posts one entry in its own transaction.
     pub async fn post(&self, p: Posting<'_>) -> Result<Posted> {
-        let mut tx = self.db.w().begin().await?;
+        let mut tx = self.db.begin().await?;
         let posted = self.post_in(&mut tx, p).await?;
         tx.commit().await?;
         Ok(posted)
@@ -161,13 +165,15 @@ impl Ledger {
 
     /// Posts one entry inside the caller's transaction (so it commits or rolls back with the
     /// purchase, deposit or sandbox it pays for).
-    pub async fn post_in(&self, conn: &mut SqliteConnection, p: Posting<'_>) -> Result<Posted> {
+    pub async fn post_in(&self, conn: &mut Conn, p: Posting<'_>) -> Result<Posted> {
         if p.amount == Amount::ZERO {
             return Err(Error::invalid("amount", "must be greater than zero"));
         }
         if p.reference.is_empty() {
             return Err(Error::invalid("reference", "must not be empty"));
         }
+        // Every posting of this account waits here for the one before it to commit.
+        self.db.lock_account(conn, p.account_id).await?;
         let earlier: Option<Row> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM ledger WHERE reference = $1"
         ))
@@ -184,15 +190,15 @@ impl Ledger {
             }
             return Ok(Posted::Duplicate(e));
         }
-        let current: Option<(String,)> = sqlx::query_as(
-            "SELECT balance_after FROM ledger WHERE account_id = $1 ORDER BY id DESC LIMIT 1",
+        let last: Option<(i64, String)> = sqlx::query_as(
+            "SELECT seq, balance_after FROM ledger WHERE account_id = $1 ORDER BY seq DESC LIMIT 1",
         )
         .bind(p.account_id)
         .fetch_optional(&mut *conn)
         .await?;
-        let current = match current {
-            Some((s,)) => parse_amount(&s)?,
-            None => Amount::ZERO,
+        let (seq, current) = match last {
+            Some((seq, s)) => (seq + 1, parse_amount(&s)?),
+            None => (1, Amount::ZERO),
         };
         let after = match p.kind {
             EntryKind::Credit => current
@@ -209,8 +215,8 @@ impl Ledger {
         };
         let now = self.clock.now_ms();
         let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO ledger (account_id, kind, amount, reason, reference, memo, balance_after, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            "INSERT INTO ledger (account_id, kind, amount, reason, reference, memo, balance_after, \
+             created_at, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(p.account_id)
         .bind(p.kind.as_str())
@@ -220,6 +226,7 @@ impl Ledger {
         .bind(p.memo)
         .bind(after.to_string())
         .bind(now)
+        .bind(seq)
         .fetch_one(&mut *conn)
         .await?;
         metrics::counter!("stratus_ledger_entries_total", "kind" => p.kind.as_str(), "reason" => p.reason.to_string())
@@ -247,7 +254,7 @@ impl Ledger {
         let size = size.clamp(1, 1000) as i64;
         let offset = (page.max(1) as i64 - 1) * size;
         let rows: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM ledger WHERE account_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"
+            "SELECT {COLUMNS} FROM ledger WHERE account_id = $1 ORDER BY seq DESC LIMIT $2 OFFSET $3"
         ))
         .bind(account_id)
         .bind(size)
@@ -267,7 +274,7 @@ impl Ledger {
     /// Re-derives every balance from the entries and compares it with the running balances.
     pub async fn verify(&self) -> Result<Verification> {
         let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-            "SELECT account_id, kind, amount, balance_after FROM ledger ORDER BY account_id, id",
+            "SELECT account_id, kind, amount, balance_after FROM ledger ORDER BY account_id, seq",
         )
         .fetch_all(self.db.r())
         .await?;

@@ -215,7 +215,7 @@ impl Billing {
         now_ms: i64,
     ) -> Result<u64> {
         let (sum,): (i64,) = sqlx::query_as(
-            "SELECT COALESCE(SUM(bytes), 0) FROM purchases \
+            "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM purchases \
              WHERE account_id = $1 AND target = $2 AND starts_at <= $3 AND ends_at > $3",
         )
         .bind(account_id)

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sqlx::SqliteConnection;
+use crate::db::Conn;
 use stratus_compute::{ComposeApp, Runtime};
 
 use super::records::{self, Mapping, Status};
@@ -140,7 +140,7 @@ impl Compute {
 
     pub(super) async fn insert_mapping(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         m: &Mapping,
     ) -> Result<()> {
         sqlx::query(
@@ -164,7 +164,7 @@ impl Compute {
     /// Deletes an instance's mapping rows (freeing their ports) and returns them.
     pub(super) async fn delete_mapping_rows(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         instance_id: &str,
     ) -> Result<Vec<Mapping>> {
         let rows: Vec<records::MappingRow> = sqlx::query_as(&format!(

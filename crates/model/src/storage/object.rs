@@ -110,7 +110,7 @@ impl Storage {
     /// Bytes and files the account stores in `target`.
     pub async fn usage(&self, account_id: &str, target: &str) -> Result<Usage> {
         let (used, files): (i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM objects WHERE account_id = $1 AND target = $2",
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT), COUNT(*) FROM objects WHERE account_id = $1 AND target = $2",
         )
         .bind(account_id)
         .bind(target)

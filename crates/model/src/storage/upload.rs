@@ -336,7 +336,7 @@ impl Storage {
         .fetch_optional(&mut *tx)
         .await?;
         let (used,): (i64,) = sqlx::query_as(
-            "SELECT COALESCE(SUM(size), 0) FROM objects WHERE account_id = $1 AND target = $2",
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM objects WHERE account_id = $1 AND target = $2",
         )
         .bind(account_id)
         .bind(&target.name)
