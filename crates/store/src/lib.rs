@@ -17,7 +17,8 @@ pub mod sqlite;
 use std::path::Path;
 
 pub use lease::Leadership;
-pub use sqlx::any::{AnyConnection as Conn, AnyRow as Row};
+pub use sqlx::any::AnyRow as Row;
+pub use sqlx::AnyConnection as Conn;
 pub use sqlx::Error as StoreError;
 
 /// A transaction on either backend.
