@@ -52,6 +52,7 @@ else
   DIR="$CACHE/pg"
   mkdir -p "$DIR"
   if ! runuser -u postgres -- test -x "$DIR"; then
+    rmdir "$DIR" 2>/dev/null || true
     DIR="/var/tmp/stratus-pg-$(id -u)"
   fi
 fi
