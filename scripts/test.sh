@@ -3,8 +3,12 @@
 # need (Docker engine, nftables and conntrack for the gateway's kernel forwarding and the sandbox
 # firewall, iproute2 for the isolation tests' network namespaces, a local busybox image,
 # eth-account, ganache/solc/@ipld/car from npm, Garage (an S3-compatible store, built once from
-# crates.io in the background and cached under ~/.cache/stratus/garage) and Debian's awscli for the S3
-# tests), checks formatting and lints, then runs every test. Idempotent: what is already there is
+# crates.io in the background and cached under ~/.cache/stratus/garage), Debian's awscli for the S3
+# tests and PostgreSQL 15 (started by scripts/postgres.sh on 127.0.0.1:55432)), checks formatting
+# and lints, then runs every test: the whole workspace with each test server on its embedded
+# SQLite database, then the integration tests (crates/stratus/tests/it) a second time with each
+# test server on a PostgreSQL database of its own (STRATUS_TEST_PG). The multi-node (cluster)
+# tests run on PostgreSQL in both runs (STRATUS_PG_URL). Idempotent: what is already there is
 # reused.
 #
 # usage: scripts/test.sh [extra cargo test args]
@@ -23,6 +27,8 @@ command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v aws >/dev/null || need_apt+=(awscli)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 \
+  || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -37,6 +43,10 @@ GARAGE_LOG=$(mktemp)
 setsid scripts/garage.sh >"$GARAGE_LOG" 2>&1 &
 GARAGE_PID=$!
 trap 'kill -- "-$GARAGE_PID" 2>/dev/null || true' EXIT
+
+log "postgresql (scripts/postgres.sh)"
+STRATUS_PG_URL=$(scripts/postgres.sh | tail -n 1)
+export STRATUS_PG_URL
 
 log "python peer: eth-account"
 python3 -c 'import eth_account' 2>/dev/null || python3 -m pip install -q eth-account
@@ -69,3 +79,6 @@ export STRATUS_GARAGE
 log "cargo test"
 export STRATUS_REQUIRE_PEERS=1
 cargo test --workspace "$@"
+
+log "cargo test -p stratus --test it, on PostgreSQL"
+STRATUS_TEST_PG=$STRATUS_PG_URL cargo test -p stratus --test it "$@"

@@ -11,8 +11,8 @@ const P1: u128 = 1_000_000_000_000_000; // default package 1: 100 GiB / 30 days
 const GIB: u64 = 1 << 30;
 
 fn admin_credit(s: &Server, account: &str, amount: u128, reference: Option<&str>) -> String {
-    let mut c = Command::new(BIN);
-    c.args(["admin", "--data-dir"]).arg(&s.data_dir).args([
+    let mut c = s.admin();
+    c.args([
         "credit",
         "--account",
         account,
@@ -239,12 +239,7 @@ fn a_hundred_concurrent_purchases_never_overdraw() {
     );
     let (_, b) = json(s.get("/mefs/balance").header("Authorization", &t));
     assert_eq!(b["Balance"], (P1 / 3).to_string());
-    let out = Command::new(BIN)
-        .args(["admin", "--data-dir"])
-        .arg(&s.data_dir)
-        .args(["ledger", "verify"])
-        .output()
-        .unwrap();
+    let out = s.admin().args(["ledger", "verify"]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["total_debits"], (k * P1).to_string());

@@ -2,12 +2,11 @@
 //! before the wallet is linked, a restart between deposit and confirmation, a transfer seen
 //! twice. The deposits are real transactions; stratus's watcher sees them over JSON-RPC.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{eth_address, eth_sign, json, Ganache, Server, BIN, KEY_A, KEY_B};
+use crate::harness::{eth_address, eth_sign, json, Ganache, Server, KEY_A, KEY_B};
 
 /// A key that only funds and receives (the deposit address holder).
 const KEY_DEPOSIT: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
@@ -51,12 +50,7 @@ fn wait_balance(s: &Server, token: &str, want: u128) {
 fn wait_cursor(s: &Server, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = Command::new(BIN)
-            .args(["admin", "--data-dir"])
-            .arg(&s.data_dir)
-            .args(["chain", "status"])
-            .output()
-            .unwrap();
+        let out = s.admin().args(["chain", "status"]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         let at: u64 = text
             .split_whitespace()
@@ -100,9 +94,8 @@ fn native_deposits_are_credited_after_confirmations_exactly_once() {
     wait_balance(&s, &t, 3 * ETHER);
     // Seen twice: scan everything again; nothing is credited a second time.
     let head = g.block_number();
-    let out = Command::new(BIN)
-        .args(["admin", "--data-dir"])
-        .arg(&s.data_dir)
+    let out = s
+        .admin()
         .args(["chain", "rescan", "--from", "0"])
         .output()
         .unwrap();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    b64, compute_server, docker, funded, json, nft_tables, Server, BIN, SPEC1_PRICE, TEST_IMAGE,
+    b64, compute_server, docker, funded, json, nft_tables, Server, SPEC1_PRICE, TEST_IMAGE,
 };
 
 fn sandbox(s: &Server, t: &str, compose: &str, mappings: Value) -> (String, Vec<u16>) {
@@ -110,12 +110,7 @@ fn entries(s: &Server, t: &str, reason: &str) -> Vec<Value> {
 
 /// `stratus admin ledger verify` on the live data dir: every account balances.
 fn ledger_verifies(s: &Server) {
-    let out = Command::new(BIN)
-        .args(["admin", "--data-dir"])
-        .arg(&s.data_dir)
-        .args(["ledger", "verify"])
-        .output()
-        .unwrap();
+    let out = s.admin().args(["ledger", "verify"]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["mismatches"], json!([]), "{v}");

@@ -1,4 +1,11 @@
 //! Starting and stopping a real `stratus serve`, and small helpers shared by the tests.
+//!
+//! The database: by default each server keeps the embedded SQLite database in its data dir.
+//! When `STRATUS_TEST_PG` holds a base PostgreSQL URL (`scripts/test.sh` sets it for its second
+//! run, from `scripts/postgres.sh`), every server gets a fresh PostgreSQL database of its own
+//! instead (`STRATUS_DATABASE__URL`), kept across its restarts and dropped with it.
+//! [`Cluster`] starts several servers on one shared PostgreSQL database behind a round-robin
+//! TCP proxy.
 
 #![allow(dead_code)]
 
@@ -32,6 +39,8 @@ pub struct Server {
     nofile: Option<u64>,
     child: Option<Child>,
     pub log: PathBuf,
+    /// The PostgreSQL database made for this server (dropped after the server is killed).
+    db: Option<PgDatabase>,
 }
 
 /// Builds a server: environment overrides and a data dir.
@@ -69,15 +78,26 @@ impl ServerBuilder {
                 (Some(t), d)
             }
         };
+        let mut env = self.env;
+        // A database of its own on PostgreSQL, unless the test chose one (a cluster does).
+        let db = match test_pg() {
+            Some(base) if !env.iter().any(|(k, _)| k == DATABASE_URL) => {
+                let db = PgDatabase::create(&base);
+                env.push((DATABASE_URL.to_string(), db.url.clone()));
+                Some(db)
+            }
+            _ => None,
+        };
         let mut s = Server {
             url: String::new(),
             addr: "127.0.0.1:1".parse().unwrap(),
             log: dir.join("server.log"),
             data_dir: dir,
             _tmp: tmp,
-            env: self.env,
+            env,
             nofile: self.nofile,
             child: None,
+            db,
         };
         s.spawn(None);
         s
@@ -283,11 +303,26 @@ impl Server {
         r.text().unwrap()
     }
 
+    /// Whether the server keeps its data in PostgreSQL (else in SQLite in its data dir).
+    pub fn uses_pg(&self) -> bool {
+        self.env_var(DATABASE_URL).is_some()
+    }
+
+    /// `stratus admin --data-dir <data dir>` on the server's database (its data dir and, on
+    /// PostgreSQL, its `STRATUS_DATABASE__URL`); add the subcommand and run it.
+    pub fn admin(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(["admin", "--data-dir"]).arg(&self.data_dir);
+        if let Some(url) = self.env_var(DATABASE_URL) {
+            c.env(DATABASE_URL, url);
+        }
+        c
+    }
+
     /// Creates a password account with the admin command (on the live data dir).
     pub fn add_user(&self, username: &str, password: &str) {
-        let out = Command::new(BIN)
-            .args(["admin", "--data-dir"])
-            .arg(&self.data_dir)
+        let out = self
+            .admin()
             .args(["user", "add", "--username", username, "--password-stdin"])
             .env("STRATUS_AUTH__ARGON2_MEMORY_KIB", "1024")
             .env("STRATUS_AUTH__ARGON2_ITERATIONS", "1")
@@ -726,9 +761,8 @@ pub const SPEC1_PRICE: u128 = 10_000_000_000_000_000;
 /// A token for `user`, whose account is credited with `months` months of spec 1.
 pub fn funded(s: &Server, user: &str, months: u128) -> String {
     let t = s.user_token(user);
-    let out = std::process::Command::new(BIN)
-        .args(["admin", "--data-dir"])
-        .arg(&s.data_dir)
+    let out = s
+        .admin()
         .args([
             "credit",
             "--account",
@@ -742,4 +776,373 @@ pub fn funded(s: &Server, user: &str, months: u128) -> String {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     t
+}
+
+/// The variable that points a server at its PostgreSQL database.
+pub const DATABASE_URL: &str = "STRATUS_DATABASE__URL";
+
+/// The base PostgreSQL URL every server's database is made through (`STRATUS_TEST_PG`), if set.
+pub fn test_pg() -> Option<String> {
+    std::env::var("STRATUS_TEST_PG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// Whether the servers of this run keep their data in PostgreSQL. Tests of what only the
+/// embedded SQLite database does (its file, its locks) call this first and return early,
+/// saying so.
+pub fn skip_under_pg(what: &str) -> bool {
+    if test_pg().is_some() {
+        eprintln!("skipped under PostgreSQL (STRATUS_TEST_PG is set): {what}");
+        return true;
+    }
+    false
+}
+
+/// A database made for a test on a PostgreSQL server, dropped (best effort) on drop.
+pub struct PgDatabase {
+    /// Its URL (the base URL with the database name in the path).
+    pub url: String,
+    pub name: String,
+    base: String,
+}
+
+/// `psql` (Debian's wrapper on the PATH, else a versioned installation).
+fn psql() -> PathBuf {
+    let on_path = Command::new("psql")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if on_path {
+        return PathBuf::from("psql");
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join("bin/psql"))
+                .filter(|p| p.exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+        .pop()
+        .expect("psql (scripts/postgres.sh installs PostgreSQL)")
+}
+
+/// `url` with `database` as its path (query parameters kept).
+pub fn with_database(url: &str, database: &str) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let query = rest[authority_end..]
+        .find('?')
+        .map(|i| &rest[authority_end + i..])
+        .unwrap_or("");
+    format!(
+        "{}{}/{database}{query}",
+        &url[..scheme_end],
+        &rest[..authority_end]
+    )
+}
+
+impl PgDatabase {
+    /// Creates `stratus_t_<random>` through `base` (any database URL on the server).
+    pub fn create(base: &str) -> PgDatabase {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            ^ ((std::process::id() as u64) << 32)
+            ^ N.fetch_add(1, Ordering::SeqCst).wrapping_mul(0x9E37_79B9);
+        let name = format!("stratus_t_{}", hex::encode(data(8, seed)));
+        let db = PgDatabase {
+            url: with_database(base, &name),
+            name,
+            base: base.to_string(),
+        };
+        let out = db.psql(&format!("CREATE DATABASE {}", db.name));
+        assert!(
+            out.status.success(),
+            "cannot create a test database through STRATUS_TEST_PG ({}): {}",
+            base,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        db
+    }
+
+    fn psql(&self, sql: &str) -> std::process::Output {
+        Command::new(psql())
+            .arg(&self.base)
+            .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql (scripts/postgres.sh installs PostgreSQL)")
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // FORCE ends the sessions still open (a server killed mid-request leaves none for long,
+        // but an admin command may still be there).
+        let out = self.psql(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+        if !out.status.success() {
+            eprintln!(
+                "could not drop test database {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 that hands each accepted connection to the next backend in turn
+/// (skipping backends that refuse) and copies bytes both ways; when either side closes or
+/// fails, both are closed. Stops, and closes what is open, on drop.
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    backends: std::sync::Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>,
+    /// Connections handed to each backend so far (same order as the backends).
+    handed: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<(u64, std::net::TcpStream)>>>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn start(backends: Vec<std::net::SocketAddr>) -> Proxy {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        assert!(!backends.is_empty(), "a proxy needs a backend");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handed = Arc::new(Mutex::new(vec![0; backends.len()]));
+        let backends = Arc::new(Mutex::new(backends));
+        let stop = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<(u64, TcpStream)>>> = Arc::default();
+        let accept = {
+            let (backends, handed, stop, open) =
+                (backends.clone(), handed.clone(), stop.clone(), open.clone());
+            std::thread::spawn(move || {
+                let mut next = 0usize;
+                let mut id = 0u64;
+                for client in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(client) = client else { continue };
+                    let list = backends.lock().unwrap().clone();
+                    let mut upstream = None;
+                    for k in 0..list.len() {
+                        let i = (next + k) % list.len();
+                        if let Ok(s) = TcpStream::connect_timeout(&list[i], Duration::from_secs(5))
+                        {
+                            if let Some(h) = handed.lock().unwrap().get_mut(i) {
+                                *h += 1;
+                            }
+                            next = i + 1;
+                            upstream = Some(s);
+                            break;
+                        }
+                    }
+                    let Some(upstream) = upstream else {
+                        next += 1;
+                        continue; // every backend refused: the client sees a close
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = upstream.set_nodelay(true);
+                    id += 1;
+                    {
+                        let mut o = open.lock().unwrap();
+                        o.push((id, client.try_clone().unwrap()));
+                        o.push((id, upstream.try_clone().unwrap()));
+                    }
+                    proxy_pipe(
+                        client.try_clone().unwrap(),
+                        upstream.try_clone().unwrap(),
+                        id,
+                        open.clone(),
+                    );
+                    proxy_pipe(upstream, client, id, open.clone());
+                }
+            })
+        };
+        Proxy {
+            addr,
+            backends,
+            handed,
+            stop,
+            open,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Replaces the backends (new connections only).
+    pub fn set_backends(&self, backends: Vec<std::net::SocketAddr>) {
+        assert!(!backends.is_empty(), "a proxy needs a backend");
+        *self.handed.lock().unwrap() = vec![0; backends.len()];
+        *self.backends.lock().unwrap() = backends;
+    }
+
+    /// How many connections each backend was handed so far.
+    pub fn handed(&self) -> Vec<usize> {
+        self.handed.lock().unwrap().clone()
+    }
+}
+
+/// Copies `from` to `to` on a thread of its own; at the end of either, closes both and forgets
+/// connection `id`.
+fn proxy_pipe(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    id: u64,
+    open: std::sync::Arc<std::sync::Mutex<Vec<(u64, std::net::TcpStream)>>>,
+) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = from.shutdown(std::net::Shutdown::Both);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+        open.lock().unwrap().retain(|(i, _)| *i != id);
+    });
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        for (_, s) in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Several `stratus serve` processes that share one PostgreSQL database and one token key
+/// (`STRATUS_JWT_KEY`), each with its own data dir, behind one round-robin [`Proxy`]: "the
+/// service" as clients see it. To share one S3 store too, give every node the same storage
+/// target environment in the builder function (as `s3.rs`'s `Garage::target_env` does).
+pub struct Cluster {
+    /// The nodes; restart or kill them as single servers (a restart keeps the port).
+    pub nodes: Vec<Server>,
+    /// The service through the proxy: a [`Server`] whose URL is the proxy's, for the helpers
+    /// that take a server (`user_token`, `put`, `funded`…); its data dir and admin command are
+    /// node 0's. Never start, stop or restart it.
+    pub service: Server,
+    pub proxy: Proxy,
+    /// The token key every node signs and checks with (64 hex digits).
+    pub jwt_key: String,
+    /// The shared database (dropped after the nodes and the proxy).
+    db: Option<PgDatabase>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes on a fresh database made through `STRATUS_TEST_PG` (or, when only the
+    /// shared PostgreSQL server is known, `STRATUS_PG_URL`). `builder(i, b)` adds node `i`'s
+    /// own settings to its builder. Without PostgreSQL: `None` after saying why (the test
+    /// returns), or a panic under `STRATUS_REQUIRE_PEERS` (scripts/test.sh), where nothing may
+    /// be skipped.
+    pub fn start(
+        n: usize,
+        builder: impl Fn(usize, ServerBuilder) -> ServerBuilder,
+    ) -> Option<Cluster> {
+        let base = test_pg().or_else(|| {
+            std::env::var("STRATUS_PG_URL")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+        });
+        let Some(base) = base else {
+            let why = "a cluster needs PostgreSQL: set STRATUS_TEST_PG to a base URL \
+                       (scripts/postgres.sh prints one; scripts/test.sh sets it)";
+            if std::env::var_os("STRATUS_REQUIRE_PEERS").is_some() {
+                panic!("{why}");
+            }
+            eprintln!("skipped: {why}");
+            return None;
+        };
+        Some(Self::start_on(Some(PgDatabase::create(&base)), n, builder))
+    }
+
+    /// One node on the run's usual database (SQLite in its data dir, or a PostgreSQL database
+    /// of its own under `STRATUS_TEST_PG`), behind the proxy: the cluster's plumbing (proxy,
+    /// shared key, per-node URLs) where no PostgreSQL may be at hand.
+    pub fn start_single(builder: impl Fn(usize, ServerBuilder) -> ServerBuilder) -> Cluster {
+        Self::start_on(None, 1, builder)
+    }
+
+    fn start_on(
+        db: Option<PgDatabase>,
+        n: usize,
+        builder: impl Fn(usize, ServerBuilder) -> ServerBuilder,
+    ) -> Cluster {
+        assert!(n >= 1, "a cluster has a node");
+        assert!(
+            db.is_some() || n == 1,
+            "nodes without a shared database share nothing: more than one needs PostgreSQL"
+        );
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            ^ std::process::id() as u64;
+        let jwt_key = hex::encode(data(32, seed));
+        let nodes: Vec<Server> = (0..n)
+            .map(|i| {
+                let mut b = Server::builder().env("STRATUS_JWT_KEY", &jwt_key);
+                if let Some(db) = &db {
+                    b = b.env(DATABASE_URL, &db.url);
+                }
+                builder(i, b).start()
+            })
+            .collect();
+        let proxy = Proxy::start(nodes.iter().map(|s| s.addr).collect());
+        let service = Server {
+            url: proxy.url(),
+            addr: proxy.addr,
+            data_dir: nodes[0].data_dir.clone(),
+            _tmp: None,
+            env: nodes[0].env.clone(),
+            nofile: None,
+            child: None,
+            log: nodes[0].log.clone(),
+            db: None,
+        };
+        Cluster {
+            nodes,
+            service,
+            proxy,
+            jwt_key,
+            db,
+        }
+    }
+
+    /// The proxy's URL: the service.
+    pub fn url(&self) -> &str {
+        &self.service.url
+    }
+
+    /// Each node's own URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|s| s.url.clone()).collect()
+    }
+
+    /// The database the nodes use, if on PostgreSQL.
+    pub fn database_url(&self) -> Option<String> {
+        self.nodes[0].env_var(DATABASE_URL)
+    }
 }

@@ -11,6 +11,7 @@ mod billing;
 mod chain;
 mod cid_cap;
 mod cli;
+mod cluster;
 mod compute;
 mod compute_crash;
 mod compute_security;

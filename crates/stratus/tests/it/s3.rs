@@ -269,10 +269,8 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// `stratus admin fsck --json` with the same target configuration.
 fn fsck(g: &Garage, s: &Server) -> (bool, Value) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["admin", "--data-dir"])
-        .arg(&s.data_dir)
-        .args(["fsck", "--json"]);
+    let mut cmd = s.admin();
+    cmd.args(["fsck", "--json"]);
     for (k, v) in g.target_env() {
         cmd.env(k, v);
     }

@@ -795,10 +795,8 @@ fn fsck_reports_and_quarantines_and_a_reupload_heals() {
     let cid = put(&s, &t, "mefs", "f.bin", bytes.clone());
     put(&s, &t, "mefs", "g.bin", data(1000, 9));
     let fsck = |repair: bool| {
-        let mut c = Command::new(BIN);
-        c.args(["admin", "--data-dir"])
-            .arg(&s.data_dir)
-            .args(["fsck", "--json"]);
+        let mut c = s.admin();
+        c.args(["fsck", "--json"]);
         if repair {
             c.arg("--repair");
         }

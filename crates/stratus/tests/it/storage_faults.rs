@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{
-    blob_files, count_entries, data, json, put, upload, Server, BIN, KEY_A, KEY_B,
-};
+use crate::harness::{blob_files, count_entries, data, json, put, upload, Server, KEY_A, KEY_B};
 
 /// Waits (generously) until `cond` holds.
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
@@ -210,30 +208,35 @@ fn a_full_disk_answers_the_storage_error_stays_healthy_and_gets_its_space_back()
     assert_eq!(st, 200, "{v}");
     let tc_token = v["token"].as_str().unwrap().to_string();
     let filler = fs.fill();
-    let nonce = s.get("/getnonce").send().unwrap().text().unwrap();
-    let addr = crate::harness::eth_address(KEY_B);
-    let sig = crate::harness::eth_sign(KEY_B, &addr, &nonce, "memo.io");
-    let (st, v) = json(s.post("/login").json(&json!({
-        "address": addr, "nonce": nonce, "domain": "memo.io", "signature": sig["sig01"],
-    })));
-    assert_eq!(st, 516, "{v}");
-    assert_eq!(v["Error"], full, "{v}");
-    let (st, v) = json(
-        s.post("/api/v1/user/register")
-            .json(&json!({"username": "13000000077", "password": "password-123"})),
-    );
-    assert_eq!(st, 507, "{v}");
-    assert_eq!(v["code"], 507);
-    assert_eq!(v["reason"], "INSUFFICIENT_STORAGE");
-    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
-    // Renewing a TwoCloud token records the new token's family.
-    let (st, v) = json(
-        s.post("/twocloud/tokens")
-            .basic_auth(&tc_token, None::<&str>),
-    );
-    assert_eq!(st, 507, "{v}");
-    assert_eq!(v["code"], 507, "{v}");
-    assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    if s.uses_pg() {
+        // The database is not on the data dir's disk: only the blob write below can fail.
+        eprintln!("under PostgreSQL: database writes on a full data dir disk are not tested");
+    } else {
+        let nonce = s.get("/getnonce").send().unwrap().text().unwrap();
+        let addr = crate::harness::eth_address(KEY_B);
+        let sig = crate::harness::eth_sign(KEY_B, &addr, &nonce, "memo.io");
+        let (st, v) = json(s.post("/login").json(&json!({
+            "address": addr, "nonce": nonce, "domain": "memo.io", "signature": sig["sig01"],
+        })));
+        assert_eq!(st, 516, "{v}");
+        assert_eq!(v["Error"], full, "{v}");
+        let (st, v) = json(
+            s.post("/api/v1/user/register")
+                .json(&json!({"username": "13000000077", "password": "password-123"})),
+        );
+        assert_eq!(st, 507, "{v}");
+        assert_eq!(v["code"], 507);
+        assert_eq!(v["reason"], "INSUFFICIENT_STORAGE");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        // Renewing a TwoCloud token records the new token's family.
+        let (st, v) = json(
+            s.post("/twocloud/tokens")
+                .basic_auth(&tc_token, None::<&str>),
+        );
+        assert_eq!(st, 507, "{v}");
+        assert_eq!(v["code"], 507, "{v}");
+        assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
     let (st, v) = upload(&s, &t, "mefs", "tiny.txt", b"hello".to_vec(), None);
     assert_eq!((st, v), (516, full.clone()));
     // Still healthy, and reads still work.
@@ -346,12 +349,7 @@ fn a_blob_truncated_during_a_download_fails_that_download_and_fsck_names_it() {
     let r = s.get(&format!("/mefs/{cid}")).send().unwrap();
     assert_ne!(r.status(), 200);
     // The integrity check names the blob.
-    let out = Command::new(BIN)
-        .args(["admin", "--data-dir"])
-        .arg(&s.data_dir)
-        .args(["fsck", "--json"])
-        .output()
-        .unwrap();
+    let out = s.admin().args(["fsck", "--json"]).output().unwrap();
     assert!(!out.status.success(), "fsck reports a problem");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let issues = report["issues"].as_array().unwrap();
