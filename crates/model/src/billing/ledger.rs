@@ -163,10 +163,13 @@ impl Ledger {
     /// purchase, deposit or sandbox it pays for).
     pub async fn post_in(&self, conn: &mut SqliteConnection, p: Posting<'_>) -> Result<Posted> {
         if p.amount == Amount::ZERO {
-            return Err(Error::invalid("amount", "must be greater than zero"));
+            return Err(Error::invalid(
+                crate::Field::Amount,
+                "must be greater than zero",
+            ));
         }
         if p.reference.is_empty() {
-            return Err(Error::invalid("reference", "must not be empty"));
+            return Err(Error::invalid(crate::Field::Reference, "must not be empty"));
         }
         let earlier: Option<Row> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM ledger WHERE reference = $1"
@@ -195,9 +198,9 @@ impl Ledger {
             None => Amount::ZERO,
         };
         let after = match p.kind {
-            EntryKind::Credit => current
-                .checked_add(p.amount)
-                .ok_or_else(|| Error::invalid("amount", "the balance would overflow"))?,
+            EntryKind::Credit => current.checked_add(p.amount).ok_or_else(|| {
+                Error::invalid(crate::Field::Amount, "the balance would overflow")
+            })?,
             EntryKind::Debit => {
                 current
                     .checked_sub(p.amount)
