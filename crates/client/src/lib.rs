@@ -13,7 +13,7 @@ use std::path::Path;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use stratus_model::wallet;
+use stratus_wallet as wallet;
 
 pub use session::{Session, SessionKind};
 

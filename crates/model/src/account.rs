@@ -68,7 +68,7 @@ pub fn validate_username(u: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(
-            "username",
+            crate::Field::Username,
             "must be 3 to 64 characters of letters, digits and . _ @ + -",
         ))
     }

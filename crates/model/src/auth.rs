@@ -417,13 +417,16 @@ impl Auth {
         let hash = self.accounts.password_hash(&caller.account.id).await?;
         if hash.is_none() {
             return Err(Error::invalid(
-                "oldPassword",
+                crate::Field::OldPassword,
                 "this account has no password",
             ));
         }
         if !self.passwords.verify(old, hash.as_deref()).await? {
             self.guard.change_failed(key, &ipk);
-            return Err(Error::invalid("oldPassword", "the old password is wrong"));
+            return Err(Error::invalid(
+                crate::Field::OldPassword,
+                "the old password is wrong",
+            ));
         }
         Passwords::validate_new(new)?;
         let new_hash = self.passwords.hash(new).await?;

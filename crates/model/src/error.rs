@@ -39,23 +39,110 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
-    /// A short English description.
+    /// A short English description, for logs and [`Error`]'s `Display`. It is not wire text:
+    /// each dialect answers its own words for each failure.
     pub fn message(self) -> &'static str {
         match self {
-            AuthFailure::MissingToken => "Token is Null",
-            AuthFailure::MalformedToken => "Invalid token payload",
-            AuthFailure::BadSignature => "Invalid token",
-            AuthFailure::Expired => "Token is expired",
-            AuthFailure::Revoked => "Token has been revoked",
-            AuthFailure::WrongTokenType => "Wrong token type",
-            AuthFailure::UnknownAccount => "Invalid token",
+            AuthFailure::MissingToken => "no token was presented",
+            AuthFailure::MalformedToken => "the token is malformed",
+            AuthFailure::BadSignature => "the token's signature does not verify",
+            AuthFailure::Expired => "the token has expired",
+            AuthFailure::Revoked => "the token has been revoked",
+            AuthFailure::WrongTokenType => "the token is of the wrong type",
+            AuthFailure::UnknownAccount => "the token names an unknown account",
             AuthFailure::BadCredentials => "wrong username or password",
-            AuthFailure::EmptyParameter => "There is an empty parameter",
-            AuthFailure::WrongDomain => "Got wrong domain",
-            AuthFailure::WrongNonce => "Got wrong nonce",
-            AuthFailure::WrongAddress => "Got wrong address",
-            AuthFailure::WrongSignature => "Got wrong signature",
+            AuthFailure::EmptyParameter => "a wallet login field is empty",
+            AuthFailure::WrongDomain => "the wallet login names another domain",
+            AuthFailure::WrongNonce => "the nonce is unknown, expired, used or foreign",
+            AuthFailure::WrongAddress => "the address is malformed or not the signer",
+            AuthFailure::WrongSignature => "the signature is malformed or does not recover",
         }
+    }
+}
+
+/// An input the core refused, named as the domain knows it. The dialects name it in their own
+/// words (a wire field path, a form field, a query parameter) when they answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// An account's username.
+    Username,
+    /// An account's new password.
+    Password,
+    /// The current password given to change it.
+    OldPassword,
+    /// A ledger amount.
+    Amount,
+    /// A ledger entry's idempotency reference.
+    Reference,
+    /// The storage package to buy.
+    Package,
+    /// How many of a package to buy.
+    Quantity,
+    /// The position to list objects after.
+    ListAfter,
+    /// A byte range of a file.
+    Range,
+    /// The file being uploaded.
+    File,
+    /// A storage target of the configuration.
+    StorageTarget,
+    /// An instance's name.
+    InstanceName,
+    /// An instance's spec.
+    Spec,
+    /// An instance's image.
+    Image,
+    /// An instance's lifetime in months.
+    Duration,
+    /// An instance's SSH public key.
+    PublicKey,
+    /// An instance's login password.
+    InstancePassword,
+    /// An instance's compose app.
+    Compose,
+    /// The port mappings of an instance, as a whole.
+    Mappings,
+    /// A port mapping's name.
+    MappingName,
+    /// A port mapping's protocol.
+    MappingProtocol,
+    /// A port mapping's port on the instance.
+    MappingPort,
+}
+
+impl Field {
+    /// The domain's name of the field (for logs and `Display`; not wire text).
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Username => "username",
+            Field::Password => "password",
+            Field::OldPassword => "old_password",
+            Field::Amount => "amount",
+            Field::Reference => "reference",
+            Field::Package => "package",
+            Field::Quantity => "quantity",
+            Field::ListAfter => "list_after",
+            Field::Range => "range",
+            Field::File => "file",
+            Field::StorageTarget => "storage_target",
+            Field::InstanceName => "instance_name",
+            Field::Spec => "spec",
+            Field::Image => "image",
+            Field::Duration => "duration",
+            Field::PublicKey => "public_key",
+            Field::InstancePassword => "instance_password",
+            Field::Compose => "compose",
+            Field::Mappings => "mappings",
+            Field::MappingName => "mapping_name",
+            Field::MappingProtocol => "mapping_protocol",
+            Field::MappingPort => "mapping_port",
+        }
+    }
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -64,10 +151,7 @@ impl AuthFailure {
 pub enum Error {
     /// Input that can never succeed; `field` names what was wrong.
     #[error("{field}: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
+    Invalid { field: Field, message: String },
     #[error("{}", .0.message())]
     Unauthenticated(AuthFailure),
     /// Authenticated, but not allowed.
@@ -99,7 +183,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(field: Field, message: impl Into<String>) -> Self {
         Error::Invalid {
             field,
             message: message.into(),

@@ -18,4 +18,4 @@ pub mod storage;
 pub mod token;
 pub mod wallet;
 
-pub use error::{AuthFailure, Error, Result};
+pub use error::{AuthFailure, Error, Field, Result};

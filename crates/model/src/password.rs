@@ -49,12 +49,15 @@ impl Passwords {
     pub fn validate_new(password: &str) -> Result<()> {
         if password.chars().count() < 8 {
             return Err(Error::invalid(
-                "password",
+                crate::Field::Password,
                 "must be at least 8 characters long",
             ));
         }
         if password.len() > MAX_PASSWORD_BYTES {
-            return Err(Error::invalid("password", "must be at most 1024 bytes"));
+            return Err(Error::invalid(
+                crate::Field::Password,
+                "must be at most 1024 bytes",
+            ));
         }
         Ok(())
     }

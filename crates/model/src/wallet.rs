@@ -1,16 +1,11 @@
 //! Ethereum wallets: addresses, EIP-55 checksums, and recovery of the signer of a login.
 //!
-//! A login signature is go-ethereum's `crypto.Sign` over
-//! `keccak256(utf8(address) ‖ utf8(nonce) ‖ utf8(domain))`: 65 bytes `r ‖ s ‖ v` with `v` in
-//! {0, 1} (27/28 accepted too). High-S signatures are refused, as go-ethereum refuses them.
-
-use alloy_primitives::Keccak256;
-use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
+//! The primitives (the login digest, signing, recovery) are `stratus-wallet`'s, shared with the
+//! client; this module adds the core's parsing and storage forms and its refusal type.
 
 use crate::AuthFailure;
 
-/// The workspace's one address type (alloy's): `Display` is the EIP-55 form put in tokens.
-pub use stratus_chain::Address;
+pub use stratus_wallet::{address_of, login_digest, sign_digest, Address};
 
 /// Parses `0x` + 40 hex digits, in any case (the checksum of mixed case is not enforced).
 pub fn parse_address(s: &str) -> Option<Address> {
@@ -20,61 +15,14 @@ pub fn parse_address(s: &str) -> Option<Address> {
 /// The lower-case `0x…` form (how addresses are stored).
 pub use stratus_chain::encoding::address_lower;
 
-/// The address of a public key.
-pub fn address_of(key: &VerifyingKey) -> Address {
-    Address::from_raw_public_key(&key.to_encoded_point(false).as_bytes()[1..])
-}
-
-/// The digest a wallet signs to log in, over the strings exactly as sent.
-pub fn login_digest(address: &str, nonce: &str, domain: &str) -> [u8; 32] {
-    let mut h = Keccak256::new();
-    for part in [address, nonce, domain] {
-        h.update(part);
-    }
-    h.finalize().0
-}
-
 /// Parses a `0x`-hex 65-byte signature and recovers its signer from `digest`.
 pub fn recover_signer(digest: &[u8; 32], signature_hex: &str) -> Result<Address, AuthFailure> {
-    let hex_part = signature_hex
-        .strip_prefix("0x")
-        .or_else(|| signature_hex.strip_prefix("0X"))
-        .ok_or(AuthFailure::WrongSignature)?;
-    if hex_part.len() != 130 {
-        return Err(AuthFailure::WrongSignature);
-    }
-    let mut raw = [0u8; 65];
-    hex::decode_to_slice(hex_part, &mut raw).map_err(|_| AuthFailure::WrongSignature)?;
-    recover_signer_bytes(digest, &raw)
+    stratus_wallet::recover_signer(digest, signature_hex).map_err(|_| AuthFailure::WrongSignature)
 }
 
 /// Recovers the signer of a 65-byte `r ‖ s ‖ v` signature.
 pub fn recover_signer_bytes(digest: &[u8; 32], raw: &[u8; 65]) -> Result<Address, AuthFailure> {
-    let v = match raw[64] {
-        v @ (0 | 1) => v,
-        v @ (27 | 28) => v - 27,
-        _ => return Err(AuthFailure::WrongSignature),
-    };
-    let sig = Signature::from_slice(&raw[..64]).map_err(|_| AuthFailure::WrongSignature)?;
-    if sig.normalize_s().is_some() {
-        // s is in the upper half of the curve order: malleable, refused.
-        return Err(AuthFailure::WrongSignature);
-    }
-    let recid = RecoveryId::from_byte(v).ok_or(AuthFailure::WrongSignature)?;
-    let key = VerifyingKey::recover_from_prehash(digest, &sig, recid)
-        .map_err(|_| AuthFailure::WrongSignature)?;
-    Ok(address_of(&key))
-}
-
-/// Signs `digest` as go-ethereum's `crypto.Sign` does (`r ‖ s ‖ v`, low-S, `v` ∈ {0,1}).
-pub fn sign_digest(key: &k256::ecdsa::SigningKey, digest: &[u8; 32]) -> [u8; 65] {
-    let (sig, recid) = key
-        .sign_prehash_recoverable(digest)
-        .expect("signing a 32-byte digest cannot fail");
-    let mut out = [0u8; 65];
-    out[..64].copy_from_slice(&sig.to_bytes());
-    out[64] = recid.to_byte();
-    out
+    stratus_wallet::recover_signer_bytes(digest, raw).map_err(|_| AuthFailure::WrongSignature)
 }
 
 #[cfg(test)]
@@ -82,7 +30,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses_of_keys() {
+    fn parsed_and_stored_forms() {
         // The first account of ganache's and hardhat's well-known test mnemonic.
         let key = k256::ecdsa::SigningKey::from_slice(
             &hex::decode("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
@@ -90,7 +38,6 @@ mod tests {
         )
         .unwrap();
         let a = address_of(key.verifying_key());
-        assert_eq!(a.to_string(), "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
         assert_eq!(
             address_lower(&a),
             "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"
@@ -106,53 +53,20 @@ mod tests {
     }
 
     #[test]
-    fn sign_then_recover_and_malleability() {
+    fn a_bad_signature_is_a_wrong_signature() {
         let key = k256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
-        let me = address_of(key.verifying_key());
-        let d = login_digest(&me.to_string(), "ab", "memo.io");
+        let d = login_digest("0x00", "ab", "memo.io");
         let sig = sign_digest(&key, &d);
-        assert_eq!(recover_signer_bytes(&d, &sig).unwrap(), me);
-        let mut v27 = sig;
-        v27[64] += 27;
-        assert_eq!(recover_signer_bytes(&d, &v27).unwrap(), me);
+        assert_eq!(
+            recover_signer_bytes(&d, &sig),
+            Ok(address_of(key.verifying_key()))
+        );
         let mut bad_v = sig;
         bad_v[64] = 2;
-        assert!(recover_signer_bytes(&d, &bad_v).is_err());
-
-        // The high-S twin (n - s, v flipped) recovers the same key mathematically; it is refused.
-        let n = hex::decode("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141")
-            .unwrap();
-        let mut s = [0u8; 32];
-        s.copy_from_slice(&sig[32..64]);
-        let high = sub_be(&n, &s);
-        let mut twin = sig;
-        twin[32..64].copy_from_slice(&high);
-        twin[64] ^= 1;
         assert_eq!(
-            recover_signer_bytes(&d, &twin),
+            recover_signer_bytes(&d, &bad_v),
             Err(AuthFailure::WrongSignature)
         );
-
-        let hexsig = format!("0x{}", hex::encode(sig));
-        assert_eq!(recover_signer(&d, &hexsig).unwrap(), me);
-        assert!(recover_signer(&d, &hexsig[..hexsig.len() - 2]).is_err());
-        assert!(recover_signer(&d, &hexsig[2..]).is_err());
-        assert!(recover_signer(&d, &hexsig.replace('a', "g")).is_err() || !hexsig.contains('a'));
-    }
-
-    fn sub_be(a: &[u8], b: &[u8; 32]) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        let mut borrow = 0i16;
-        for i in (0..32).rev() {
-            let mut d = a[i] as i16 - b[i] as i16 - borrow;
-            borrow = if d < 0 {
-                d += 256;
-                1
-            } else {
-                0
-            };
-            out[i] = d as u8;
-        }
-        out
+        assert_eq!(recover_signer(&d, "0x12"), Err(AuthFailure::WrongSignature));
     }
 }

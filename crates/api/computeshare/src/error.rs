@@ -14,7 +14,7 @@ use axum::Json;
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 use stratus_api_request::{request_id, BodyError};
-use stratus_model::{AuthFailure, Error};
+use stratus_model::{AuthFailure, Error, Field};
 
 /// An error in the ComputeShare format.
 #[derive(Debug)]
@@ -60,6 +60,36 @@ impl CsError {
     }
 }
 
+/// ComputeShare's name of a field the core refused: its path in the request body.
+fn wire_field(f: Field) -> &'static str {
+    match f {
+        Field::Username => "username",
+        Field::Password => "password",
+        Field::OldPassword => "oldPassword",
+        Field::InstanceName => "instance.name",
+        Field::Spec => "instance.specId",
+        Field::Image => "instance.imageId",
+        Field::Duration => "instance.duration",
+        Field::PublicKey => "instance.publicKey",
+        Field::InstancePassword => "instance.password",
+        Field::Compose => "instance.dockerCompose",
+        Field::Mappings => "networkMapping",
+        Field::MappingName => "networkMapping.name",
+        Field::MappingProtocol => "networkMapping.protocol",
+        Field::MappingPort => "networkMapping.computerPort",
+        // The ledger's (a sandbox's charge) go by their domain names; no ComputeShare request
+        // carries the others.
+        Field::Amount
+        | Field::Reference
+        | Field::Package
+        | Field::Quantity
+        | Field::ListAfter
+        | Field::Range
+        | Field::File
+        | Field::StorageTarget => f.name(),
+    }
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     code: u16,
@@ -97,24 +127,27 @@ impl From<AuthFailure> for CsError {
             }
             // Proving a wallet (linking): the token is fine, the proof is not.
             AuthFailure::EmptyParameter => {
-                return CsError::bad_request("INVALID_ARGUMENT", f.message())
+                return CsError::bad_request("INVALID_ARGUMENT", "There is an empty parameter")
             }
-            AuthFailure::WrongDomain
-            | AuthFailure::WrongNonce
-            | AuthFailure::WrongAddress
-            | AuthFailure::WrongSignature => {
-                return CsError::bad_request("WALLET_VERIFICATION_FAILED", f.message())
-            }
+            AuthFailure::WrongDomain => return wallet_refused("Got wrong domain"),
+            AuthFailure::WrongNonce => return wallet_refused("Got wrong nonce"),
+            AuthFailure::WrongAddress => return wallet_refused("Got wrong address"),
+            AuthFailure::WrongSignature => return wallet_refused("Got wrong signature"),
             _ => "Token is invalid",
         };
         CsError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", msg)
     }
 }
 
+/// A wallet proof that does not verify, in the words of the wallet login it comes from.
+fn wallet_refused(message: &'static str) -> CsError {
+    CsError::bad_request("WALLET_VERIFICATION_FAILED", message)
+}
+
 impl From<Error> for CsError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Invalid { field, message } => CsError::invalid(field, message),
+            Error::Invalid { field, message } => CsError::invalid(wire_field(field), message),
             Error::Unauthenticated(f) => f.into(),
             Error::Forbidden(m) => CsError::new(StatusCode::FORBIDDEN, "FORBIDDEN", m),
             Error::NotFound(what) => CsError::not_found("NOT_FOUND", format!("{what} not found")),

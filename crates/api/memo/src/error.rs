@@ -11,7 +11,7 @@ use axum::Json;
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 use stratus_api_request::{request_id, BodyError};
-use stratus_model::{AuthFailure, Error};
+use stratus_model::{AuthFailure, Error, Field};
 
 /// One row of the document's error table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,9 +166,42 @@ impl From<AuthFailure> for MemoError {
             | AuthFailure::Revoked
             | AuthFailure::WrongTokenType
             | AuthFailure::UnknownAccount => "Invalid token",
-            other => other.message(),
+            AuthFailure::BadCredentials => "wrong username or password",
+            AuthFailure::EmptyParameter => "There is an empty parameter",
+            AuthFailure::WrongDomain => "Got wrong domain",
+            AuthFailure::WrongNonce => "Got wrong nonce",
+            AuthFailure::WrongAddress => "Got wrong address",
+            AuthFailure::WrongSignature => "Got wrong signature",
         };
         MemoError::new(Kind::Authentication, text)
+    }
+}
+
+/// MEMO's name of a field the core refused: its query parameter or form field.
+fn wire_field(f: Field) -> &'static str {
+    match f {
+        Field::Package => "pkgid",
+        Field::Quantity | Field::Amount => "amount",
+        Field::Reference => "reference",
+        Field::ListAfter => "after",
+        Field::Range => "range",
+        Field::File => "file",
+        // No MEMO request carries these.
+        Field::Username
+        | Field::Password
+        | Field::OldPassword
+        | Field::StorageTarget
+        | Field::InstanceName
+        | Field::Spec
+        | Field::Image
+        | Field::Duration
+        | Field::PublicKey
+        | Field::InstancePassword
+        | Field::Compose
+        | Field::Mappings
+        | Field::MappingName
+        | Field::MappingProtocol
+        | Field::MappingPort => f.name(),
     }
 }
 
@@ -176,9 +209,10 @@ impl From<Error> for MemoError {
     fn from(e: Error) -> Self {
         match e {
             Error::Unauthenticated(f) => f.into(),
-            Error::Invalid { field, message } => {
-                MemoError::new(Kind::BadRequest, format!("{field}: {message}"))
-            }
+            Error::Invalid { field, message } => MemoError::new(
+                Kind::BadRequest,
+                format!("{}: {message}", wire_field(field)),
+            ),
             Error::Forbidden(m) => MemoError::new(Kind::Authentication, m),
             Error::NotFound(what) => MemoError::new(Kind::NotFound, format!("{what} not found")),
             Error::Conflict(m) => MemoError::new(Kind::BadRequest, m),

@@ -19,7 +19,7 @@ use stratus_api_request::request_id;
 use stratus_app::App;
 use stratus_model::auth::PasswordDialect;
 use stratus_model::token::basic_credentials;
-use stratus_model::{AuthFailure, Error};
+use stratus_model::{AuthFailure, Error, Field};
 
 /// An error in the TwoCloud format.
 #[derive(Debug)]
@@ -62,14 +62,14 @@ impl IntoResponse for TcError {
 impl From<Error> for TcError {
     fn from(e: Error) -> Self {
         let (status, msg, retry_after) = match e {
-            Error::Unauthenticated(AuthFailure::BadCredentials) => (
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized Access: wrong username or password".to_string(),
-                None,
-            ),
             Error::Unauthenticated(f) => (
                 StatusCode::UNAUTHORIZED,
-                format!("Unauthorized Access: {}", f.message()),
+                format!("Unauthorized Access: {}", auth_text(f)),
+                None,
+            ),
+            Error::Invalid { field, message } => (
+                StatusCode::BAD_REQUEST,
+                format!("{}: {message}", wire_field(field)),
                 None,
             ),
             Error::RateLimited { retry_after_secs } => (
@@ -109,6 +109,35 @@ impl From<Error> for TcError {
             msg,
             retry_after,
         }
+    }
+}
+
+/// TwoCloud's text for a refused credential (after `Unauthorized Access: `).
+fn auth_text(f: AuthFailure) -> &'static str {
+    match f {
+        AuthFailure::MissingToken => "Token is Null",
+        AuthFailure::MalformedToken => "Invalid token payload",
+        AuthFailure::BadSignature | AuthFailure::UnknownAccount => "Invalid token",
+        AuthFailure::Expired => "Token is expired",
+        AuthFailure::Revoked => "Token has been revoked",
+        AuthFailure::WrongTokenType => "Wrong token type",
+        AuthFailure::BadCredentials => "wrong username or password",
+        // TwoCloud has no wallet login; these keep the texts of the wallet logins.
+        AuthFailure::EmptyParameter => "There is an empty parameter",
+        AuthFailure::WrongDomain => "Got wrong domain",
+        AuthFailure::WrongNonce => "Got wrong nonce",
+        AuthFailure::WrongAddress => "Got wrong address",
+        AuthFailure::WrongSignature => "Got wrong signature",
+    }
+}
+
+/// TwoCloud's name of a field the core refused: the credential fields are its own, the rest
+/// (no TwoCloud request carries them) go by their domain names.
+fn wire_field(f: Field) -> &'static str {
+    match f {
+        Field::Username => "username",
+        Field::Password => "password",
+        other => other.name(),
     }
 }
 

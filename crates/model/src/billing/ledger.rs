@@ -167,10 +167,13 @@ impl Ledger {
     /// purchase, deposit or sandbox it pays for).
     pub async fn post_in(&self, conn: &mut Conn, p: Posting<'_>) -> Result<Posted> {
         if p.amount == Amount::ZERO {
-            return Err(Error::invalid("amount", "must be greater than zero"));
+            return Err(Error::invalid(
+                crate::Field::Amount,
+                "must be greater than zero",
+            ));
         }
         if p.reference.is_empty() {
-            return Err(Error::invalid("reference", "must not be empty"));
+            return Err(Error::invalid(crate::Field::Reference, "must not be empty"));
         }
         // Every posting of this account waits here for the one before it to commit.
         self.db.lock_account(conn, p.account_id).await?;
@@ -201,9 +204,9 @@ impl Ledger {
             None => (1, Amount::ZERO),
         };
         let after = match p.kind {
-            EntryKind::Credit => current
-                .checked_add(p.amount)
-                .ok_or_else(|| Error::invalid("amount", "the balance would overflow"))?,
+            EntryKind::Credit => current.checked_add(p.amount).ok_or_else(|| {
+                Error::invalid(crate::Field::Amount, "the balance would overflow")
+            })?,
             EntryKind::Debit => {
                 current
                     .checked_sub(p.amount)

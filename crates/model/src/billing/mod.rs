@@ -92,13 +92,15 @@ impl Billing {
             .packages
             .iter()
             .find(|p| p.id == package_id)
-            .ok_or_else(|| Error::invalid("pkgid", format!("no package {package_id}")))?;
+            .ok_or_else(|| {
+                Error::invalid(crate::Field::Package, format!("no package {package_id}"))
+            })?;
         if quantity <= 0 {
-            return Err(Error::invalid("amount", "must be at least 1"));
+            return Err(Error::invalid(crate::Field::Quantity, "must be at least 1"));
         }
         if quantity as u64 > self.cfg.max_purchase_amount {
             return Err(Error::invalid(
-                "amount",
+                crate::Field::Quantity,
                 format!("at most {} at once", self.cfg.max_purchase_amount),
             ));
         }
@@ -106,12 +108,12 @@ impl Billing {
         let price = pkg
             .price
             .checked_mul(q as u128)
-            .ok_or_else(|| Error::invalid("amount", "the price overflows"))?;
+            .ok_or_else(|| Error::invalid(crate::Field::Quantity, "the price overflows"))?;
         let bytes = pkg
             .bytes
             .checked_mul(q)
             .filter(|b| *b <= i64::MAX as u64)
-            .ok_or_else(|| Error::invalid("amount", "too much space at once"))?;
+            .ok_or_else(|| Error::invalid(crate::Field::Quantity, "too much space at once"))?;
         let now = self.clock.now_ms();
         let ends = now.saturating_add((pkg.days as i64).saturating_mul(DAY_MS));
         let reference = format!("purchase:{}", uuid::Uuid::new_v4());

@@ -28,20 +28,20 @@ impl MappingRequest {
     pub fn validate(&self, app: &ComposeApp) -> Result<()> {
         if self.name.chars().count() > 64 || self.name.chars().any(char::is_control) {
             return Err(Error::invalid(
-                "networkMapping.name",
+                crate::Field::MappingName,
                 "at most 64 printable characters",
             ));
         }
         if !(self.protocol.is_empty() || self.protocol.eq_ignore_ascii_case("tcp")) {
             return Err(Error::invalid(
-                "networkMapping.protocol",
+                crate::Field::MappingProtocol,
                 "only TCP is supported",
             ));
         }
         let port = u16::try_from(self.computer_port)
             .ok()
             .filter(|p| *p > 0)
-            .ok_or_else(|| Error::invalid("networkMapping.computerPort", "must be 1 to 65535"))?;
+            .ok_or_else(|| Error::invalid(crate::Field::MappingPort, "must be 1 to 65535"))?;
         if app.resolve_port(port).is_none() {
             let published: Vec<String> = app
                 .published_ports()
@@ -49,7 +49,7 @@ impl MappingRequest {
                 .map(|p| p.machine_port().to_string())
                 .collect();
             return Err(Error::invalid(
-                "networkMapping.computerPort",
+                crate::Field::MappingPort,
                 format!(
                     "port {port} is not published by the compose file (ports: [{}])",
                     published.join(", ")

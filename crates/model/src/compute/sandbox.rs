@@ -31,7 +31,7 @@ const MAX_MONTHS: i64 = 36;
 fn validate_name(name: &str) -> Result<()> {
     if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
         return Err(Error::invalid(
-            "instance.name",
+            crate::Field::InstanceName,
             "must be 1 to 64 printable characters",
         ));
     }
@@ -58,41 +58,44 @@ impl Compute {
             .specs
             .iter()
             .find(|s| s.id == req.spec_id)
-            .ok_or_else(|| Error::invalid("instance.specId", format!("no spec {}", req.spec_id)))?
+            .ok_or_else(|| Error::invalid(crate::Field::Spec, format!("no spec {}", req.spec_id)))?
             .clone();
         if !cfg.images.iter().any(|i| i.id == req.image_id) {
             return Err(Error::invalid(
-                "instance.imageId",
+                crate::Field::Image,
                 format!("no image {}", req.image_id),
             ));
         }
         if !(1..=MAX_MONTHS).contains(&req.duration_months) {
             return Err(Error::invalid(
-                "instance.duration",
+                crate::Field::Duration,
                 format!("must be 1 to {MAX_MONTHS} months"),
             ));
         }
         if let Some(pk) = &req.public_key {
             if pk.len() > 16 * 1024 || pk.trim().contains('\n') {
                 return Err(Error::invalid(
-                    "instance.publicKey",
+                    crate::Field::PublicKey,
                     "must be one OpenSSH public key line",
                 ));
             }
         }
         if let Some(pw) = &req.password {
             if pw.len() > 1024 {
-                return Err(Error::invalid("instance.password", "at most 1024 bytes"));
+                return Err(Error::invalid(
+                    crate::Field::InstancePassword,
+                    "at most 1024 bytes",
+                ));
             }
         }
         let app =
             ComposeApp::parse(&req.compose, &self.inner.policy).map_err(|e| Error::Invalid {
-                field: "instance.dockerCompose",
+                field: crate::Field::Compose,
                 message: e.to_string(),
             })?;
         if req.mappings.len() > cfg.max_mappings_per_instance as usize {
             return Err(Error::invalid(
-                "networkMapping",
+                crate::Field::Mappings,
                 format!(
                     "at most {} mappings per instance",
                     cfg.max_mappings_per_instance
@@ -106,7 +109,7 @@ impl Compute {
         let price = spec
             .price
             .checked_mul(req.duration_months as u128)
-            .ok_or_else(|| Error::invalid("instance.duration", "the price overflows"))?;
+            .ok_or_else(|| Error::invalid(crate::Field::Duration, "the price overflows"))?;
         let password_hash = req
             .password
             .as_deref()

@@ -90,7 +90,7 @@ impl Storage {
         for (name, t) in &cfg.targets {
             let store = stratus_block::open(&t.backend, data_dir).map_err(|e| match e {
                 stratus_block::BlobError::Config(m) => {
-                    Error::invalid("storage", format!("target {name}: {m}"))
+                    Error::invalid(crate::Field::StorageTarget, format!("target {name}: {m}"))
                 }
                 e => Error::Internal(format!("storage target {name}: {e}")),
             })?;

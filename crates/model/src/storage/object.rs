@@ -64,7 +64,7 @@ impl Storage {
             None | Some("") => 0,
             Some(pos) if pos.bytes().all(|b| b.is_ascii_digit()) => pos
                 .parse::<i64>()
-                .map_err(|_| Error::invalid("after", "position out of range"))?,
+                .map_err(|_| Error::invalid(crate::Field::ListAfter, "position out of range"))?,
             Some(cid) => {
                 let row: Option<(Option<i64>,)> = sqlx::query_as(
                     "SELECT MAX(id) FROM objects WHERE account_id = $1 AND target = $2 AND cid = $3",
@@ -75,7 +75,10 @@ impl Storage {
                 .fetch_optional(self.db.r())
                 .await?;
                 row.and_then(|r| r.0).ok_or_else(|| {
-                    Error::invalid("after", format!("no object {cid} to list after"))
+                    Error::invalid(
+                        crate::Field::ListAfter,
+                        format!("no object {cid} to list after"),
+                    )
                 })?
             }
         };

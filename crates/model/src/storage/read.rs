@@ -203,7 +203,7 @@ impl Storage {
     /// Streams `range` (relative to the block's file bytes) of the file bytes a block covers.
     pub async fn read_file(&self, r: &Resolved, range: Range<u64>) -> Result<ByteStream> {
         if range.end > r.len || range.start > range.end {
-            return Err(Error::invalid("range", "outside the file"));
+            return Err(Error::invalid(crate::Field::Range, "outside the file"));
         }
         let abs = r.offset + range.start..r.offset + range.end;
         if abs.is_empty() {

@@ -170,7 +170,7 @@ fn worker(
             // The upload was abandoned: dropping `staging` removes what it wrote.
             None => {
                 return Err(Error::Invalid {
-                    field: "file",
+                    field: crate::Field::File,
                     message: "upload abandoned".into(),
                 })
             }
@@ -457,7 +457,7 @@ impl Upload {
         }
         if self.max_upload > 0 && self.received > self.max_upload {
             return Err(Error::invalid(
-                "file",
+                crate::Field::File,
                 format!("larger than the {} byte upload limit", self.max_upload),
             ));
         }
