@@ -43,21 +43,24 @@ impl Account {
     }
 }
 
-type Row = (String, Option<String>, Option<String>, bool, i64, i64);
+/// `has_password` is an integer (0/1): the `Any` driver decodes a boolean only from a boolean
+/// column, which SQLite does not have.
+type Row = (String, Option<String>, Option<String>, i64, i64, i64);
 
 fn from_row((id, username, wallet, has_password, nbf, created): Row) -> Account {
     Account {
         id,
         username,
         wallet: wallet.as_deref().and_then(parse_address),
-        has_password,
+        has_password: has_password != 0,
         tokens_not_before: nbf,
         created_at: created,
     }
 }
 
 const COLUMNS: &str =
-    "id, username, wallet_address, password_hash IS NOT NULL, tokens_not_before, created_at";
+    "id, username, wallet_address, CASE WHEN password_hash IS NULL THEN 0 ELSE 1 END, \
+     tokens_not_before, created_at";
 
 /// Checks a username's shape: 3–64 characters of letters, digits and `._@+-`.
 pub fn validate_username(u: &str) -> Result<()> {
@@ -224,7 +227,7 @@ impl Accounts {
             String,
             Option<String>,
             Option<String>,
-            bool,
+            i64,
             i64,
             i64,
             Option<String>,
