@@ -86,6 +86,7 @@ CREATE FUNCTION ledger_append() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     prev_seq     BIGINT;
     prev_balance NUMERIC;
+    delta        NUMERIC;
 BEGIN
     SELECT seq, balance_after::numeric INTO prev_seq, prev_balance
       FROM ledger WHERE account_id = NEW.account_id ORDER BY seq DESC LIMIT 1;
@@ -97,8 +98,11 @@ BEGIN
         RAISE EXCEPTION 'ledger: seq % does not follow % for account %', NEW.seq, prev_seq,
             NEW.account_id USING ERRCODE = 'unique_violation';
     END IF;
-    IF NEW.balance_after::numeric <> prev_balance
-        + CASE NEW.kind WHEN 'credit' THEN NEW.amount::numeric ELSE -NEW.amount::numeric END THEN
+    delta := NEW.amount::numeric;
+    IF NEW.kind = 'debit' THEN
+        delta := -delta;
+    END IF;
+    IF NEW.balance_after::numeric <> prev_balance + delta THEN
         RAISE EXCEPTION 'ledger: balance % does not follow % for account %', NEW.balance_after,
             prev_balance, NEW.account_id USING ERRCODE = 'check_violation';
     END IF;
