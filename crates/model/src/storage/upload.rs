@@ -11,7 +11,6 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
 use bytes::Bytes;
-use sqlx::QueryBuilder;
 use stratus_block::Staging;
 use stratus_unixfs::{Cid, DagPbNode, Event, Importer, LeafFormat, Profile};
 use tokio::sync::mpsc;
@@ -382,20 +381,40 @@ impl Storage {
             });
             while let Some(batch) = brx.recv().await {
                 let batch = batch?;
-                let mut q = QueryBuilder::new(
-                    "INSERT INTO blocks (backend, root, cid, kind, file_offset, file_len, data) ",
+                // `$n` placeholders written out: sqlx's QueryBuilder writes `?` for the Any
+                // driver, which PostgreSQL does not take.
+                let mut sql = String::from(
+                    "INSERT INTO blocks (backend, root, cid, kind, file_offset, file_len, data) VALUES ",
                 );
-                q.push_values(batch, |mut b, r| {
-                    b.push_bind(backend)
-                        .push_bind(cid)
-                        .push_bind(r.cid)
-                        .push_bind(r.kind as i16)
-                        .push_bind(r.offset as i64)
-                        .push_bind(r.len as i64)
-                        .push_bind(r.data);
-                });
-                q.push(" ON CONFLICT (backend, root, cid) DO NOTHING");
-                q.build().execute(&mut *tx).await?;
+                for i in 0..batch.len() {
+                    let n = i * 7;
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        n + 1,
+                        n + 2,
+                        n + 3,
+                        n + 4,
+                        n + 5,
+                        n + 6,
+                        n + 7
+                    ));
+                }
+                sql.push_str(" ON CONFLICT (backend, root, cid) DO NOTHING");
+                let mut q = sqlx::query(&sql);
+                for r in batch {
+                    q = q
+                        .bind(backend)
+                        .bind(cid)
+                        .bind(r.cid)
+                        .bind(r.kind as i16)
+                        .bind(r.offset as i64)
+                        .bind(r.len as i64)
+                        .bind(r.data);
+                }
+                q.execute(&mut *tx).await?;
             }
             reader.await.map_err(Error::internal)?;
             sqlx::query("UPDATE blobs SET state = 'live' WHERE backend = $1 AND cid = $2")
