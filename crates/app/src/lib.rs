@@ -170,11 +170,7 @@ impl App {
         let actions = {
             let compute = self.compute.clone();
             let stop = shutdown.clone();
-            tokio::spawn(async move {
-                compute
-                    .run_actions(Duration::from_millis(250), stop)
-                    .await
-            })
+            tokio::spawn(async move { compute.run_actions(Duration::from_millis(250), stop).await })
         };
         let nonce_every = Duration::from_secs(self.config.auth.nonce_ttl.clamp(1, 10));
         let mut nonce_tick = tokio::time::interval(nonce_every);
@@ -265,7 +261,10 @@ impl App {
                     if *shutdown.borrow() {
                         return Ok(());
                     }
-                    tracing::warn!(lease = WATCHER_LEASE, "chain watcher stopped: the lease was lost");
+                    tracing::warn!(
+                        lease = WATCHER_LEASE,
+                        "chain watcher stopped: the lease was lost"
+                    );
                 }
             }
             .await;

@@ -128,7 +128,8 @@ impl Compute {
             "restart" => Op::Restart,
             "delete" => Op::Delete,
             "create_mapping" | "delete_mapping" => {
-                let v: serde_json::Value = serde_json::from_str(payload).map_err(Error::internal)?;
+                let v: serde_json::Value =
+                    serde_json::from_str(payload).map_err(Error::internal)?;
                 let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
                 let account_id = s("account_id");
                 if action == "delete_mapping" {

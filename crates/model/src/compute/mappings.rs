@@ -73,24 +73,23 @@ impl Compute {
         id: Option<String>,
     ) -> Result<Mapping> {
         let cfg = &self.inner.cfg;
-        let used: HashSet<u16> =
-            sqlx::query_as::<_, (i64,)>(
-                "SELECT server_port FROM mappings WHERE server_ip = $1 AND host = $2",
-            )
-            .bind(&cfg.server_ip)
-            .bind(&self.inner.host)
-                .fetch_all(self.inner.db.w())
-                .await?
-                .into_iter()
-                .map(|r| r.0 as u16)
-                .chain(
-                    self.inner
-                        .gateway
-                        .mappings()
-                        .iter()
-                        .filter_map(|m| self.inner.gateway.local_addr(m).map(|a| a.port())),
-                )
-                .collect();
+        let used: HashSet<u16> = sqlx::query_as::<_, (i64,)>(
+            "SELECT server_port FROM mappings WHERE server_ip = $1 AND host = $2",
+        )
+        .bind(&cfg.server_ip)
+        .bind(&self.inner.host)
+        .fetch_all(self.inner.db.w())
+        .await?
+        .into_iter()
+        .map(|r| r.0 as u16)
+        .chain(
+            self.inner
+                .gateway
+                .mappings()
+                .iter()
+                .filter_map(|m| self.inner.gateway.local_addr(m).map(|a| a.port())),
+        )
+        .collect();
         let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let port = req.computer_port as u16;
         for candidate in cfg.port_min..=cfg.port_max {
@@ -142,11 +141,7 @@ impl Compute {
         ))
     }
 
-    pub(super) async fn insert_mapping(
-        &self,
-        conn: &mut Conn,
-        m: &Mapping,
-    ) -> Result<()> {
+    pub(super) async fn insert_mapping(&self, conn: &mut Conn, m: &Mapping) -> Result<()> {
         sqlx::query(
             "INSERT INTO mappings (id, instance_id, account_id, name, protocol, computer_port, server_ip, server_port, created_at, host) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",

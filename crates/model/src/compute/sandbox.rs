@@ -123,7 +123,10 @@ impl Compute {
         let _ports = self.inner.ports.lock().await;
         let mut opened: Vec<Mapping> = Vec::new();
         for m in &req.mappings {
-            match self.open_new_mapping(&rt, account_id, &id, m, now, None).await {
+            match self
+                .open_new_mapping(&rt, account_id, &id, m, now, None)
+                .await
+            {
                 Ok(mapping) => opened.push(mapping),
                 Err(e) => {
                     self.close_listeners(&opened).await;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    b64, docker, eth_address, json, require_docker, Cluster, Ganache, Server, ServerBuilder,
-    KEY_A, SPEC1_PRICE, TEST_IMAGE,
+    b64, docker, eth_address, json, require_docker, Cluster, Ganache, Server, ServerBuilder, KEY_A,
+    SPEC1_PRICE, TEST_IMAGE,
 };
 
 const WEB: &str = "services:
@@ -138,7 +138,11 @@ fn a_sandbox_created_through_a_is_controlled_through_b() {
     c.nodes[1].restart();
     std::thread::sleep(Duration::from_secs(3));
     let i = status(&c.nodes[0], &t, &id);
-    assert_eq!((i["status"].as_i64(), &i["statusReason"]), (Some(4), &json!("")), "{i}");
+    assert_eq!(
+        (i["status"].as_i64(), &i["statusReason"]),
+        (Some(4), &json!("")),
+        "{i}"
+    );
     assert_eq!(container_state(&id), "exited");
 
     // Start through B.
@@ -159,13 +163,20 @@ fn a_sandbox_created_through_a_is_controlled_through_b() {
     );
     assert_eq!(st, 200, "{v}");
     let port = v["data"]["serverPort"].as_u64().unwrap() as u16;
-    let a_min: u16 = c.nodes[0].env_var("STRATUS_COMPUTE__PORT_MIN").unwrap().parse().unwrap();
+    let a_min: u16 = c.nodes[0]
+        .env_var("STRATUS_COMPUTE__PORT_MIN")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(
         (a_min..a_min + 40).contains(&port) && Some(port as u64) != first,
         "A's next free port: {port} (first {first:?}, A from {a_min})"
     );
     let mid = v["data"]["id"].as_str().unwrap().to_string();
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(), "A listens");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "A listens"
+    );
     let (st, v) = json(
         c.nodes[1]
             .delete(&format!("/api/v1/network-mappings/{mid}"))
@@ -235,8 +246,10 @@ fn sigkill_of_the_watcher_node_moves_the_watcher_without_double_credit() {
     };
     let (_, t, _) = c.nodes[0].wallet_login(KEY_A);
     let pay = |wei: u128| {
-        g.send(json!({"from": eth_address(KEY_A), "to": eth_address(KEY_DEPOSIT),
-                      "value": format!("0x{wei:x}")}));
+        g.send(
+            json!({"from": eth_address(KEY_A), "to": eth_address(KEY_DEPOSIT),
+                      "value": format!("0x{wei:x}")}),
+        );
         g.mine(2);
     };
     pay(ETHER);
@@ -263,10 +276,12 @@ fn sigkill_of_the_watcher_node_moves_the_watcher_without_double_credit() {
     // nothing again.
     c.nodes[dead].restart();
     std::thread::sleep(Duration::from_secs(3));
-    assert!(!runs_watcher(&c.nodes[dead]) || {
-        // Its log from before the kill says it ran the watcher then; it must not now.
-        let log = std::fs::read_to_string(&c.nodes[dead].log).unwrap_or_default();
-        log.matches("chain watcher started on this node").count() == 1
-    });
+    assert!(
+        !runs_watcher(&c.nodes[dead]) || {
+            // Its log from before the kill says it ran the watcher then; it must not now.
+            let log = std::fs::read_to_string(&c.nodes[dead].log).unwrap_or_default();
+            log.matches("chain watcher started on this node").count() == 1
+        }
+    );
     assert_eq!(balance(&c.nodes[dead], &t), 3 * ETHER);
 }
