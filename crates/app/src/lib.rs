@@ -21,6 +21,12 @@ use stratus_model::token::{TokenKey, Tokens};
 use stratus_model::{Error, Result};
 use tokio::sync::watch;
 
+/// The lease under which the chain watcher runs (one node at a time).
+pub const WATCHER_LEASE: &str = "chain-watcher";
+/// Leases live this long without renewal: another node takes over within `LEASE_TTL` plus one
+/// renewal period of its own.
+const LEASE_TTL: Duration = Duration::from_secs(10);
+
 /// Opens the metadata database the configuration names (`database.url`, else the embedded
 /// SQLite file in the data directory).
 pub async fn open_database(config: &Config) -> Result<Db> {
@@ -50,6 +56,8 @@ pub struct App {
     pub billing: Billing,
     pub deposits: ChainDeposits,
     pub compute: Compute,
+    /// This node's id (the server id kept in the data dir): the holder of its leases.
+    pub node_id: String,
     /// What `/metrics` asks for on the public listener.
     pub operator_token: String,
 }
@@ -106,10 +114,13 @@ impl App {
             billing::allowance(&billing),
         )?;
         let deposits = ChainDeposits::new(db.clone(), clock.clone());
+        let node_id = load_or_create_server_id(&config.data_dir).map_err(Error::internal)?;
         let mut compute_cfg = config.compute.clone();
         if compute_cfg.owner.is_none() {
-            compute_cfg.owner =
-                Some(load_or_create_server_id(&config.data_dir).map_err(Error::internal)?);
+            compute_cfg.owner = Some(node_id.clone());
+        }
+        if compute_cfg.host.as_deref().is_none_or(str::is_empty) {
+            compute_cfg.host = Some(node_id.clone());
         }
         let compute = Compute::new(db.clone(), clock.clone(), compute_cfg, billing.clone())?;
         Ok(Arc::new(App {
@@ -121,6 +132,7 @@ impl App {
             billing,
             deposits,
             compute,
+            node_id,
             operator_token,
         }))
     }
@@ -154,6 +166,12 @@ impl App {
             let stop = shutdown.clone();
             tokio::spawn(async move { compute.run_sweeper(Duration::from_secs(2), stop).await })
         };
+        // Actions other nodes recorded for this node's compute host.
+        let actions = {
+            let compute = self.compute.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move { compute.run_actions(Duration::from_millis(250), stop).await })
+        };
         let nonce_every = Duration::from_secs(self.config.auth.nonce_ttl.clamp(1, 10));
         let mut nonce_tick = tokio::time::interval(nonce_every);
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -172,6 +190,7 @@ impl App {
             }
         }
         let _ = sweeper.await;
+        let _ = actions.await;
         if let Some(w) = watcher {
             match w.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "chain watcher stopped"),
@@ -181,9 +200,12 @@ impl App {
         }
     }
 
+    /// Starts the chain watcher (when configured) under the lease `chain-watcher`: it runs on
+    /// the one node that holds the lease, stops when the lease is lost (its store refuses every
+    /// write from then on), and another node takes over once the lease has expired.
     fn start_watcher(
         &self,
-        shutdown: watch::Receiver<bool>,
+        mut shutdown: watch::Receiver<bool>,
     ) -> Option<tokio::task::JoinHandle<Result<(), stratus_chain::WatchError>>> {
         let cfg = match stratus_chain::WatcherConfig::from_chain_config(&self.config.chain) {
             Ok(Some(c)) => c,
@@ -193,16 +215,62 @@ impl App {
                 return None;
             }
         };
-        match stratus_chain::Watcher::new(cfg, Arc::new(self.deposits.clone())) {
-            Ok(w) => {
-                tracing::info!("chain watcher started");
-                Some(w.spawn(shutdown))
+        let lease = stratus_store::Leadership::spawn(
+            self.db.clone(),
+            WATCHER_LEASE,
+            &self.node_id,
+            LEASE_TTL,
+        );
+        let store = Arc::new(self.deposits.under_lease(lease.clone()));
+        Some(tokio::spawn(async move {
+            let result = async {
+                loop {
+                    // Wait for the lease.
+                    while !lease.is_held() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                            _ = shutdown.changed() => return Ok(()),
+                        }
+                        if *shutdown.borrow() {
+                            return Ok(());
+                        }
+                    }
+                    let w = stratus_chain::Watcher::new(cfg.clone(), store.clone())?;
+                    tracing::info!(lease = WATCHER_LEASE, "chain watcher started on this node");
+                    // Stops the watcher on shutdown or as soon as the lease is lost.
+                    let (stop_tx, stop_rx) = watch::channel(false);
+                    let monitor = {
+                        let lease = lease.clone();
+                        let mut shutdown = shutdown.clone();
+                        tokio::spawn(async move {
+                            loop {
+                                tokio::select! {
+                                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                                    _ = shutdown.changed() => {}
+                                }
+                                if *shutdown.borrow() || !lease.is_held() {
+                                    let _ = stop_tx.send(true);
+                                    return;
+                                }
+                            }
+                        })
+                    };
+                    let r = w.run(stop_rx).await;
+                    monitor.abort();
+                    r?;
+                    if *shutdown.borrow() {
+                        return Ok(());
+                    }
+                    tracing::warn!(
+                        lease = WATCHER_LEASE,
+                        "chain watcher stopped: the lease was lost"
+                    );
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "chain watcher not started");
-                None
-            }
-        }
+            .await;
+            lease.release();
+            result
+        }))
     }
 
     /// Closes the database.

@@ -441,6 +441,12 @@ pub struct ComputeConfig {
     /// dir, so servers sharing an engine never touch each other's instances.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The compute host this node runs instances on (recorded with every instance and
+    /// mapping); by default the server id kept in the data dir. Nodes sharing one database
+    /// act only on their own host's instances and perform the actions other nodes record
+    /// for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub specs: Vec<SpecConfig>,
     pub images: Vec<ImageConfig>,
     /// Public IP reported as `serverIp`.
@@ -490,6 +496,7 @@ impl Default for ComputeConfig {
             runtime: "docker".to_string(),
             docker_host: None,
             owner: None,
+            host: None,
             specs: vec![
                 SpecConfig {
                     id: 1,

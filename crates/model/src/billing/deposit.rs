@@ -5,7 +5,8 @@
 //! `deposit:<reference>`); otherwise it waits, recorded, until the wallet is linked
 //! ([`super::Billing::link_wallet`] credits it then). The cursor moves in the same transaction
 //! as the deposits it covers, so a restart resumes exactly where the last commit ended and a
-//! transfer seen twice changes nothing.
+//! transfer seen twice changes nothing. The cursor only moves forward (compare-and-set), and
+//! with several nodes only the holder of the `chain-watcher` lease writes.
 
 use crate::db::Conn;
 use stratus_chain::{async_trait, Anomaly, Deposit, DepositStore, StoreError};
@@ -79,6 +80,9 @@ pub struct ChainDeposits {
     db: Db,
     clock: SharedClock,
     ledger: Ledger,
+    /// When set, every write requires this node to hold the lease (`chain-watcher`): a watcher
+    /// that lost it stops before its next write.
+    leadership: Option<stratus_store::Leadership>,
 }
 
 impl ChainDeposits {
@@ -87,6 +91,26 @@ impl ChainDeposits {
             ledger: Ledger::new(db.clone(), clock.clone()),
             db,
             clock,
+            leadership: None,
+        }
+    }
+
+    /// The same store, writing only while `lease` is held by this node.
+    pub fn under_lease(&self, lease: stratus_store::Leadership) -> Self {
+        ChainDeposits {
+            leadership: Some(lease),
+            ..self.clone()
+        }
+    }
+
+    /// Refuses a write when the lease this store requires is not held (any more).
+    fn check_lease(&self) -> Result<()> {
+        match &self.leadership {
+            Some(l) if !l.is_held() => Err(crate::Error::Conflict(format!(
+                "this node does not hold the lease {:?}: not writing",
+                l.name()
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -120,8 +144,25 @@ impl ChainDeposits {
     }
 
     async fn commit_impl(&self, block: u64, deposits: &[Deposit]) -> Result<()> {
+        self.check_lease()?;
         let now = self.clock.now_ms();
         let mut tx = self.db.w().begin().await?;
+        // The cursor only moves forward (compare-and-set, first: on PostgreSQL its row lock
+        // serializes two watchers, and the second one finds the cursor moved and stops here).
+        let moved = sqlx::query(
+            "INSERT INTO chain_cursor (id, block) VALUES (1, $1) ON CONFLICT (id) DO UPDATE \
+             SET block = excluded.block WHERE chain_cursor.block < excluded.block",
+        )
+        .bind(block as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            tx.rollback().await?;
+            return Err(crate::Error::Conflict(format!(
+                "the chain cursor is already at or past block {block} (another watcher?)"
+            )));
+        }
         for d in deposits {
             let from = address_lower(&d.from);
             let inserted = sqlx::query(
@@ -173,12 +214,6 @@ impl ChainDeposits {
                 }
             }
         }
-        sqlx::query(
-            "INSERT INTO chain_cursor (id, block) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET block = excluded.block",
-        )
-        .bind(block as i64)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -201,6 +236,7 @@ impl DepositStore for ChainDeposits {
     }
 
     async fn record_anomalies(&self, anomalies: &[Anomaly]) -> std::result::Result<(), StoreError> {
+        self.check_lease().map_err(StoreError::new)?;
         let now = self.clock.now_ms();
         for a in anomalies {
             tracing::warn!(reference = %a.reference, kind = ?a.kind, "chain anomaly");

@@ -70,24 +70,27 @@ impl Compute {
         instance_id: &str,
         req: &MappingRequest,
         now: i64,
+        id: Option<String>,
     ) -> Result<Mapping> {
         let cfg = &self.inner.cfg;
-        let used: HashSet<u16> =
-            sqlx::query_as::<_, (i64,)>("SELECT server_port FROM mappings WHERE server_ip = $1")
-                .bind(&cfg.server_ip)
-                .fetch_all(self.inner.db.w())
-                .await?
-                .into_iter()
-                .map(|r| r.0 as u16)
-                .chain(
-                    self.inner
-                        .gateway
-                        .mappings()
-                        .iter()
-                        .filter_map(|m| self.inner.gateway.local_addr(m).map(|a| a.port())),
-                )
-                .collect();
-        let id = uuid::Uuid::new_v4().to_string();
+        let used: HashSet<u16> = sqlx::query_as::<_, (i64,)>(
+            "SELECT server_port FROM mappings WHERE server_ip = $1 AND host = $2",
+        )
+        .bind(&cfg.server_ip)
+        .bind(&self.inner.host)
+        .fetch_all(self.inner.db.w())
+        .await?
+        .into_iter()
+        .map(|r| r.0 as u16)
+        .chain(
+            self.inner
+                .gateway
+                .mappings()
+                .iter()
+                .filter_map(|m| self.inner.gateway.local_addr(m).map(|a| a.port())),
+        )
+        .collect();
+        let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let port = req.computer_port as u16;
         for candidate in cfg.port_min..=cfg.port_max {
             if used.contains(&candidate) {
@@ -138,14 +141,10 @@ impl Compute {
         ))
     }
 
-    pub(super) async fn insert_mapping(
-        &self,
-        conn: &mut Conn,
-        m: &Mapping,
-    ) -> Result<()> {
+    pub(super) async fn insert_mapping(&self, conn: &mut Conn, m: &Mapping) -> Result<()> {
         sqlx::query(
-            "INSERT INTO mappings (id, instance_id, account_id, name, protocol, computer_port, server_ip, server_port, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO mappings (id, instance_id, account_id, name, protocol, computer_port, server_ip, server_port, created_at, host) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&m.id)
         .bind(&m.instance_id)
@@ -156,6 +155,7 @@ impl Compute {
         .bind(&m.server_ip)
         .bind(m.server_port as i64)
         .bind(m.created_at)
+        .bind(&self.inner.host)
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -269,7 +269,8 @@ impl Compute {
         Ok(())
     }
 
-    /// Adds a mapping to one of the account's instances.
+    /// Adds a mapping to one of the account's instances. For an instance of another host the
+    /// request is recorded for that host's node, and answered once it has been performed.
     pub async fn create_mapping(
         &self,
         account_id: &str,
@@ -279,6 +280,31 @@ impl Compute {
         let instance = self.instance(account_id, instance_id).await?;
         Self::mappable(&instance)?;
         req.validate(&self.app_of(instance_id).await?)?;
+        if !self.is_local(&instance) {
+            let id = uuid::Uuid::new_v4().to_string();
+            let payload = serde_json::json!({
+                "id": id,
+                "account_id": account_id,
+                "name": req.name,
+                "protocol": req.protocol,
+                "computer_port": req.computer_port,
+            });
+            self.perform_remote(&instance, "create_mapping", &payload.to_string())
+                .await?;
+            return self.mapping(account_id, &id).await;
+        }
+        self.create_mapping_local(account_id, instance_id, req, None)
+            .await
+    }
+
+    /// [`Compute::create_mapping`] on this node's host, with the mapping's id if given.
+    pub(super) async fn create_mapping_local(
+        &self,
+        account_id: &str,
+        instance_id: &str,
+        req: MappingRequest,
+        id: Option<String>,
+    ) -> Result<Mapping> {
         let rt = self.runtime().await?;
         let state = self.state_lock(instance_id);
         let _state = state.lock().await;
@@ -299,7 +325,7 @@ impl Compute {
             )));
         }
         let m = self
-            .open_new_mapping(&rt, account_id, instance_id, &req, now)
+            .open_new_mapping(&rt, account_id, instance_id, &req, now, id)
             .await?;
         let stored: Result<()> = async {
             let mut tx = self.inner.db.w().begin().await?;
@@ -369,8 +395,23 @@ impl Compute {
         self.mapping(account_id, id).await
     }
 
-    /// Removes a mapping and frees its port.
+    /// Removes a mapping and frees its port. A mapping of another host is removed by that
+    /// host's node (recorded as an action); the answer comes once it is gone.
     pub async fn delete_mapping(&self, account_id: &str, id: &str) -> Result<()> {
+        let m = self.mapping(account_id, id).await?;
+        if let Some(i) = self.instance_any(&m.instance_id).await? {
+            if !self.is_local(&i) {
+                let payload = serde_json::json!({ "id": id, "account_id": account_id });
+                return self
+                    .perform_remote(&i, "delete_mapping", &payload.to_string())
+                    .await;
+            }
+        }
+        self.delete_mapping_local(account_id, id).await
+    }
+
+    /// [`Compute::delete_mapping`] on this node's host.
+    pub(super) async fn delete_mapping_local(&self, account_id: &str, id: &str) -> Result<()> {
         let m = self.mapping(account_id, id).await?;
         let state = self.state_lock(&m.instance_id);
         let _state = state.lock().await;

@@ -19,6 +19,7 @@
 //! `Deleting` one is removed; runtime objects, resource groups, firewall elements and
 //! listeners that no live record owns are removed.
 
+mod actions;
 mod mappings;
 mod ops;
 mod reasons;
@@ -59,6 +60,8 @@ pub struct Compute {
 
 struct Inner {
     db: Db,
+    /// The compute host this node runs instances on (`compute.host`, else `compute.owner`).
+    host: String,
     clock: SharedClock,
     cfg: ComputeConfig,
     billing: Billing,
@@ -130,6 +133,12 @@ impl Compute {
         );
         Ok(Compute {
             inner: Arc::new(Inner {
+                host: cfg
+                    .host
+                    .clone()
+                    .filter(|h| !h.is_empty())
+                    .or_else(|| cfg.owner.clone())
+                    .unwrap_or_default(),
                 policy: Policy::from_config(&cfg),
                 db,
                 clock,
@@ -151,6 +160,16 @@ impl Compute {
 
     pub fn config(&self) -> &ComputeConfig {
         &self.inner.cfg
+    }
+
+    /// The compute host of this node.
+    pub fn host(&self) -> &str {
+        &self.inner.host
+    }
+
+    /// Whether an instance runs on this node's host (else its node performs the actions).
+    fn is_local(&self, i: &Instance) -> bool {
+        i.host == self.inner.host
     }
 
     pub fn gateway(&self) -> &Gateway {
@@ -380,7 +399,11 @@ impl Compute {
             if i.status == status || i.status.is_final() {
                 return Ok(i);
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            // Changes made by another node are not notified here: read again now and then.
+            let next = deadline.min(tokio::time::Instant::now() + Duration::from_millis(250));
+            if tokio::time::timeout_at(next, notified).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
                 return self.instance(account_id, id).await;
             }
         }

@@ -1,5 +1,6 @@
 //! Start, stop, restart, delete: a compare-and-set of the status at once, the runtime work in a
-//! background task under the instance lock, then the final status.
+//! background task under the instance lock, then the final status. For an instance of another
+//! compute host the runtime work is recorded for that host's node (see `actions.rs`).
 
 use stratus_compute::InstanceState;
 
@@ -10,7 +11,7 @@ use crate::{Error, Result};
 
 /// What a lifecycle task does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(super) enum Op {
     Start,
     Stop,
     Restart,
@@ -56,14 +57,16 @@ impl Compute {
             Status::Closed => {}
             _ => return Err(refused(&i, "start")),
         }
-        self.check_complete(&i, "start").await?;
+        if self.is_local(&i) {
+            self.check_complete(&i, "start").await?;
+        }
         if !self
             .transition(id, &[Status::Closed], Status::Starting, "")
             .await?
         {
             return Err(refused(&self.instance(account_id, id).await?, "start"));
         }
-        self.spawn_op(id, Op::Start);
+        self.dispatch(&i, Op::Start).await?;
         self.instance(account_id, id).await
     }
 
@@ -86,7 +89,7 @@ impl Compute {
         {
             return Err(refused(&self.instance(account_id, id).await?, "stop"));
         }
-        self.spawn_op(id, Op::Stop);
+        self.dispatch(&i, Op::Stop).await?;
         self.instance(account_id, id).await
     }
 
@@ -96,7 +99,9 @@ impl Compute {
         if !matches!(i.status, Status::Running | Status::Closed) {
             return Err(refused(&i, "restart"));
         }
-        self.check_complete(&i, "restart").await?;
+        if self.is_local(&i) {
+            self.check_complete(&i, "restart").await?;
+        }
         if !self
             .transition(
                 id,
@@ -108,7 +113,7 @@ impl Compute {
         {
             return Err(refused(&self.instance(account_id, id).await?, "restart"));
         }
-        self.spawn_op(id, Op::Restart);
+        self.dispatch(&i, Op::Restart).await?;
         self.instance(account_id, id).await
     }
 
@@ -143,12 +148,30 @@ impl Compute {
                 return self.instance(account_id, id).await;
             }
             stratus_compute::crashpoint::reached("compute.delete.after_mark");
-            // The public ports stop answering at once.
-            let maps = self.mappings_of(id).await?;
-            self.close_listeners(&maps).await;
+            // The public ports stop answering at once (on another host: when its node acts).
+            if self.is_local(&i) {
+                let maps = self.mappings_of(id).await?;
+                self.close_listeners(&maps).await;
+            }
         }
-        self.spawn_op(id, Op::Delete);
+        self.dispatch(&i, Op::Delete).await?;
         self.instance(account_id, id).await
+    }
+
+    /// Runs the runtime work of `op` here, or records it for the instance's host.
+    async fn dispatch(&self, i: &Instance, op: Op) -> Result<()> {
+        if self.is_local(i) {
+            self.spawn_op(&i.id, op);
+            return Ok(());
+        }
+        let action = match op {
+            Op::Start => "start",
+            Op::Stop => "stop",
+            Op::Restart => "restart",
+            Op::Delete => "delete",
+        };
+        self.record_action(i, action, "").await?;
+        Ok(())
     }
 
     fn spawn_op(&self, id: &str, op: Op) {
@@ -161,7 +184,7 @@ impl Compute {
         });
     }
 
-    async fn run_op(&self, id: &str, op: Op) -> Result<()> {
+    pub(super) async fn run_op(&self, id: &str, op: Op) -> Result<()> {
         let lock = self.lock_of(id);
         let _g = lock.lock().await;
         let rt = self.runtime().await?;

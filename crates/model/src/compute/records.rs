@@ -97,6 +97,8 @@ pub struct Instance {
     pub updated_at: i64,
     pub expires_at: i64,
     pub public_key: Option<String>,
+    /// The compute host the instance runs on (`compute.host` of the node that created it).
+    pub host: String,
 }
 
 pub(super) type InstanceRow = (
@@ -115,10 +117,11 @@ pub(super) type InstanceRow = (
     i64,
     i64,
     Option<String>,
+    String,
 );
 
 pub(super) const INSTANCE_COLUMNS: &str = "id, account_id, name, spec_id, image_id, cores, memory_gib, \
-     duration_months, status, status_reason, charged, created_at, updated_at, expires_at, public_key";
+     duration_months, status, status_reason, charged, created_at, updated_at, expires_at, public_key, host";
 
 pub(super) fn instance_from_row(r: InstanceRow) -> Result<Instance> {
     let (
@@ -137,6 +140,7 @@ pub(super) fn instance_from_row(r: InstanceRow) -> Result<Instance> {
         u,
         e,
         pk,
+        host,
     ) = r;
     Ok(Instance {
         id,
@@ -154,6 +158,7 @@ pub(super) fn instance_from_row(r: InstanceRow) -> Result<Instance> {
         updated_at: u,
         expires_at: e,
         public_key: pk,
+        host,
     })
 }
 

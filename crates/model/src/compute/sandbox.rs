@@ -126,7 +126,10 @@ impl Compute {
         let _ports = self.inner.ports.lock().await;
         let mut opened: Vec<Mapping> = Vec::new();
         for m in &req.mappings {
-            match self.open_new_mapping(&rt, account_id, &id, m, now).await {
+            match self
+                .open_new_mapping(&rt, account_id, &id, m, now, None)
+                .await
+            {
                 Ok(mapping) => opened.push(mapping),
                 Err(e) => {
                     self.close_listeners(&opened).await;
@@ -158,8 +161,8 @@ impl Compute {
             }
             sqlx::query(
                 "INSERT INTO instances (id, account_id, name, spec_id, image_id, cores, memory_gib, duration_months, \
-                 compose, public_key, password_hash, status, status_reason, charged, created_at, updated_at, expires_at, deadline) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, '', $12, $13, $13, $14, $15)",
+                 compose, public_key, password_hash, status, status_reason, charged, created_at, updated_at, expires_at, deadline, host) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, '', $12, $13, $13, $14, $15, $16)",
             )
             .bind(&id)
             .bind(account_id)
@@ -176,6 +179,7 @@ impl Compute {
             .bind(now)
             .bind(expires)
             .bind(deadline)
+            .bind(&self.inner.host)
             .execute(&mut *tx)
             .await?;
             for m in &opened {

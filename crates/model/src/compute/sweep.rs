@@ -5,6 +5,10 @@
 //! service runs, else failed, refunded and removed; a `Deleting` one is removed; then the
 //! orphan sweep removes runtime objects (by owner label), resource groups and listeners that
 //! no live record owns. The sweep also runs every minute and whenever a removal failed.
+//!
+//! Everything here is per compute host: a node reconciles, expires, resolves and sweeps only
+//! the instances of its own host (`compute.host`), so nodes sharing a database never act on
+//! each other's instances; nothing in it needs a cluster-wide lease.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -28,10 +32,20 @@ impl Compute {
     pub async fn reconcile(&self) -> Result<()> {
         self.inner.gateway.collect_stale().await;
         let rt = self.runtime().await?;
+        // Records from before compute hosts existed belong to the node that reconciles first
+        // (a deployment that grows from one node: its instances run there).
+        for table in ["instances", "mappings"] {
+            sqlx::query(&format!("UPDATE {table} SET host = $1 WHERE host = ''"))
+                .bind(&self.inner.host)
+                .execute(self.inner.db.w())
+                .await?;
+        }
+        // Only this host's instances: another host's node keeps its own in step.
         let rows: Vec<records::InstanceRow> = sqlx::query_as(&format!(
-            "SELECT {} FROM instances WHERE status NOT IN (7, 10)",
+            "SELECT {} FROM instances WHERE status NOT IN (7, 10) AND host = $1",
             records::INSTANCE_COLUMNS
         ))
+        .bind(&self.inner.host)
         .fetch_all(self.inner.db.w())
         .await?;
         let known: Vec<Instance> = rows
@@ -66,8 +80,8 @@ impl Compute {
             .into_iter()
             .collect();
         for id in labelled.union(&groups) {
-            let status: Option<(i64,)> =
-                match sqlx::query_as("SELECT status FROM instances WHERE id = $1")
+            let status: Option<(i64, String)> =
+                match sqlx::query_as("SELECT status, host FROM instances WHERE id = $1")
                     .bind(id)
                     .fetch_optional(self.inner.db.r())
                     .await
@@ -78,7 +92,12 @@ impl Compute {
                         return;
                     }
                 };
-            let orphan = match status.and_then(|(s,)| Status::from_i64(s)) {
+            // Another host's record: its node decides (hosts sharing an engine never touch
+            // each other's objects).
+            if status.as_ref().is_some_and(|(_, h)| *h != self.inner.host) {
+                continue;
+            }
+            let orphan = match status.as_ref().and_then(|(s, _)| Status::from_i64(*s)) {
                 // Resource groups carry no owner: only this server's records can claim them.
                 None => labelled.contains(id),
                 Some(s) => matches!(s, Status::Deleted | Status::Failed),
@@ -222,9 +241,11 @@ impl Compute {
     pub async fn sweep(&self) -> Result<()> {
         let now = self.inner.clock.now_ms();
         let due: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM instances WHERE expires_at <= $1 AND status IN (0, 1, 2, 3, 4, 5, 9)",
+            "SELECT id FROM instances WHERE expires_at <= $1 AND status IN (0, 1, 2, 3, 4, 5, 9) \
+             AND host = $2",
         )
         .bind(now)
+        .bind(&self.inner.host)
         .fetch_all(self.inner.db.r())
         .await?;
         for (id,) in due {
@@ -242,10 +263,12 @@ impl Compute {
             }
         }
         let stuck: Vec<records::InstanceRow> = sqlx::query_as(&format!(
-            "SELECT {} FROM instances WHERE deadline IS NOT NULL AND deadline <= $1 AND status IN (0, 2, 3, 5, 6, 9)",
+            "SELECT {} FROM instances WHERE deadline IS NOT NULL AND deadline <= $1 \
+             AND status IN (0, 2, 3, 5, 6, 9) AND host = $2",
             records::INSTANCE_COLUMNS
         ))
         .bind(now)
+        .bind(&self.inner.host)
         .fetch_all(self.inner.db.r())
         .await?;
         let grace = (self.inner.cfg.transition_timeout_secs as i64) * 1000;
@@ -287,9 +310,11 @@ impl Compute {
     /// crash mid-delete), a few seconds after the last attempt, without waiting for the
     /// transition deadline. Instances a task works on are left to it.
     async fn retry_deletes(&self) -> Result<()> {
-        let deleting: Vec<(String,)> = sqlx::query_as("SELECT id FROM instances WHERE status = 6")
-            .fetch_all(self.inner.db.r())
-            .await?;
+        let deleting: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM instances WHERE status = 6 AND host = $1")
+                .bind(&self.inner.host)
+                .fetch_all(self.inner.db.r())
+                .await?;
         if deleting.is_empty() {
             return Ok(());
         }
