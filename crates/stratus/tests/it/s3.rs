@@ -203,7 +203,7 @@ api_bind_addr = "127.0.0.1:{admin}"
     }
 
     /// Keys of the objects under `prefix`.
-    fn objects(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn objects(&self, prefix: &str) -> Vec<String> {
         let v = self.aws_json(&[
             "s3api",
             "list-objects-v2",
