@@ -10,6 +10,7 @@
 //!
 //! This crate knows no HTTP, no wire names and nothing of the domain beyond table names.
 
+pub mod copy;
 pub mod lease;
 pub mod postgres;
 pub mod sqlite;

@@ -47,6 +47,15 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move this embedded deployment (SQLite and local blobs in the data dir) to PostgreSQL and
+    /// the storage targets the configuration names (e.g. S3 through
+    /// STRATUS_STORAGE__TARGETS__MEFS__BACKEND=s3 …): every table and every blob, verified.
+    /// The server must be stopped; the target database must be empty.
+    MoveStore {
+        /// The PostgreSQL database to move to (postgres://user:password@host/db).
+        #[arg(long)]
+        to_database: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +114,11 @@ fn password(from_stdin: bool) -> anyhow::Result<String> {
 
 pub async fn run(opts: ServerOpts, command: AdminCommand) -> anyhow::Result<()> {
     let cfg = super::load_config(&opts)?;
+    if let AdminCommand::MoveStore { to_database } = &command {
+        return super::move_store::run(cfg, to_database).await;
+    }
+    // Every other tool works on the configured store (`database.url` or the embedded file):
+    // `App::open` opens it through `stratus_app::open_database`.
     let app = App::open(cfg).await.context("opening data directory")?;
     let result = match command {
         AdminCommand::User { command } => user(&app, command).await,
@@ -119,6 +133,7 @@ pub async fn run(opts: ServerOpts, command: AdminCommand) -> anyhow::Result<()> 
             command: LedgerCommand::Verify,
         } => verify(&app).await,
         AdminCommand::Chain { command } => chain(&app, command).await,
+        AdminCommand::MoveStore { .. } => unreachable!("handled above"),
     };
     app.close().await;
     result

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod billing;
+pub mod move_store;
 pub mod sandbox;
 pub mod serve;
 pub mod session;

@@ -26,6 +26,8 @@ pub async fn run(opts: ServerOpts, listen: Option<SocketAddr>) -> anyhow::Result
     let shutdown = stratus_server::shutdown_signal();
     tracing::info!(data_dir = %cfg.data_dir.display(), "opening data directory");
     let app = App::open(cfg).await.context("starting services")?;
+    // Held while serving: `stratus admin move-store` never runs beside a live server.
+    let _lock = super::move_store::lock_data_dir(&app.config.data_dir, false)?;
     app.recover()
         .await
         .context("recovering from an interrupted run")?;

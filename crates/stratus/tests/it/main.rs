@@ -17,6 +17,7 @@ mod compute_crash;
 mod compute_security;
 mod hidden_errors;
 mod multinode_compute;
+mod move_store;
 mod s3;
 mod security;
 mod storage;

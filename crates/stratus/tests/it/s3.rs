@@ -18,7 +18,7 @@ const BUCKET: &str = "stratus";
 const REGION: &str = "garage";
 
 /// A single-node Garage on loopback, killed on drop.
-struct Garage {
+pub(crate) struct Garage {
     child: Child,
     dir: tempfile::TempDir,
     bin: PathBuf,
@@ -55,7 +55,7 @@ fn garage_bin() -> PathBuf {
 }
 
 impl Garage {
-    fn start() -> Garage {
+    pub(crate) fn start() -> Garage {
         let bin = garage_bin();
         let dir = tempfile::tempdir().unwrap();
         let (rpc, s3, admin) = (free_port(), free_port(), free_port());
@@ -203,7 +203,7 @@ api_bind_addr = "127.0.0.1:{admin}"
     }
 
     /// Keys of the objects under `prefix`.
-    fn objects(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn objects(&self, prefix: &str) -> Vec<String> {
         let v = self.aws_json(&[
             "s3api",
             "list-objects-v2",
@@ -223,7 +223,7 @@ api_bind_addr = "127.0.0.1:{admin}"
     }
 
     /// The environment that binds the `mefs` target to this bucket.
-    fn target_env(&self) -> Vec<(String, String)> {
+    pub(crate) fn target_env(&self) -> Vec<(String, String)> {
         [
             ("BACKEND", "s3"),
             ("BUCKET", BUCKET),
