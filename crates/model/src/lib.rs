@@ -16,6 +16,8 @@ pub mod password;
 pub mod ratelimit;
 pub mod storage;
 pub mod token;
+#[cfg(test)]
+mod testdb;
 pub mod wallet;
 
 pub use error::{AuthFailure, Error, Result};
