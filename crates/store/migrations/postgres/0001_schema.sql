@@ -98,7 +98,7 @@ BEGIN
             NEW.account_id USING ERRCODE = 'unique_violation';
     END IF;
     IF NEW.balance_after::numeric <> prev_balance
-        + CASE NEW.kind WHEN 'credit' THEN NEW.amount::numeric ELSE -NEW.amount::numeric END THEN
+        + (CASE NEW.kind WHEN 'credit' THEN NEW.amount::numeric ELSE -NEW.amount::numeric END) THEN
         RAISE EXCEPTION 'ledger: balance % does not follow % for account %', NEW.balance_after,
             prev_balance, NEW.account_id USING ERRCODE = 'check_violation';
     END IF;
