@@ -130,7 +130,9 @@ pub async fn link_wallet(
     Body(req): Body<LinkRequest>,
 ) -> CsResult<impl IntoResponse> {
     let domain = req.domain.unwrap_or_else(|| app.config.auth.domain.clone());
-    let address = app.auth.prove_wallet(
+    let address = app
+        .auth
+        .prove_wallet(
         ip,
         &WalletLogin {
             address: req.address,
@@ -138,7 +140,8 @@ pub async fn link_wallet(
             domain,
             signature: req.signature,
         },
-    )?;
+    )
+    .await?;
     let credited = app
         .billing
         .link_wallet(app.auth.accounts(), &c.account, address)
