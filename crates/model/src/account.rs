@@ -47,21 +47,24 @@ impl Account {
     }
 }
 
-type Row = (String, Option<String>, Option<String>, bool, i64, i64);
+/// `has_password` comes as 0/1: SQLite has no boolean type, and sqlx's `Any` driver decodes
+/// `bool` only from a boolean column.
+type Row = (String, Option<String>, Option<String>, i64, i64, i64);
 
 fn from_row((id, username, wallet, has_password, nbf, created): Row) -> Account {
     Account {
         id,
         username,
         wallet: wallet.as_deref().and_then(parse_address),
-        has_password,
+        has_password: has_password != 0,
         tokens_not_before: nbf,
         created_at: created,
     }
 }
 
 const COLUMNS: &str =
-    "id, username, wallet_address, password_hash IS NOT NULL, tokens_not_before, created_at";
+    "id, username, wallet_address, \
+     CAST(CASE WHEN password_hash IS NULL THEN 0 ELSE 1 END AS BIGINT), tokens_not_before, created_at";
 
 /// Checks a username's shape: 3–64 characters of letters, digits and `._@+-`.
 pub fn validate_username(u: &str) -> Result<()> {
@@ -228,7 +231,7 @@ impl Accounts {
             String,
             Option<String>,
             Option<String>,
-            bool,
+            i64,
             i64,
             i64,
             Option<String>,
@@ -294,5 +297,44 @@ impl Accounts {
             .fetch_one(self.db.r())
             .await?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdb::TestDb;
+
+    async fn rows_decode_on(db: Db) {
+        let accounts = Accounts::new(db);
+        let a = accounts
+            .create_with_password("alice", "hash", 1)
+            .await
+            .unwrap();
+        let got = accounts.get(&a.id).await.unwrap().unwrap();
+        assert!(got.has_password);
+        assert_eq!(*got, a);
+        let w = accounts
+            .get_or_create_for_wallet(Address::new([0xcc; 20]), 2)
+            .await
+            .unwrap();
+        assert!(!w.has_password);
+        let (found, hash) = accounts.by_username("alice").await.unwrap().unwrap();
+        assert_eq!((found.id, hash.as_deref()), (a.id, Some("hash")));
+    }
+
+    #[tokio::test]
+    async fn rows_decode_on_sqlite() {
+        let t = TestDb::sqlite().await;
+        rows_decode_on(t.db.clone()).await;
+    }
+
+    #[tokio::test]
+    async fn rows_decode_on_postgres() {
+        let Some(t) = TestDb::postgres().await else {
+            return;
+        };
+        rows_decode_on(t.db.clone()).await;
+        t.drop().await;
     }
 }

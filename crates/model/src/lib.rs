@@ -15,9 +15,9 @@ pub mod nonce;
 pub mod password;
 pub mod ratelimit;
 pub mod storage;
-pub mod token;
 #[cfg(test)]
 mod testdb;
+pub mod token;
 pub mod wallet;
 
 pub use error::{AuthFailure, Error, Result};

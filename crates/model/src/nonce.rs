@@ -198,7 +198,10 @@ mod tests {
         assert!(!n.consume(&a, B, T0 + 2).await.unwrap());
         assert!(n.check_and_bind(&a, A, T0 + 3).await.unwrap());
         assert!(n.consume(&a, A, T0 + 4).await.unwrap());
-        assert!(!n.check_and_bind(&a, A, T0 + 5).await.unwrap(), "single use");
+        assert!(
+            !n.check_and_bind(&a, A, T0 + 5).await.unwrap(),
+            "single use"
+        );
         assert!(!n.consume(&a, A, T0 + 5).await.unwrap());
 
         // Another node with the same key accepts the nonce and shares its state.
@@ -221,7 +224,10 @@ mod tests {
 
         // Expiry: 30 s after issue; a nonce from the future is refused.
         assert!(n.expiry(&c, T0 + 29_999).is_some());
-        assert!(!n.check_and_bind(&c, A, T0 + 30_000).await.unwrap(), "expired");
+        assert!(
+            !n.check_and_bind(&c, A, T0 + 30_000).await.unwrap(),
+            "expired"
+        );
         assert!(n.expiry(&n.issue(T0 + 60_000), T0).is_none());
 
         // Housekeeping drops the rows once their nonces are long expired.
@@ -261,10 +267,7 @@ mod tests {
         } else {
             B
         };
-        let (x, y) = tokio::join!(
-            n.consume(&nonce, winner, T0),
-            n.consume(&nonce, winner, T0)
-        );
+        let (x, y) = tokio::join!(n.consume(&nonce, winner, T0), n.consume(&nonce, winner, T0));
         assert!(x.unwrap() ^ y.unwrap(), "exactly one consumption");
     }
 }

@@ -557,9 +557,8 @@ impl SharedFailures {
         let n = n.clamp(0, u32::MAX as i64) as u32;
         if n >= self.after {
             let exp = (n - self.after).min(20);
-            let until = now.saturating_add(Self::ms(
-                Duration::from_secs(1u64 << exp).min(self.max),
-            ));
+            let until =
+                now.saturating_add(Self::ms(Duration::from_secs(1u64 << exp).min(self.max)));
             // Only ever lengthens a lock (a concurrent failure may have set a longer one).
             sqlx::query(
                 "UPDATE login_failures SET locked_until = $4 \
@@ -603,10 +602,7 @@ impl SharedFailures {
 
     /// Deletes the records quiet for `forget` (no failure, no lock); returns how many.
     async fn sweep(&self) -> Result<u64> {
-        let quiet_since = self
-            .clock
-            .now_ms()
-            .saturating_sub(Self::ms(self.forget));
+        let quiet_since = self.clock.now_ms().saturating_sub(Self::ms(self.forget));
         let r = sqlx::query(
             "DELETE FROM login_failures WHERE last_failure <= $1 AND locked_until <= $1",
         )
@@ -617,6 +613,7 @@ impl SharedFailures {
     }
 
     /// Records kept (tests).
+    #[cfg(test)]
     async fn stored(&self) -> Result<i64> {
         let (n,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM login_failures")
             .fetch_one(self.db.r())
@@ -794,7 +791,8 @@ mod tests {
             g.failed(
                 &format!("random-{i}"),
                 &format!("10.0.{}.{}", i / 256, i % 256),
-            ).await;
+            )
+            .await;
         }
         assert!(g.records() <= 400, "bounded: {}", g.records());
         tokio::time::advance(Duration::from_secs(16 * 60)).await;
@@ -845,7 +843,10 @@ mod tests {
         a.admit("alice", "10.0.0.9").await.unwrap();
         a.failed("alice", "10.0.0.9").await;
         clock.advance_ms(1_500);
-        assert!(b.admit("alice", "10.0.0.9").await.is_err(), "the second lock is 2 s");
+        assert!(
+            b.admit("alice", "10.0.0.9").await.is_err(),
+            "the second lock is 2 s"
+        );
         clock.advance_ms(600);
         b.admit("alice", "10.0.0.9").await.unwrap();
         // A success clears the record everywhere.
@@ -865,7 +866,11 @@ mod tests {
         a.failed("carol", "10.0.0.9").await;
         assert_eq!(a.failures("carol", "10.0.0.9").await.unwrap(), 1);
         b.sweep().await.unwrap();
-        assert_eq!(sh.stored().await.unwrap(), 1, "only the fresh record is kept");
+        assert_eq!(
+            sh.stored().await.unwrap(),
+            1,
+            "only the fresh record is kept"
+        );
     }
 
     #[tokio::test]

@@ -592,8 +592,12 @@ mod tests {
             .unwrap()
             .as_secs() as i64;
         let key = || TokenKey::new(b"shared");
-        let a = Tokens::new(key(), "memo.io".into(), db.clone(), now).await.unwrap();
-        let b = Tokens::new(key(), "memo.io".into(), db.clone(), now).await.unwrap();
+        let a = Tokens::new(key(), "memo.io".into(), db.clone(), now)
+            .await
+            .unwrap();
+        let b = Tokens::new(key(), "memo.io".into(), db.clone(), now)
+            .await
+            .unwrap();
         assert_eq!(a.nonce_key(), b.nonce_key());
         assert_ne!(a.nonce_key(), TokenKey::new(b"other").derive("login nonce"));
 
@@ -628,7 +632,9 @@ mod tests {
         );
         // A child linked on A to the family revoked on B (A has not polled since) dies at once.
         let late = a.issue_unique(TokenKind::Access, "acct", now, 900);
-        let c = Tokens::new(key(), "memo.io".into(), db.clone(), now).await.unwrap();
+        let c = Tokens::new(key(), "memo.io".into(), db.clone(), now)
+            .await
+            .unwrap();
         let root2 = c.issue_unique(TokenKind::Refresh, "acct", now, 3600);
         let root2_v = c.verify(&root2, TokenKind::Refresh, now).unwrap();
         b.revoke(&root2_v).await.unwrap();
@@ -642,7 +648,9 @@ mod tests {
         a.poll_revocations().await.unwrap();
         assert!(a.feed_cursor.load(Ordering::SeqCst) >= before);
         // A node started later loads every live revocation.
-        let d = Tokens::new(key(), "memo.io".into(), db.clone(), now).await.unwrap();
+        let d = Tokens::new(key(), "memo.io".into(), db.clone(), now)
+            .await
+            .unwrap();
         for tok in [&t, &child, &late] {
             assert_eq!(
                 d.verify(tok, TokenKind::Access, now).unwrap_err(),

@@ -133,15 +133,15 @@ pub async fn link_wallet(
     let address = app
         .auth
         .prove_wallet(
-        ip,
-        &WalletLogin {
-            address: req.address,
-            nonce: req.nonce,
-            domain,
-            signature: req.signature,
-        },
-    )
-    .await?;
+            ip,
+            &WalletLogin {
+                address: req.address,
+                nonce: req.nonce,
+                domain,
+                signature: req.signature,
+            },
+        )
+        .await?;
     let credited = app
         .billing
         .link_wallet(app.auth.accounts(), &c.account, address)

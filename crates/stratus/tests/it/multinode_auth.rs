@@ -38,7 +38,8 @@ fn a_nonce_from_node_a_logs_in_on_node_b_once() {
     assert!(is_nonce(&nonce), "{nonce}");
     let addr = eth_address(KEY_A);
     let sig = eth_sign(KEY_A, &addr, &nonce, "memo.io");
-    let body = j!({"address": addr, "nonce": nonce, "domain": "memo.io", "signature": sig["sig01"]});
+    let body =
+        j!({"address": addr, "nonce": nonce, "domain": "memo.io", "signature": sig["sig01"]});
     let (st, v) = json(b.post("/login").json(&body));
     assert_eq!(st, 200, "node B refused node A's nonce: {v}");
     let access = v["access token"].as_str().unwrap().to_string();
@@ -68,7 +69,10 @@ fn a_nonce_from_node_a_logs_in_on_node_b_once() {
     let (st, v) = json(b.post("/login").json(
         &j!({"address": other, "nonce": nonce, "domain": "memo.io", "signature": sig_b["sig01"]}),
     ));
-    assert_eq!(st, 401, "a nonce bound to another address was accepted: {v}");
+    assert_eq!(
+        st, 401,
+        "a nonce bound to another address was accepted: {v}"
+    );
     assert!(v.to_string().contains("wrong nonce"), "{v}");
     let sig = eth_sign(KEY_A, &addr, &nonce, "memo.io");
     let (st, v) = json(b.post("/login").json(
