@@ -172,14 +172,20 @@ impl App {
             let stop = shutdown.clone();
             tokio::spawn(async move { compute.run_actions(Duration::from_millis(250), stop).await })
         };
+        let feed = {
+            let auth = self.auth.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move { revocation_feed(auth, stop).await })
+        };
         let nonce_every = Duration::from_secs(self.config.auth.nonce_ttl.clamp(1, 10));
         let mut nonce_tick = tokio::time::interval(nonce_every);
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {
             tokio::select! {
                 _ = nonce_tick.tick() => {
-                    let auth = self.auth.clone();
-                    let _ = tokio::task::spawn_blocking(move || auth.sweep_nonces()).await;
+                    if let Err(e) = self.auth.sweep_nonces().await {
+                        tracing::warn!(error = %e, "nonce housekeeping failed");
+                    }
                 }
                 _ = tick.tick() => {
                     if let Err(e) = self.auth.sweep().await {
@@ -191,6 +197,7 @@ impl App {
         }
         let _ = sweeper.await;
         let _ = actions.await;
+        let _ = feed.await;
         if let Some(w) = watcher {
             match w.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "chain watcher stopped"),
@@ -278,5 +285,26 @@ impl App {
         // Listeners go and the kernel's forwarding rules with them, and the sandbox firewall.
         self.compute.close().await;
         self.db.close().await;
+    }
+}
+
+/// How often every node reads the revocations recorded by the others.
+pub const REVOCATION_POLL: Duration = Duration::from_millis(250);
+
+/// The change feed of revocations: every [`REVOCATION_POLL`], takes in what any node revoked
+/// (logouts, revoked families), so a token revoked through one node is refused by this one within
+/// a second. Runs until `shutdown` flips to true.
+async fn revocation_feed(auth: Auth, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(REVOCATION_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = auth.poll_revocations().await {
+                    tracing::warn!(error = %e, "revocation feed: poll failed");
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
     }
 }

@@ -68,9 +68,6 @@ pub struct Auth {
     accounts: Accounts,
     tokens: Tokens,
     nonces: Nonces,
-    /// Nonces handed out with authentication errors: a pool of their own, so that a flood of bad
-    /// requests can never push out a nonce a user fetched to sign.
-    courtesy: Nonces,
     passwords: Passwords,
     clock: SharedClock,
     login_ip: Limiter,
@@ -113,10 +110,10 @@ impl Auth {
                 cfg.argon2_iterations,
                 cfg.argon2_parallel_hashes,
             )?,
-            nonces: Nonces::new(Duration::from_secs(cfg.nonce_ttl), cfg.max_nonces),
-            courtesy: Nonces::new(
+            nonces: Nonces::new(
+                &tokens.nonce_key(),
                 Duration::from_secs(cfg.nonce_ttl),
-                (cfg.max_nonces / 4).max(64),
+                accounts.db().clone(),
             ),
             login_ip: Limiter::new(limits.login_per_ip, off),
             login_account: Limiter::new(limits.login_per_account, off),
@@ -128,6 +125,11 @@ impl Auth {
                 cfg.lockout_after_failures,
                 Duration::from_secs(cfg.lockout_max_secs),
                 off,
+            )
+            .shared(
+                accounts.db().clone(),
+                clock.clone(),
+                Duration::from_secs(cfg.lockout_max_secs),
             ),
             cfg,
             accounts,
@@ -204,13 +206,13 @@ impl Auth {
         let account = match (ok, found) {
             (true, Some((a, _))) => a,
             _ => {
-                self.guard.failed(&acct_key, &ipk);
+                self.guard.failed(&acct_key, &ipk).await;
                 metrics::counter!("stratus_logins_total", "flow" => "password", "result" => "failure")
                     .increment(1);
                 return Err(AuthFailure::BadCredentials.into());
             }
         };
-        self.guard.succeeded(&acct_key, &ipk);
+        self.guard.succeeded(&acct_key, &ipk).await;
         self.tokens_ip.check(&ipk)?;
         self.tokens_account.check(&account.id)?;
         let ttl = match dialect {
@@ -255,22 +257,22 @@ impl Auth {
     /// A new login nonce for `ip`.
     pub fn new_nonce(&self, ip: IpAddr) -> Result<String> {
         self.nonces_ip.check(&ip_key(ip))?;
-        self.nonces.issue()
+        Ok(self.nonces.issue(self.clock.now_ms()))
     }
 
-    /// A nonce handed out with an authentication error (MEMO). It comes from a pool of its own
-    /// (so bad requests never push out the nonces users fetched to sign) and counts against the
-    /// address's nonce budget; past that budget the error carries an empty nonce.
+    /// A nonce handed out with an authentication error (MEMO). Issuing stores nothing, so bad
+    /// requests cannot push out the nonces users fetched to sign; it counts against the
+    /// address's nonce budget, and past that budget the error carries an empty nonce.
     pub fn courtesy_nonce(&self, ip: IpAddr) -> String {
         if self.nonces_ip.check(&ip_key(ip)).is_err() {
             return String::new();
         }
-        self.courtesy.issue().unwrap_or_default()
+        self.nonces.issue(self.clock.now_ms())
     }
 
     /// Checks a signed nonce (`keccak256(address ‖ nonce ‖ domain)`, go-ethereum signature) and
     /// uses the nonce up; returns the proven address. Shared by wallet login and wallet linking.
-    pub fn prove_wallet(&self, ip: IpAddr, req: &WalletLogin) -> Result<Address> {
+    pub async fn prove_wallet(&self, ip: IpAddr, req: &WalletLogin) -> Result<Address> {
         self.tokens_ip.check(&ip_key(ip))?;
         if req.address.is_empty()
             || req.nonce.is_empty()
@@ -283,19 +285,20 @@ impl Auth {
             return Err(AuthFailure::WrongDomain.into());
         }
         let claimed = parse_address(&req.address).ok_or(AuthFailure::WrongAddress)?;
-        let pool = if self.nonces.check_and_bind(&req.nonce, claimed) {
-            &self.nonces
-        } else if self.courtesy.check_and_bind(&req.nonce, claimed) {
-            &self.courtesy
-        } else {
+        let now = self.clock.now_ms();
+        if !self.nonces.check_and_bind(&req.nonce, claimed, now).await? {
             return Err(AuthFailure::WrongNonce.into());
-        };
+        }
         let digest = wallet::login_digest(&req.address, &req.nonce, &req.domain);
         let signer = wallet::recover_signer(&digest, &req.signature)?;
         if signer != claimed {
             return Err(AuthFailure::WrongAddress.into());
         }
-        if !pool.consume(&req.nonce, claimed) {
+        if !self
+            .nonces
+            .consume(&req.nonce, claimed, self.clock.now_ms())
+            .await?
+        {
             // Raced with another attempt that used the same nonce.
             return Err(AuthFailure::WrongNonce.into());
         }
@@ -304,7 +307,7 @@ impl Auth {
 
     /// Verifies a signed nonce and returns the wallet's account and tokens.
     pub async fn wallet_login(&self, ip: IpAddr, req: &WalletLogin) -> Result<WalletSession> {
-        let claimed = self.prove_wallet(ip, req)?;
+        let claimed = self.prove_wallet(ip, req).await?;
         self.tokens_account
             .check(&wallet::address_lower(&claimed))?;
         let account = self
@@ -413,7 +416,7 @@ impl Auth {
     ) -> Result<()> {
         let ipk = ip_key(ip);
         let key = &caller.account.id;
-        self.guard.check_change(key, &ipk)?;
+        self.guard.check_change(key, &ipk).await?;
         let hash = self.accounts.password_hash(&caller.account.id).await?;
         if hash.is_none() {
             return Err(Error::invalid(
@@ -422,7 +425,7 @@ impl Auth {
             ));
         }
         if !self.passwords.verify(old, hash.as_deref()).await? {
-            self.guard.change_failed(key, &ipk);
+            self.guard.change_failed(key, &ipk).await;
             return Err(Error::invalid(
                 crate::Field::OldPassword,
                 "the old password is wrong",
@@ -446,10 +449,20 @@ impl Auth {
             .await
     }
 
-    /// Drops expired nonces (called every few seconds, off the request path).
-    pub fn sweep_nonces(&self) {
-        self.nonces.purge();
-        self.courtesy.purge();
+    /// Deletes the use records of long-expired nonces (called every few seconds, off the
+    /// request path).
+    pub async fn sweep_nonces(&self) -> Result<u64> {
+        self.nonces.purge(self.clock.now_ms()).await
+    }
+
+    /// The login nonces (tests).
+    pub fn nonces(&self) -> &Nonces {
+        &self.nonces
+    }
+
+    /// The change feed of revocations: see [`Tokens::poll_revocations`].
+    pub async fn poll_revocations(&self) -> Result<usize> {
+        self.tokens.poll_revocations().await
     }
 
     /// The guard against password guessing (tests, metrics).
@@ -469,7 +482,7 @@ impl Auth {
         ] {
             l.sweep();
         }
-        self.guard.sweep();
+        self.guard.sweep().await?;
         self.tokens.purge_expired(self.clock.now_secs()).await?;
         Ok(())
     }

@@ -15,6 +15,8 @@ pub mod nonce;
 pub mod password;
 pub mod ratelimit;
 pub mod storage;
+#[cfg(test)]
+mod testdb;
 pub mod token;
 pub mod wallet;
 

@@ -2,8 +2,15 @@
 //! guard against password guessing ([`LoginGuard`]) that slows attackers down without locking
 //! owners out.
 //!
-//! Buckets live in memory and are swept when idle; limits are per process (a scaled-out
-//! deployment divides its budget by the number of servers).
+//! What is shared between the nodes of a deployment and what is not:
+//!
+//! - **Shared (in the store):** the login lockout per account and client address, and the lock on
+//!   wrong old passwords of a password change ([`SharedFailures`], table `login_failures`). A
+//!   lock earned through one node holds on every node.
+//! - **Per node (in memory):** the token buckets ([`Limiter`]: per client address, and per
+//!   account-and-address request rates), the lock on an address spraying many accounts, and the
+//!   per-account slowdown queue (it holds waiting requests, which only exist on one node). A
+//!   scaled-out deployment gives each client these budgets once per node.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -17,6 +24,8 @@ use governor::{Quota, RateLimiter};
 use stratus_config::Rate;
 use tokio::time::Instant;
 
+use crate::clock::SharedClock;
+use crate::db::Db;
 use crate::{Error, Result};
 
 /// governor's keyed limiter (`DefaultKeyedRateLimiter<String>` with the default clock).
@@ -233,6 +242,9 @@ pub struct LoginGuard {
     accounts: Arc<DashMap<String, AccountWatch>>,
     forget: Duration,
     capacity: usize,
+    /// Where the per-account-and-address records live when they are shared (else `pairs` and
+    /// `changes` in memory).
+    shared: Option<SharedFailures>,
 }
 
 impl LoginGuard {
@@ -253,7 +265,21 @@ impl LoginGuard {
             accounts: Arc::new(DashMap::new()),
             forget,
             capacity,
+            shared: None,
         }
+    }
+
+    /// Keeps the per-account-and-address records (logins and password changes) in `db`, shared
+    /// with every node on it, on `clock`'s time.
+    pub fn shared(mut self, db: Db, clock: SharedClock, max: Duration) -> Self {
+        self.shared = Some(SharedFailures {
+            db,
+            clock,
+            after: self.after,
+            max,
+            forget: self.forget,
+        });
+        self
     }
 
     fn pair(account: &str, address: &str) -> String {
@@ -274,7 +300,11 @@ impl LoginGuard {
             return Ok(none);
         }
         let now = Instant::now();
-        if let Some(d) = self.pairs.locked(&Self::pair(account, address), now) {
+        let locked = match &self.shared {
+            Some(sh) => sh.locked(Kind::Login, account, address).await?,
+            None => self.pairs.locked(&Self::pair(account, address), now),
+        };
+        if let Some(d) = locked {
             return Err(Self::refuse(d));
         }
         if let Some(d) = self.addresses.locked(address, now) {
@@ -330,12 +360,17 @@ impl LoginGuard {
     }
 
     /// A wrong password (or unknown account) for `account` from `address`.
-    pub fn failed(&self, account: &str, address: &str) {
+    pub async fn failed(&self, account: &str, address: &str) {
         if self.disabled {
             return;
         }
         let now = Instant::now();
-        self.pairs.failed(&Self::pair(account, address), now);
+        match &self.shared {
+            Some(sh) => sh.record(Kind::Login, account, address).await,
+            None => {
+                self.pairs.failed(&Self::pair(account, address), now);
+            }
+        }
         self.addresses.failed(address, now);
         let Some(mut w) = self.watch(account, now) else {
             return;
@@ -348,12 +383,15 @@ impl LoginGuard {
 
     /// The right password for `account` from `address`: that address's record is cleared and the
     /// address is trusted by the account from now on.
-    pub fn succeeded(&self, account: &str, address: &str) {
+    pub async fn succeeded(&self, account: &str, address: &str) {
         if self.disabled {
             return;
         }
         let now = Instant::now();
-        self.pairs.clear(&Self::pair(account, address));
+        match &self.shared {
+            Some(sh) => sh.clear(Kind::Login, account, address).await,
+            None => self.pairs.clear(&Self::pair(account, address)),
+        }
         let Some(mut w) = self.watch(account, now) else {
             return;
         };
@@ -366,29 +404,46 @@ impl LoginGuard {
     }
 
     /// Refuses a password change's check while `account` has failed it too often from `address`.
-    pub fn check_change(&self, account: &str, address: &str) -> Result<()> {
+    pub async fn check_change(&self, account: &str, address: &str) -> Result<()> {
         if self.disabled {
             return Ok(());
         }
-        match self
-            .changes
-            .locked(&Self::pair(account, address), Instant::now())
-        {
+        let locked = match &self.shared {
+            Some(sh) => sh.locked(Kind::Change, account, address).await?,
+            None => self
+                .changes
+                .locked(&Self::pair(account, address), Instant::now()),
+        };
+        match locked {
             Some(d) => Err(Self::refuse(d)),
             None => Ok(()),
         }
     }
 
     /// A wrong old password in a password change.
-    pub fn change_failed(&self, account: &str, address: &str) {
-        if !self.disabled {
-            self.changes
-                .failed(&Self::pair(account, address), Instant::now());
+    pub async fn change_failed(&self, account: &str, address: &str) {
+        if self.disabled {
+            return;
+        }
+        match &self.shared {
+            Some(sh) => sh.record(Kind::Change, account, address).await,
+            None => {
+                self.changes
+                    .failed(&Self::pair(account, address), Instant::now());
+            }
         }
     }
 
-    /// Forgets what has been quiet for long.
-    pub fn sweep(&self) {
+    /// Forgets what has been quiet for long (in the store too, when shared).
+    pub async fn sweep(&self) -> Result<()> {
+        if let Some(sh) = &self.shared {
+            sh.sweep().await?;
+        }
+        self.sweep_memory();
+        Ok(())
+    }
+
+    fn sweep_memory(&self) {
         let now = Instant::now();
         self.pairs.sweep(now);
         self.addresses.sweep(now);
@@ -408,8 +463,162 @@ impl LoginGuard {
     }
 
     /// Consecutive failures recorded for `account` from `address`.
-    pub fn failures(&self, account: &str, address: &str) -> u32 {
-        self.pairs.count(&Self::pair(account, address))
+    pub async fn failures(&self, account: &str, address: &str) -> Result<u32> {
+        match &self.shared {
+            Some(sh) => sh.count(Kind::Login, account, address).await,
+            None => Ok(self.pairs.count(&Self::pair(account, address))),
+        }
+    }
+}
+
+/// Which password check a shared failure record counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Login,
+    Change,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Login => "login",
+            Kind::Change => "change",
+        }
+    }
+}
+
+/// The per-account-and-address failure records in the store (`login_failures`), so that every
+/// node sees the same counts and locks. Same rules as the in-memory ones: after `after`
+/// consecutive failures each further one locks for twice as long as the last (1 s, 2 s, …, at
+/// most `max`); a run that has been quiet for `forget` (no failure and no lock) starts again.
+#[derive(Debug, Clone)]
+pub struct SharedFailures {
+    db: Db,
+    clock: SharedClock,
+    after: u32,
+    max: Duration,
+    forget: Duration,
+}
+
+impl SharedFailures {
+    fn ms(d: Duration) -> i64 {
+        d.as_millis().min(i64::MAX as u128) as i64
+    }
+
+    /// How long `account` is still locked for `address`.
+    async fn locked(&self, kind: Kind, account: &str, address: &str) -> Result<Option<Duration>> {
+        let now = self.clock.now_ms();
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT locked_until FROM login_failures \
+             WHERE kind = $1 AND account = $2 AND address = $3",
+        )
+        .bind(kind.as_str())
+        .bind(account)
+        .bind(address)
+        .fetch_optional(self.db.r())
+        .await?;
+        Ok(row
+            .filter(|(until,)| *until > now)
+            .map(|(until,)| Duration::from_millis((until - now) as u64)))
+    }
+
+    /// Counts a failure (one statement), then sets the lock it earns; errors are logged (a
+    /// failed login is refused either way).
+    async fn record(&self, kind: Kind, account: &str, address: &str) {
+        if let Err(e) = self.try_record(kind, account, address).await {
+            tracing::warn!(error = %e, "cannot record a failed password check");
+        }
+    }
+
+    async fn try_record(&self, kind: Kind, account: &str, address: &str) -> Result<u32> {
+        let now = self.clock.now_ms();
+        let quiet_since = now.saturating_sub(Self::ms(self.forget));
+        let (n,): (i64,) = sqlx::query_as(
+            "INSERT INTO login_failures \
+               (kind, account, address, failures, window_start, last_failure, locked_until) \
+             VALUES ($1, $2, $3, 1, $4, $4, 0) \
+             ON CONFLICT (kind, account, address) DO UPDATE SET \
+               failures = CASE WHEN login_failures.last_failure <= $5 \
+                                AND login_failures.locked_until <= $5 \
+                          THEN 1 ELSE login_failures.failures + 1 END, \
+               window_start = CASE WHEN login_failures.last_failure <= $5 \
+                                    AND login_failures.locked_until <= $5 \
+                              THEN $4 ELSE login_failures.window_start END, \
+               last_failure = $4 \
+             RETURNING failures",
+        )
+        .bind(kind.as_str())
+        .bind(account)
+        .bind(address)
+        .bind(now)
+        .bind(quiet_since)
+        .fetch_one(self.db.w())
+        .await?;
+        let n = n.clamp(0, u32::MAX as i64) as u32;
+        if n >= self.after {
+            let exp = (n - self.after).min(20);
+            let until =
+                now.saturating_add(Self::ms(Duration::from_secs(1u64 << exp).min(self.max)));
+            // Only ever lengthens a lock (a concurrent failure may have set a longer one).
+            sqlx::query(
+                "UPDATE login_failures SET locked_until = $4 \
+                 WHERE kind = $1 AND account = $2 AND address = $3 AND locked_until < $4",
+            )
+            .bind(kind.as_str())
+            .bind(account)
+            .bind(address)
+            .bind(until)
+            .execute(self.db.w())
+            .await?;
+        }
+        Ok(n)
+    }
+
+    async fn clear(&self, kind: Kind, account: &str, address: &str) {
+        let r = sqlx::query(
+            "DELETE FROM login_failures WHERE kind = $1 AND account = $2 AND address = $3",
+        )
+        .bind(kind.as_str())
+        .bind(account)
+        .bind(address)
+        .execute(self.db.w())
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot clear failed password checks");
+        }
+    }
+
+    async fn count(&self, kind: Kind, account: &str, address: &str) -> Result<u32> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT failures FROM login_failures WHERE kind = $1 AND account = $2 AND address = $3",
+        )
+        .bind(kind.as_str())
+        .bind(account)
+        .bind(address)
+        .fetch_optional(self.db.r())
+        .await?;
+        Ok(row.map_or(0, |(n,)| n.clamp(0, u32::MAX as i64) as u32))
+    }
+
+    /// Deletes the records quiet for `forget` (no failure, no lock); returns how many.
+    async fn sweep(&self) -> Result<u64> {
+        let quiet_since = self.clock.now_ms().saturating_sub(Self::ms(self.forget));
+        let r = sqlx::query(
+            "DELETE FROM login_failures WHERE last_failure <= $1 AND locked_until <= $1",
+        )
+        .bind(quiet_since)
+        .execute(self.db.w())
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Records kept (tests).
+    #[cfg(test)]
+    async fn stored(&self) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM login_failures")
+            .fetch_one(self.db.r())
+            .await?;
+        Ok(n)
     }
 }
 
@@ -524,18 +733,18 @@ mod tests {
         let g = LoginGuard::new(3, Duration::from_secs(900), false);
         for _ in 0..3 {
             g.admit("alice", "10.0.0.9").await.unwrap();
-            g.failed("alice", "10.0.0.9");
+            g.failed("alice", "10.0.0.9").await;
         }
         assert!(
             g.admit("alice", "10.0.0.9").await.is_err(),
             "the attacker is locked"
         );
         // The owner, from an address the account trusts, is not.
-        g.succeeded("alice", "10.0.0.1");
+        g.succeeded("alice", "10.0.0.1").await;
         g.admit("alice", "10.0.0.1").await.unwrap();
         tokio::time::advance(Duration::from_millis(1001)).await;
         g.admit("alice", "10.0.0.9").await.unwrap();
-        g.failed("alice", "10.0.0.9");
+        g.failed("alice", "10.0.0.9").await;
         tokio::time::advance(Duration::from_millis(1500)).await;
         assert!(
             g.admit("alice", "10.0.0.9").await.is_err(),
@@ -548,7 +757,7 @@ mod tests {
     async fn an_address_spraying_many_accounts_is_locked() {
         let g = LoginGuard::new(2, Duration::from_secs(60), false);
         for i in 0..8 {
-            g.failed(&format!("user{i}"), "10.0.0.9");
+            g.failed(&format!("user{i}"), "10.0.0.9").await;
         }
         assert!(g.admit("someone-else", "10.0.0.9").await.is_err());
         g.admit("someone-else", "10.0.0.8").await.unwrap();
@@ -557,9 +766,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_account_under_attack_slows_new_addresses_but_never_refuses_trusted_ones() {
         let g = LoginGuard::new(3, Duration::from_secs(900), false);
-        g.succeeded("alice", "10.0.0.1");
+        g.succeeded("alice", "10.0.0.1").await;
         for i in 0..10 {
-            g.failed("alice", &format!("10.1.0.{i}"));
+            g.failed("alice", &format!("10.1.0.{i}")).await;
         }
         let start = Instant::now();
         g.admit("alice", "10.0.0.1").await.unwrap();
@@ -569,7 +778,7 @@ mod tests {
         assert!(Instant::now() - start <= MAX_SLOWDOWN);
         drop(p);
         // A success from anywhere ends the slowdown.
-        g.succeeded("alice", "10.2.0.1");
+        g.succeeded("alice", "10.2.0.1").await;
         let t = Instant::now();
         g.admit("alice", "10.3.0.1").await.unwrap();
         assert_eq!(Instant::now(), t);
@@ -582,11 +791,12 @@ mod tests {
             g.failed(
                 &format!("random-{i}"),
                 &format!("10.0.{}.{}", i / 256, i % 256),
-            );
+            )
+            .await;
         }
         assert!(g.records() <= 400, "bounded: {}", g.records());
         tokio::time::advance(Duration::from_secs(16 * 60)).await;
-        g.sweep();
+        g.sweep().await.unwrap();
         assert_eq!(g.records(), 0, "every quiet record is forgotten");
     }
 
@@ -594,12 +804,87 @@ mod tests {
     async fn password_change_failures_are_kept_apart() {
         let g = LoginGuard::new(2, Duration::from_secs(60), false);
         for _ in 0..5 {
-            g.failed("alice", "10.0.0.9");
+            g.failed("alice", "10.0.0.9").await;
         }
-        g.check_change("alice", "10.0.0.1").unwrap();
-        g.change_failed("alice", "10.0.0.9");
-        g.change_failed("alice", "10.0.0.9");
-        assert!(g.check_change("alice", "10.0.0.9").is_err());
-        g.check_change("alice", "10.0.0.1").unwrap();
+        g.check_change("alice", "10.0.0.1").await.unwrap();
+        g.change_failed("alice", "10.0.0.9").await;
+        g.change_failed("alice", "10.0.0.9").await;
+        assert!(g.check_change("alice", "10.0.0.9").await.is_err());
+        g.check_change("alice", "10.0.0.1").await.unwrap();
+    }
+
+    /// Two nodes (two guards) on one database with one clock.
+    async fn shared_guards_on(db: Db) {
+        use crate::clock::ManualClock;
+        let clock = ManualClock::new(1_700_000_000_000);
+        let max = Duration::from_secs(60);
+        let node = |db: &Db| {
+            LoginGuard::new(3, max, false).shared(db.clone(), Arc::new(clock.clone()), max)
+        };
+        let (a, b) = (node(&db), node(&db));
+        for _ in 0..2 {
+            a.admit("alice", "10.0.0.9").await.unwrap();
+            a.failed("alice", "10.0.0.9").await;
+        }
+        b.admit("alice", "10.0.0.9").await.unwrap();
+        b.failed("alice", "10.0.0.9").await;
+        assert_eq!(a.failures("alice", "10.0.0.9").await.unwrap(), 3);
+        // The third failure (on node B) locks for 1 s, on both nodes.
+        for g in [&a, &b] {
+            match g.admit("alice", "10.0.0.9").await {
+                Err(Error::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 1),
+                other => panic!("expected a lock, got {other:?}"),
+            }
+        }
+        // Not the owner's address, not another account.
+        a.admit("alice", "10.0.0.1").await.unwrap();
+        b.admit("bob", "10.0.0.9").await.unwrap();
+        clock.advance_ms(1_001);
+        a.admit("alice", "10.0.0.9").await.unwrap();
+        a.failed("alice", "10.0.0.9").await;
+        clock.advance_ms(1_500);
+        assert!(
+            b.admit("alice", "10.0.0.9").await.is_err(),
+            "the second lock is 2 s"
+        );
+        clock.advance_ms(600);
+        b.admit("alice", "10.0.0.9").await.unwrap();
+        // A success clears the record everywhere.
+        b.succeeded("alice", "10.0.0.9").await;
+        assert_eq!(a.failures("alice", "10.0.0.9").await.unwrap(), 0);
+        // Password-change failures are kept apart, shared too.
+        a.failed("carol", "10.0.0.9").await;
+        for _ in 0..3 {
+            a.change_failed("carol", "10.0.0.9").await;
+        }
+        assert!(b.check_change("carol", "10.0.0.9").await.is_err());
+        b.check_change("carol", "10.0.0.8").await.unwrap();
+        // A run quiet for `forget` (15 min here) starts again, and is swept.
+        let sh = a.shared.clone().unwrap();
+        assert_eq!(sh.stored().await.unwrap(), 2);
+        clock.advance_ms(15 * 60 * 1000 + 2_000);
+        a.failed("carol", "10.0.0.9").await;
+        assert_eq!(a.failures("carol", "10.0.0.9").await.unwrap(), 1);
+        b.sweep().await.unwrap();
+        assert_eq!(
+            sh.stored().await.unwrap(),
+            1,
+            "only the fresh record is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn shared_lockout_holds_on_every_node_sqlite() {
+        let t = crate::testdb::TestDb::sqlite().await;
+        shared_guards_on(t.db.clone()).await;
+    }
+
+    #[tokio::test]
+    async fn shared_lockout_holds_on_every_node_postgres() {
+        let Some(t) = crate::testdb::TestDb::postgres().await else {
+            return;
+        };
+        shared_guards_on(t.db.clone()).await;
+        t.drop().await;
     }
 }

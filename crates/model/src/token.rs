@@ -12,7 +12,16 @@
 //! login and those from `/fresh` (children of the refresh token), TwoCloud tokens renewed with a
 //! token — are linked to that token's family in the database; revoking any token of a family
 //! revokes every token in it, so a session ends whole whichever of its tokens logs out.
+//!
+//! Tokens are verified synchronously against an in-memory set of revoked hashes. Every node keeps
+//! its set current with a change feed: [`Tokens::poll_revocations`] (run every 250 ms by the
+//! server's background tasks) reads the revocations recorded since the last poll (`revoked_at`,
+//! unix ms, with a 2 s overlap so that transactions committing out of order, or nodes whose
+//! clocks differ a little, are not missed). A family's revocation is recorded token by token, so
+//! the feed carries families too. Password changes (`tokens_not_before`) reach other nodes through
+//! the account cache, whose entries live under a second (see [`crate::account`]).
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -108,6 +117,15 @@ impl TokenKey {
         out
     }
 
+    /// A 32-byte key for another purpose (`label`), derived from this key: every node sharing
+    /// the token key derives the same one.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        mac.update(b"stratus derived key\0");
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// Checks structure, algorithm and signature, then decodes the claims. Does not look at
     /// `exp`, `aud`, `iss` or revocation: see [`Tokens::verify`].
     pub fn decode(&self, token: &str) -> Result<Claims, AuthFailure> {
@@ -200,6 +218,18 @@ pub struct Tokens {
     domain: String,
     db: Db,
     revoked: Arc<DashMap<String, i64>>,
+    /// The newest `revoked_at` the change feed has seen (unix ms).
+    feed_cursor: Arc<AtomicI64>,
+}
+
+/// How far back each poll of the change feed looks before the newest revocation it saw.
+pub const FEED_OVERLAP_MS: i64 = 2_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }
 
 /// A verified token.
@@ -213,26 +243,62 @@ pub struct Verified {
 impl Tokens {
     /// Loads the unexpired revocations from the database.
     pub async fn new(key: TokenKey, domain: String, db: Db, now: i64) -> Result<Tokens> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT token_hash, expires_at FROM revoked_tokens WHERE expires_at > $1",
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT token_hash, expires_at, revoked_at FROM revoked_tokens WHERE expires_at > $1",
         )
         .bind(now)
         .fetch_all(db.r())
         .await?;
         let revoked = Arc::new(DashMap::new());
-        for (h, e) in rows {
+        let mut cursor = 0;
+        for (h, e, at) in rows {
             revoked.insert(h, e);
+            cursor = cursor.max(at);
         }
         Ok(Tokens {
             key,
             domain,
             db,
             revoked,
+            feed_cursor: Arc::new(AtomicI64::new(cursor)),
         })
+    }
+
+    /// The change feed: takes in the revocations recorded (by any node) since the last poll,
+    /// less [`FEED_OVERLAP_MS`]. Returns how many rows were read.
+    pub async fn poll_revocations(&self) -> Result<usize> {
+        let since = self
+            .feed_cursor
+            .load(Ordering::SeqCst)
+            .saturating_sub(FEED_OVERLAP_MS);
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT token_hash, expires_at, revoked_at FROM revoked_tokens WHERE revoked_at > $1",
+        )
+        .bind(since)
+        .fetch_all(self.db.r())
+        .await?;
+        let mut newest = 0;
+        for (h, e, at) in &rows {
+            self.revoked.insert(h.clone(), *e);
+            newest = newest.max(*at);
+        }
+        self.feed_cursor.fetch_max(newest, Ordering::SeqCst);
+        Ok(rows.len())
+    }
+
+    /// Whether the token with this hash is known here as revoked (tests, diagnostics).
+    pub fn is_revoked_here(&self, hash: &str) -> bool {
+        self.revoked.contains_key(hash)
     }
 
     pub fn domain(&self) -> &str {
         &self.domain
+    }
+
+    /// The key login nonces are signed with (derived from the token key, so shared by every
+    /// node that shares the token key).
+    pub fn nonce_key(&self) -> [u8; 32] {
+        self.key.derive("login nonce")
     }
 
     /// Signs a token for `sub`, issued at `iat`, living `ttl` seconds, with exactly the
@@ -341,7 +407,15 @@ impl Tokens {
         .bind(family_exp)
         .execute(self.db.w())
         .await?;
-        if self.revoked.contains_key(family) {
+        // The link is committed before we look: a revocation of the family on another node
+        // either finds the link (and revokes the child) or committed its root first (seen here).
+        let family_revoked = self.revoked.contains_key(family)
+            || sqlx::query_as::<_, (i64,)>("SELECT 1 FROM revoked_tokens WHERE token_hash = $1")
+                .bind(family)
+                .fetch_optional(self.db.w())
+                .await?
+                .is_some();
+        if family_revoked {
             self.revoke_hashes(&[(h, child_exp)]).await?;
         }
         Ok(())
@@ -352,25 +426,35 @@ impl Tokens {
         let (family, family_exp) = self
             .family_of(&token_hash(&verified.token), verified.claims.exp)
             .await?;
-        let mut dead: Vec<(String, i64)> =
+        // The root first, committed before the members are read: a child linked meanwhile on
+        // another node sees the root revoked (see `link_to`).
+        self.revoke_hashes(&[
+            (token_hash(&verified.token), verified.claims.exp),
+            (family.clone(), family_exp),
+        ])
+        .await?;
+        let dead: Vec<(String, i64)> =
             sqlx::query_as("SELECT token_hash, expires_at FROM token_links WHERE family = $1")
                 .bind(&family)
-                .fetch_all(self.db.r())
+                .fetch_all(self.db.w())
                 .await?;
-        dead.push((token_hash(&verified.token), verified.claims.exp));
-        dead.push((family, family_exp));
         self.revoke_hashes(&dead).await
     }
 
     async fn revoke_hashes(&self, dead: &[(String, i64)]) -> Result<()> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let at = now_ms();
         let mut tx = self.db.w().begin().await?;
         for (h, exp) in dead {
             sqlx::query(
-                "INSERT INTO revoked_tokens (token_hash, expires_at) VALUES ($1, $2) \
-                 ON CONFLICT (token_hash) DO NOTHING",
+                "INSERT INTO revoked_tokens (token_hash, expires_at, revoked_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (token_hash) DO NOTHING",
             )
             .bind(h)
             .bind(exp)
+            .bind(at)
             .execute(&mut *tx)
             .await?;
         }
@@ -499,5 +583,94 @@ mod tests {
         );
         assert_eq!(token_from_authorization("   "), None);
         assert_eq!(token_from_authorization("Bearer "), None);
+    }
+
+    /// Two nodes (two `Tokens`) on one database: revocations reach the other through the feed.
+    async fn feed_on(db: Db) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let key = || TokenKey::new(b"shared");
+        let a = Tokens::new(key(), "memo.io".into(), db.clone(), now)
+            .await
+            .unwrap();
+        let b = Tokens::new(key(), "memo.io".into(), db.clone(), now)
+            .await
+            .unwrap();
+        assert_eq!(a.nonce_key(), b.nonce_key());
+        assert_ne!(a.nonce_key(), TokenKey::new(b"other").derive("login nonce"));
+
+        let t = a.issue_unique(TokenKind::Access, "acct", now, 900);
+        let v = a.verify(&t, TokenKind::Access, now).unwrap();
+        b.verify(&t, TokenKind::Access, now).unwrap();
+        a.revoke(&v).await.unwrap();
+        assert_eq!(
+            a.verify(&t, TokenKind::Access, now).unwrap_err(),
+            AuthFailure::Revoked
+        );
+        b.verify(&t, TokenKind::Access, now).unwrap();
+        assert!(b.poll_revocations().await.unwrap() >= 1);
+        assert_eq!(
+            b.verify(&t, TokenKind::Access, now).unwrap_err(),
+            AuthFailure::Revoked
+        );
+
+        // A family: refresh token on A, access token minted from it on B; logout of the access
+        // token on B ends the refresh token on A after A's next poll.
+        let root = a.issue_unique(TokenKind::Refresh, "acct", now, 3600);
+        let root_v = b.verify(&root, TokenKind::Refresh, now).unwrap();
+        let child = b.issue_unique(TokenKind::Access, "acct", now, 900);
+        b.link(&child, now + 900, &root_v).await.unwrap();
+        let child_v = b.verify(&child, TokenKind::Access, now).unwrap();
+        b.revoke(&child_v).await.unwrap();
+        a.verify(&root, TokenKind::Refresh, now).unwrap();
+        a.poll_revocations().await.unwrap();
+        assert_eq!(
+            a.verify(&root, TokenKind::Refresh, now).unwrap_err(),
+            AuthFailure::Revoked
+        );
+        // A child linked on A to the family revoked on B (A has not polled since) dies at once.
+        let late = a.issue_unique(TokenKind::Access, "acct", now, 900);
+        let c = Tokens::new(key(), "memo.io".into(), db.clone(), now)
+            .await
+            .unwrap();
+        let root2 = c.issue_unique(TokenKind::Refresh, "acct", now, 3600);
+        let root2_v = c.verify(&root2, TokenKind::Refresh, now).unwrap();
+        b.revoke(&root2_v).await.unwrap();
+        a.link(&late, now + 900, &root2_v).await.unwrap();
+        assert_eq!(
+            a.verify(&late, TokenKind::Access, now).unwrap_err(),
+            AuthFailure::Revoked
+        );
+        // The cursor only moves forward, and a poll with nothing new reads only the overlap.
+        let before = a.feed_cursor.load(Ordering::SeqCst);
+        a.poll_revocations().await.unwrap();
+        assert!(a.feed_cursor.load(Ordering::SeqCst) >= before);
+        // A node started later loads every live revocation.
+        let d = Tokens::new(key(), "memo.io".into(), db.clone(), now)
+            .await
+            .unwrap();
+        for tok in [&t, &child, &late] {
+            assert_eq!(
+                d.verify(tok, TokenKind::Access, now).unwrap_err(),
+                AuthFailure::Revoked
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn revocations_reach_other_nodes_through_the_feed_sqlite() {
+        let t = crate::testdb::TestDb::sqlite().await;
+        feed_on(t.db.clone()).await;
+    }
+
+    #[tokio::test]
+    async fn revocations_reach_other_nodes_through_the_feed_postgres() {
+        let Some(t) = crate::testdb::TestDb::postgres().await else {
+            return;
+        };
+        feed_on(t.db.clone()).await;
+        t.drop().await;
     }
 }

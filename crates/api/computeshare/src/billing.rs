@@ -130,15 +130,18 @@ pub async fn link_wallet(
     Body(req): Body<LinkRequest>,
 ) -> CsResult<impl IntoResponse> {
     let domain = req.domain.unwrap_or_else(|| app.config.auth.domain.clone());
-    let address = app.auth.prove_wallet(
-        ip,
-        &WalletLogin {
-            address: req.address,
-            nonce: req.nonce,
-            domain,
-            signature: req.signature,
-        },
-    )?;
+    let address = app
+        .auth
+        .prove_wallet(
+            ip,
+            &WalletLogin {
+                address: req.address,
+                nonce: req.nonce,
+                domain,
+                signature: req.signature,
+            },
+        )
+        .await?;
     let credited = app
         .billing
         .link_wallet(app.auth.accounts(), &c.account, address)

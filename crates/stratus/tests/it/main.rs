@@ -18,6 +18,7 @@ mod compute_security;
 mod hidden_errors;
 mod multinode_compute;
 mod move_store;
+mod multinode_auth;
 mod s3;
 mod security;
 mod storage;

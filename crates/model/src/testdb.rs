@@ -1,0 +1,79 @@
+//! Databases for unit tests: an embedded SQLite file in a temporary directory, or a fresh
+//! database on the PostgreSQL server named by `STRATUS_TEST_PG` (a base URL), dropped by
+//! [`TestDb::drop`].
+
+use sqlx::Connection;
+
+use crate::db::{Db, Location, Options};
+
+pub(crate) struct TestDb {
+    pub db: Db,
+    _dir: Option<tempfile::TempDir>,
+    pg: Option<(String, String)>,
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let query = rest[authority_end..]
+        .find('?')
+        .map(|i| &rest[authority_end + i..])
+        .unwrap_or("");
+    format!(
+        "{}{}/{database}{query}",
+        &url[..scheme_end],
+        &rest[..authority_end]
+    )
+}
+
+impl TestDb {
+    pub async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_sqlite(&dir.path().join("t.db")).await.unwrap();
+        TestDb {
+            db,
+            _dir: Some(dir),
+            pg: None,
+        }
+    }
+
+    /// A fresh PostgreSQL database, or None (after saying so) without `STRATUS_TEST_PG`.
+    pub async fn postgres() -> Option<TestDb> {
+        let Some(base) = std::env::var("STRATUS_TEST_PG")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        else {
+            eprintln!("skipped: STRATUS_TEST_PG is not set");
+            return None;
+        };
+        sqlx::any::install_default_drivers();
+        let name = format!("stratus_u_{}", uuid::Uuid::new_v4().simple());
+        let mut c = sqlx::AnyConnection::connect(&base).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+        let url = with_database(&base, &name);
+        let db = Db::open(Location::Url(&url), &Options::default())
+            .await
+            .unwrap();
+        Some(TestDb {
+            db,
+            _dir: None,
+            pg: Some((base, name)),
+        })
+    }
+
+    /// Closes the database and drops it (PostgreSQL).
+    pub async fn drop(self) {
+        self.db.close().await;
+        if let Some((base, name)) = &self.pg {
+            let mut c = sqlx::AnyConnection::connect(base).await.unwrap();
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut c)
+                .await;
+        }
+    }
+}
