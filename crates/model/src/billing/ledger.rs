@@ -12,8 +12,8 @@
 //! failing; if one ever lost a race anyway, the key would fail its whole transaction (nothing
 //! bought, nothing charged).
 
-use serde::Serialize;
 use crate::db::Conn;
+use serde::Serialize;
 use stratus_config::Amount;
 
 use crate::clock::SharedClock;

@@ -138,11 +138,7 @@ impl Compute {
         ))
     }
 
-    pub(super) async fn insert_mapping(
-        &self,
-        conn: &mut Conn,
-        m: &Mapping,
-    ) -> Result<()> {
+    pub(super) async fn insert_mapping(&self, conn: &mut Conn, m: &Mapping) -> Result<()> {
         sqlx::query(
             "INSERT INTO mappings (id, instance_id, account_id, name, protocol, computer_port, server_ip, server_port, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
