@@ -16,6 +16,7 @@ mod compute;
 mod compute_crash;
 mod compute_security;
 mod hidden_errors;
+mod multinode_storage;
 mod s3;
 mod security;
 mod storage;

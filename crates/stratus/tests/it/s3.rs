@@ -18,7 +18,7 @@ const BUCKET: &str = "stratus";
 const REGION: &str = "garage";
 
 /// A single-node Garage on loopback, killed on drop.
-struct Garage {
+pub(crate) struct Garage {
     child: Child,
     dir: tempfile::TempDir,
     bin: PathBuf,
@@ -55,7 +55,7 @@ fn garage_bin() -> PathBuf {
 }
 
 impl Garage {
-    fn start() -> Garage {
+    pub(crate) fn start() -> Garage {
         let bin = garage_bin();
         let dir = tempfile::tempdir().unwrap();
         let (rpc, s3, admin) = (free_port(), free_port(), free_port());
@@ -190,7 +190,7 @@ api_bind_addr = "127.0.0.1:{admin}"
     }
 
     /// Keys of the incomplete multipart uploads in the bucket (all of them, any prefix).
-    fn incomplete_uploads(&self) -> Vec<String> {
+    pub(crate) fn incomplete_uploads(&self) -> Vec<String> {
         let v = self.aws_json(&["s3api", "list-multipart-uploads", "--bucket", BUCKET]);
         v["Uploads"]
             .as_array()
@@ -203,7 +203,7 @@ api_bind_addr = "127.0.0.1:{admin}"
     }
 
     /// Keys of the objects under `prefix`.
-    fn objects(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn objects(&self, prefix: &str) -> Vec<String> {
         let v = self.aws_json(&[
             "s3api",
             "list-objects-v2",
@@ -223,7 +223,7 @@ api_bind_addr = "127.0.0.1:{admin}"
     }
 
     /// The environment that binds the `mefs` target to this bucket.
-    fn target_env(&self) -> Vec<(String, String)> {
+    pub(crate) fn target_env(&self) -> Vec<(String, String)> {
         [
             ("BACKEND", "s3"),
             ("BUCKET", BUCKET),
@@ -243,7 +243,7 @@ api_bind_addr = "127.0.0.1:{admin}"
         .collect()
     }
 
-    fn server(&self) -> ServerBuilder {
+    pub(crate) fn server(&self) -> ServerBuilder {
         let mut b = Server::builder();
         for (k, v) in self.target_env() {
             b = b.env(&k, &v);
@@ -259,7 +259,7 @@ impl Drop for Garage {
     }
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !cond() {
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
@@ -288,7 +288,7 @@ fn fsck(g: &Garage, s: &Server) -> (bool, Value) {
 }
 
 /// Starts an upload of `total` bytes on a raw connection and sends the first `sent` of them.
-fn partial_upload(s: &Server, token: &str, total: &[u8], sent: usize) -> TcpStream {
+pub(crate) fn partial_upload(s: &Server, token: &str, total: &[u8], sent: usize) -> TcpStream {
     let head = "--B0und\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n";
     let tail = "\r\n--B0und--\r\n";
     let len = head.len() + total.len() + tail.len();
