@@ -60,7 +60,16 @@ pub struct App {
     pub node_id: String,
     /// What `/metrics` asks for on the public listener.
     pub operator_token: String,
+    /// This node's `node:<id>` lease, held from [`App::recover`] on (servers only: operator
+    /// tools never claim to be a node): while it lives, other nodes leave this node's in-flight
+    /// work alone.
+    node_lease: std::sync::OnceLock<stratus_store::Leadership>,
 }
+
+/// How long a node's lease and the storage collector's lease last without renewal.
+const NODE_LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often the `storage-gc` holder reclaims the work of gone nodes.
+const STORAGE_GC_EVERY: Duration = Duration::from_secs(5);
 
 impl App {
     /// Opens the data directory and builds the services with the system clock.
@@ -134,12 +143,23 @@ impl App {
             compute,
             node_id,
             operator_token,
+            node_lease: std::sync::OnceLock::new(),
         }))
     }
 
     /// Finishes what a crash interrupted (uploads, deletes). The server calls this once before it
     /// listens; operator tools that may run beside a live server never do.
     pub async fn recover(&self) -> Result<()> {
+        // Alive before any work of this node can be in flight (a restart within the TTL finds
+        // the lease still its own).
+        let node = self.storage.node().to_string();
+        let lease = format!("{}{node}", stratus_model::storage::NODE_LEASE_PREFIX);
+        if !self.db.try_lease(&lease, &node, NODE_LEASE_TTL).await? {
+            tracing::warn!(%lease, "another process holds this node's lease (same server id?)");
+        }
+        self.node_lease.get_or_init(|| {
+            stratus_store::Leadership::spawn(self.db.clone(), &lease, &node, NODE_LEASE_TTL)
+        });
         self.storage.recover().await?;
         // Compute: kernel tables of dead servers go whatever else happens; then connect the
         // runtime and re-attach every instance, so mappings listen again before the server
@@ -177,6 +197,35 @@ impl App {
             let stop = shutdown.clone();
             tokio::spawn(async move { revocation_feed(auth, stop).await })
         };
+        let storage_gc = {
+            let storage = self.storage.clone();
+            let lease = stratus_store::Leadership::spawn(
+                self.db.clone(),
+                "storage-gc",
+                self.storage.node(),
+                NODE_LEASE_TTL,
+            );
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(STORAGE_GC_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if !lease.is_held() {
+                                continue;
+                            }
+                            match storage.collect_garbage().await {
+                                Ok(0) => {}
+                                Ok(n) => tracing::info!(reclaimed = n, "storage garbage collected"),
+                                Err(e) => tracing::warn!(error = %e, "storage garbage collection failed"),
+                            }
+                        }
+                        _ = stop.changed() => break,
+                    }
+                }
+                lease.release();
+            })
+        };
         let nonce_every = Duration::from_secs(self.config.auth.nonce_ttl.clamp(1, 10));
         let mut nonce_tick = tokio::time::interval(nonce_every);
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -198,6 +247,7 @@ impl App {
         let _ = sweeper.await;
         let _ = actions.await;
         let _ = feed.await;
+        let _ = storage_gc.await;
         if let Some(w) = watcher {
             match w.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "chain watcher stopped"),

@@ -6,6 +6,11 @@
 //! them under their name in one atomic step. A staging area that is dropped or aborted leaves
 //! nothing behind; leftovers of a crash are removed by [`BlobStore::clean_staging`] at start.
 //!
+//! Staging areas belong to a *node* (the id of the server process that writes them; several
+//! nodes may share one store): the node id is part of every staging name, a node's start cleans
+//! only its own ([`BlobStore::clean_staging`]), and the leftovers of nodes that are gone are found
+//! with [`BlobStore::staging_nodes`] and cleaned by whichever node collects garbage.
+//!
 //! Two backends: [`local::LocalBlobs`] (a directory; fsync, atomic rename, directory fsync) is the
 //! embedded default; [`remote::ObjectStoreBlobs`] adapts any `object_store` (S3-compatible stores
 //! such as Garage or MinIO) for deployments that scale out. This crate never touches metadata:
@@ -60,8 +65,8 @@ pub trait Staging: Send {
 pub trait BlobStore: Send + Sync + Debug {
     /// A stable identity of the backend: two targets with the same identity share blobs.
     fn id(&self) -> &str;
-    /// Opens a staging area (blocking; call from a blocking thread).
-    fn stage(&self) -> Result<Box<dyn Staging>, BlobError>;
+    /// Opens a staging area owned by `node` (blocking; call from a blocking thread).
+    fn stage(&self, node: &str) -> Result<Box<dyn Staging>, BlobError>;
     /// Streams `range` of blob `key`.
     async fn read(&self, key: &str, range: Range<u64>) -> Result<ByteStream, BlobError>;
     /// Size of blob `key`, or `None` if absent.
@@ -72,14 +77,27 @@ pub trait BlobStore: Send + Sync + Debug {
     async fn quarantine(&self, key: &str) -> Result<(), BlobError>;
     /// Every blob name (integrity checks).
     async fn keys(&self) -> Result<Vec<String>, BlobError>;
-    /// Removes leftovers of interrupted writes; returns how many.
-    async fn clean_staging(&self) -> Result<u64, BlobError>;
+    /// Removes the leftovers of `node`'s interrupted writes (only `node`'s: other nodes sharing
+    /// the store may be writing); returns how many.
+    async fn clean_staging(&self, node: &str) -> Result<u64, BlobError>;
+    /// The nodes that have something in the staging area (leftovers or writes in progress).
+    /// Staging names from before staging was per node count as a node of their own, which is
+    /// never alive.
+    async fn staging_nodes(&self) -> Result<Vec<String>, BlobError>;
 }
 
 /// Checks that a key is a plain CID-like name (letters and digits only).
 pub fn check_key(key: &str) -> Result<(), BlobError> {
     if key.len() < 8 || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(BlobError::BadKey(key.to_string()));
+    }
+    Ok(())
+}
+
+/// Checks that a node id can be part of a staging name (letters and digits only).
+pub fn check_node(node: &str) -> Result<(), BlobError> {
+    if node.is_empty() || node.len() > 128 || !node.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(BlobError::BadKey(node.to_string()));
     }
     Ok(())
 }

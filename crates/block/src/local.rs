@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::direct::DirectFile;
-use crate::{check_key, BlobError, BlobStore, ByteStream, Staging};
+use crate::{check_key, check_node, BlobError, BlobStore, ByteStream, Staging};
 
 /// Size of the pieces a download is read in.
 const READ_CHUNK: usize = 1 << 20;
@@ -95,6 +95,12 @@ impl LocalBlobs {
     }
 }
 
+/// The node a staging file (`<node>.<uuid>`) belongs to; a name from before staging was per
+/// node (`<uuid>`) is a node of its own.
+fn staging_owner(name: &str) -> &str {
+    name.split_once('.').map_or(name, |(node, _)| node)
+}
+
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -154,8 +160,11 @@ impl BlobStore for LocalBlobs {
         &self.id
     }
 
-    fn stage(&self) -> Result<Box<dyn Staging>, BlobError> {
-        let path = self.staging.join(uuid::Uuid::new_v4().simple().to_string());
+    fn stage(&self, node: &str) -> Result<Box<dyn Staging>, BlobError> {
+        check_node(node)?;
+        let path = self
+            .staging
+            .join(format!("{node}.{}", uuid::Uuid::new_v4().simple()));
         let file = DirectFile::create(&path)?;
         Ok(Box::new(LocalStaging {
             file: Some(file),
@@ -264,15 +273,33 @@ impl BlobStore for LocalBlobs {
         .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
     }
 
-    async fn clean_staging(&self) -> Result<u64, BlobError> {
+    async fn clean_staging(&self, node: &str) -> Result<u64, BlobError> {
+        check_node(node)?;
         let dir = self.staging.clone();
+        let node = node.to_string();
         tokio::task::spawn_blocking(move || {
             let mut n = 0;
             for e in fs::read_dir(&dir)? {
-                fs::remove_file(e?.path())?;
-                n += 1;
+                let e = e?;
+                if staging_owner(&e.file_name().to_string_lossy()) == node {
+                    fs::remove_file(e.path())?;
+                    n += 1;
+                }
             }
             Ok(n)
+        })
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
+    }
+
+    async fn staging_nodes(&self) -> Result<Vec<String>, BlobError> {
+        let dir = self.staging.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = std::collections::BTreeSet::new();
+            for e in fs::read_dir(&dir)? {
+                out.insert(staging_owner(&e?.file_name().to_string_lossy()).to_string());
+            }
+            Ok(out.into_iter().collect())
         })
         .await
         .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
@@ -300,7 +327,7 @@ mod tests {
         let s = LocalBlobs::open(dir.path()).unwrap();
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let key = "bafkreiexamplekey01";
-        let mut st = s.stage().unwrap();
+        let mut st = s.stage("nodea").unwrap();
         st.write(&data[..1000]).unwrap();
         st.write(&data[1000..]).unwrap();
         assert_eq!(st.written(), data.len() as u64);
@@ -329,13 +356,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalBlobs::open(dir.path()).unwrap();
         {
-            let mut st = s.stage().unwrap();
+            let mut st = s.stage("nodea").unwrap();
             st.write(b"partial").unwrap();
         }
         assert_eq!(std::fs::read_dir(s.staging_dir()).unwrap().count(), 0);
-        // A crash leaves a file behind: clean_staging removes it.
-        std::fs::write(s.staging_dir().join("leftover"), b"x").unwrap();
-        assert_eq!(s.clean_staging().await.unwrap(), 1);
+        // A crash leaves files behind: clean_staging removes the node's own only.
+        std::fs::write(s.staging_dir().join("nodea.leftover"), b"x").unwrap();
+        std::fs::write(s.staging_dir().join("nodeb.inflight"), b"x").unwrap();
+        std::fs::write(s.staging_dir().join("legacy"), b"x").unwrap();
+        assert_eq!(
+            s.staging_nodes().await.unwrap(),
+            vec!["legacy".to_string(), "nodea".into(), "nodeb".into()]
+        );
+        assert_eq!(s.clean_staging("nodea").await.unwrap(), 1);
+        assert_eq!(
+            s.staging_nodes().await.unwrap(),
+            vec!["legacy".to_string(), "nodeb".into()]
+        );
+        assert_eq!(s.clean_staging("legacy").await.unwrap(), 1);
+        assert_eq!(s.staging_nodes().await.unwrap(), vec!["nodeb".to_string()]);
+        assert!(s.clean_staging("../x").await.is_err());
         assert!(s.keys().await.unwrap().is_empty());
     }
 
@@ -347,7 +387,7 @@ mod tests {
             .map(|i| (i % 251) as u8)
             .collect();
         let key = "bafkreitruncatedkey";
-        let mut st = s.stage().unwrap();
+        let mut st = s.stage("nodea").unwrap();
         st.write(&data).unwrap();
         st.commit(key).unwrap();
         let mut stream = s.read(key, 0..data.len() as u64).await.unwrap();

@@ -1,6 +1,6 @@
 //! Blobs in any `object_store` (S3-compatible stores: Garage, MinIO, AWS S3).
 //!
-//! Staging is a multipart upload to `staging/<uuid>` streamed through `object_store`'s own
+//! Staging is a multipart upload to `staging/<node>/<uuid>` streamed through `object_store`'s own
 //! writer ([`WriteMultipart`]) in parts of 8 MiB (S3's minimum is 5 MiB), at most
 //! [`PARTS_IN_FLIGHT`] at a time; commit completes it and renames it to `blobs/<name>` (copy +
 //! delete where the store has no rename). A multipart upload is durable once the store
@@ -10,7 +10,9 @@
 //! (a cancelled upload), aborts its multipart upload — from a task of its own, so dropping never
 //! blocks or needs to be on a particular thread. What a crash leaves (incomplete multipart
 //! uploads under `staging/`, which S3 keeps and bills until they are aborted) is listed and
-//! aborted by [`BlobStore::clean_staging`] at start, for S3 stores through [`S3Uploads`].
+//! aborted by [`BlobStore::clean_staging`] at start (the node's own only: other nodes sharing the
+//! bucket may be uploading), for S3 stores through [`S3Uploads`]; those of nodes that are gone
+//! are found with [`BlobStore::staging_nodes`].
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, WriteMultip
 use serde::Deserialize;
 use tokio::runtime::Handle;
 
-use crate::{check_key, BlobError, BlobStore, ByteStream, Staging};
+use crate::{check_key, check_node, BlobError, BlobStore, ByteStream, Staging};
 
 /// Size of one part.
 const PART: usize = 8 << 20;
@@ -170,9 +172,13 @@ impl BlobStore for ObjectStoreBlobs {
         &self.id
     }
 
-    fn stage(&self) -> Result<Box<dyn Staging>, BlobError> {
+    fn stage(&self, node: &str) -> Result<Box<dyn Staging>, BlobError> {
+        check_node(node)?;
         let rt = Handle::current();
-        let path = Path::from(format!("{STAGING_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        let path = Path::from(format!(
+            "{STAGING_PREFIX}{node}/{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         let upload = rt
             .block_on(self.store.put_multipart(&path))
             .map_err(remote)?;
@@ -242,23 +248,58 @@ impl BlobStore for ObjectStoreBlobs {
         Ok(out)
     }
 
-    async fn clean_staging(&self) -> Result<u64, BlobError> {
-        let prefix = Path::from(STAGING_PREFIX.trim_end_matches('/'));
+    async fn clean_staging(&self, node: &str) -> Result<u64, BlobError> {
+        check_node(node)?;
         let stale: Vec<Path> = self
-            .store
-            .list(Some(&prefix))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .map_err(remote)?;
+            .staged_objects()
+            .await?
+            .into_iter()
+            .filter(|p| staging_owner(p.as_ref()) == Some(node))
+            .collect();
         for p in &stale {
             let _ = self.store.delete(p).await;
         }
         let mut n = stale.len() as u64;
         if let Some(uploads) = &self.uploads {
-            n += uploads.abort_all(STAGING_PREFIX).await?;
+            // `staging/<node>/…`, and a name from before staging was per node: `staging/<node>`.
+            for (key, id) in uploads.list(STAGING_PREFIX).await? {
+                if staging_owner(&key) == Some(node) {
+                    n += uploads.abort(&key, &id).await;
+                }
+            }
         }
         Ok(n)
+    }
+
+    async fn staging_nodes(&self) -> Result<Vec<String>, BlobError> {
+        let mut out = std::collections::BTreeSet::new();
+        for p in self.staged_objects().await? {
+            out.extend(staging_owner(p.as_ref()).map(str::to_string));
+        }
+        for (key, _) in self.incomplete_uploads().await? {
+            out.extend(staging_owner(&key).map(str::to_string));
+        }
+        Ok(out.into_iter().collect())
+    }
+}
+
+/// The node a staging key (`staging/<node>/<uuid>`) belongs to; a key from before staging was
+/// per node (`staging/<uuid>`) is a node of its own.
+fn staging_owner(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(STAGING_PREFIX)?;
+    Some(rest.split_once('/').map_or(rest, |(node, _)| node))
+}
+
+impl ObjectStoreBlobs {
+    /// Every completed object under `staging/` (a commit that did not get to its rename).
+    async fn staged_objects(&self) -> Result<Vec<Path>, BlobError> {
+        let prefix = Path::from(STAGING_PREFIX.trim_end_matches('/'));
+        self.store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(remote)
     }
 }
 
@@ -389,16 +430,24 @@ impl S3Uploads {
     pub async fn abort_all(&self, prefix: &str) -> Result<u64, BlobError> {
         let mut n = 0;
         for (key, id) in self.list(prefix).await? {
-            match self
-                .s3
-                .abort_multipart(&Path::from(key.as_str()), &id)
-                .await
-            {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => n += 1,
-                Err(e) => tracing::warn!(error = %e, %key, "cannot abort a multipart upload"),
-            }
+            n += self.abort(&key, &id).await;
         }
         Ok(n)
+    }
+
+    /// Aborts one multipart upload; 1 when it is gone, 0 when the store refused (logged).
+    pub async fn abort(&self, key: &str, id: &str) -> u64 {
+        match self
+            .s3
+            .abort_multipart(&Path::from(key), &id.to_string())
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => 1,
+            Err(e) => {
+                tracing::warn!(error = %e, %key, "cannot abort a multipart upload");
+                0
+            }
+        }
     }
 }
 
@@ -418,7 +467,7 @@ mod tests {
         let s2 = s.clone();
         let d2 = data.clone();
         tokio::task::spawn_blocking(move || {
-            let mut st = s2.stage().unwrap();
+            let mut st = s2.stage("nodea").unwrap();
             for c in d2.chunks(100_000) {
                 st.write(c).unwrap();
             }
@@ -446,12 +495,13 @@ mod tests {
         // An abandoned staging area is aborted.
         let s3 = s.clone();
         tokio::task::spawn_blocking(move || {
-            let mut st = s3.stage().unwrap();
+            let mut st = s3.stage("nodea").unwrap();
             st.write(b"never committed").unwrap();
         })
         .await
         .unwrap();
-        assert_eq!(s.clean_staging().await.unwrap(), 0);
+        assert_eq!(s.clean_staging("nodea").await.unwrap(), 0);
+        assert!(s.staging_nodes().await.unwrap().is_empty());
         s.delete("bafybeiremotetest").await.unwrap();
         assert_eq!(s.size("bafybeiremotetest").await.unwrap(), None);
     }
@@ -466,7 +516,7 @@ mod tests {
         ));
         let s2 = s.clone();
         let st = tokio::task::spawn_blocking(move || {
-            let mut st = s2.stage().unwrap();
+            let mut st = s2.stage("nodea").unwrap();
             st.write(&vec![7u8; PART + 1]).unwrap();
             st
         })
@@ -474,6 +524,13 @@ mod tests {
         .unwrap();
         drop(st);
         assert!(s.keys().await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn staging_keys_name_their_node() {
+        assert_eq!(staging_owner("staging/nodea/0123"), Some("nodea"));
+        assert_eq!(staging_owner("staging/0123"), Some("0123"));
+        assert_eq!(staging_owner("blobs/bafy"), None);
     }
 
     #[test]

@@ -144,6 +144,22 @@ impl Database {
         }
     }
 
+    /// Locks a blob's row until the transaction ends (PostgreSQL: `SELECT … FOR UPDATE`; a
+    /// missing row locks nothing), so that publishing an object of the blob and marking the blob
+    /// for deletion are decided one after the other on every node, each seeing what the other
+    /// committed. SQLite's single writer already serializes writes.
+    pub async fn lock_blob(
+        &self,
+        conn: &mut Conn,
+        backend: &str,
+        cid: &str,
+    ) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => Ok(()),
+            Backend::Postgres => postgres::lock_blob(conn, backend, cid).await,
+        }
+    }
+
     /// Closes the pools (graceful shutdown).
     pub async fn close(&self) {
         self.read.close().await;

@@ -34,3 +34,12 @@ pub(crate) async fn lock_account(conn: &mut Conn, account_id: &str) -> Result<()
         .await?;
     Ok(())
 }
+
+pub(crate) async fn lock_blob(conn: &mut Conn, backend: &str, cid: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT state FROM blobs WHERE backend = $1 AND cid = $2 FOR UPDATE")
+        .bind(backend)
+        .bind(cid)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -9,6 +9,13 @@
 //! Invariants: an object is visible only once its blob is durable and fully indexed; a blob is
 //! deleted only when no object references it (decided in one transaction); every half-done commit
 //! or delete is finished by [`Storage::recover`] at start.
+//!
+//! Several nodes (server processes, each with its own server id) may share one database and one
+//! blob store. Blob state transitions are compare-and-set in the database (see `delete`), and
+//! in-flight work belongs to the node that started it: a `pending` or `deleting` blob row names
+//! its node, staging names carry it. A node's [`Storage::recover`] touches only its own;
+//! [`Storage::collect_garbage`], run by the holder of the `storage-gc` lease, reclaims the work of
+//! nodes whose `node:<id>` lease has expired.
 
 mod delete;
 mod fsck;
@@ -70,7 +77,15 @@ pub struct Storage {
     tmp_dir: PathBuf,
     allowance: Arc<dyn Allowance>,
     locks: Arc<Vec<Mutex<()>>>,
+    /// This node's id (the server id).
+    node: String,
 }
+
+/// The name prefix of the leases that say which nodes are alive (`node:<id>`).
+pub const NODE_LEASE_PREFIX: &str = "node:";
+
+/// How long an upload waits for another live node's commit or delete of the same blob.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 const LOCK_STRIPES: usize = 256;
 
@@ -107,6 +122,7 @@ impl Storage {
         }
         let tmp_dir = data_dir.join("tmp");
         std::fs::create_dir_all(&tmp_dir)?;
+        let node = stratus_config::load_or_create_server_id(data_dir).map_err(Error::internal)?;
         Ok(Storage {
             db,
             clock,
@@ -115,7 +131,50 @@ impl Storage {
             tmp_dir,
             allowance,
             locks: Arc::new((0..LOCK_STRIPES).map(|_| Mutex::new(())).collect()),
+            node,
         })
+    }
+
+    /// This node's id: what its in-flight blob rows and staging names carry.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// A blob row's state and owning node.
+    async fn blob_state(
+        &self,
+        backend: &str,
+        cid: &str,
+    ) -> Result<Option<(String, Option<String>)>> {
+        Ok(
+            sqlx::query_as("SELECT state, node FROM blobs WHERE backend = $1 AND cid = $2")
+                .bind(backend)
+                .bind(cid)
+                .fetch_optional(self.db.w())
+                .await?,
+        )
+    }
+
+    /// Whether this node may take over in-flight work owned by `owner`: its own (this process
+    /// holds the blob's lock, so nothing of its own is in flight), a row from before nodes
+    /// existed, or a node whose lease has expired.
+    async fn may_take(&self, owner: Option<&str>) -> Result<bool> {
+        match owner {
+            None => Ok(true),
+            Some(n) if n == self.node => Ok(true),
+            Some(n) => Ok(!self.live_nodes().await?.iter().any(|l| l == n)),
+        }
+    }
+
+    /// The nodes whose lease is live, this one included.
+    async fn live_nodes(&self) -> Result<Vec<String>> {
+        let mut live = self
+            .db
+            .live_holders(NODE_LEASE_PREFIX)
+            .await
+            .map_err(Error::from)?;
+        live.push(self.node.clone());
+        Ok(live)
     }
 
     /// The target called `name` (`mefs`, `ipfs`), or `None` if not configured.
@@ -149,20 +208,47 @@ impl Storage {
         Ok((self.cfg.free_bytes, extra))
     }
 
-    /// Removes leftovers of interrupted uploads and finishes interrupted commits and deletes.
+    /// Removes leftovers of this node's interrupted uploads and finishes its interrupted commits
+    /// and deletes. Other nodes' work is left alone: they may be running.
     pub async fn recover(&self) -> Result<()> {
         for t in self.targets.values() {
-            let n = t.store.clean_staging().await.map_err(Error::internal)?;
+            let n = t
+                .store
+                .clean_staging(&self.node)
+                .await
+                .map_err(Error::internal)?;
             if n > 0 {
                 tracing::warn!(target = %t.name, leftovers = n, "removed interrupted uploads");
             }
         }
-        // The spill files of interrupted uploads.
+        // The spill files of interrupted uploads (the tmp dir is this node's own).
         if let Ok(rd) = std::fs::read_dir(&self.tmp_dir) {
             for e in rd.flatten() {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        self.finish_pending_deletes().await
+        self.finish_pending_deletes(&[]).await?;
+        Ok(())
+    }
+
+    /// Reclaims the work of nodes that are gone (their lease expired): their staging leftovers
+    /// and incomplete multipart uploads, and their `pending`/`deleting` blobs. Run by the holder
+    /// of the `storage-gc` lease; harmless anywhere (it never touches a live node's work).
+    /// Returns how many leftovers and blobs it dealt with.
+    pub async fn collect_garbage(&self) -> Result<u64> {
+        let live = self.live_nodes().await?;
+        let mut n = 0;
+        for t in self.targets.values() {
+            let nodes = t.store.staging_nodes().await.map_err(Error::internal)?;
+            for dead in nodes.iter().filter(|s| !live.contains(s)) {
+                let k = t.store.clean_staging(dead).await.map_err(Error::internal)?;
+                if k > 0 {
+                    tracing::info!(target = %t.name, node = %dead, leftovers = k, "removed a gone node's interrupted uploads");
+                }
+                n += k;
+            }
+        }
+        n += self.finish_pending_deletes(&live).await?;
+        Ok(n)
     }
 }

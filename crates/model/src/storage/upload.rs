@@ -144,11 +144,12 @@ impl Indexer {
 
 fn worker(
     target: Target,
+    node: String,
     profile: Profile,
     tmp_dir: std::path::PathBuf,
     mut rx: mpsc::Receiver<Msg>,
 ) -> Result<Staged> {
-    let mut staging = target.store.stage()?;
+    let mut staging = target.store.stage(&node)?;
     let mut spill = BufWriter::with_capacity(256 << 10, tempfile::tempfile_in(&tmp_dir)?);
     let mut importer = Importer::new(profile);
     let mut indexer = Indexer {
@@ -209,7 +210,8 @@ impl Storage {
         let (tx, rx) = mpsc::channel(32);
         let tmp = self.tmp_dir.clone();
         let t2 = target.clone();
-        let worker = tokio::task::spawn_blocking(move || worker(t2, profile, tmp, rx));
+        let node = self.node.clone();
+        let worker = tokio::task::spawn_blocking(move || worker(t2, node, profile, tmp, rx));
         Ok(Upload {
             storage: self.clone(),
             account_id: account_id.to_string(),
@@ -225,6 +227,7 @@ impl Storage {
     }
 
     /// Publishes a staged upload: blob durable first, then index and record in one transaction.
+    /// The blob's state changes are compare-and-set (see the module doc for the interleavings).
     async fn commit(
         &self,
         account_id: &str,
@@ -236,50 +239,77 @@ impl Storage {
         let backend = target.store.id().to_string();
         let guard = self.lock_blob(&backend, &cid).await;
         let now = self.clock.now_ms();
-        let state: Option<(String,)> =
-            sqlx::query_as("SELECT state FROM blobs WHERE backend = $1 AND cid = $2")
-                .bind(&backend)
-                .bind(&cid)
-                .fetch_optional(self.db.w())
-                .await?;
-        let write_blob = state.map(|s| s.0) != Some("live".to_string());
         let Staged {
             staging,
             size,
             profile,
-            spill,
+            mut spill,
             ..
         } = staged;
-        if write_blob {
-            sqlx::query(
-                "INSERT INTO blobs (backend, cid, size, profile, state, created_at) \
-                 VALUES ($1, $2, $3, $4, 'pending', $5) \
-                 ON CONFLICT (backend, cid) DO UPDATE SET state = 'pending', size = excluded.size, \
-                 profile = excluded.profile",
-            )
-            .bind(&backend)
-            .bind(&cid)
-            .bind(size as i64)
-            .bind(profile.name)
-            .bind(now)
-            .execute(self.db.w())
-            .await?;
-            let key = cid.clone();
-            let committed = tokio::task::spawn_blocking(move || staging.commit(&key))
-                .await
-                .map_err(Error::internal)
-                .and_then(|r| r.map_err(Error::from));
-            if let Err(e) = committed {
-                drop(guard);
-                self.discard_unpublished(&backend, &cid).await;
-                return Err(e);
+        let deadline = std::time::Instant::now() + super::BUSY_WAIT;
+        loop {
+            match self.blob_state(&backend, &cid).await? {
+                Some((state, _)) if state == "live" => {
+                    // Identical content is durable: publish a record of it, unless a delete
+                    // (on any node) marked it in the meantime.
+                    let published = self
+                        .publish(
+                            account_id,
+                            target,
+                            name,
+                            &backend,
+                            &cid,
+                            size,
+                            now,
+                            Publish::Live,
+                        )
+                        .await?;
+                    if let Some(o) = published {
+                        // The staged copy is not needed.
+                        tokio::task::spawn_blocking(move || drop(staging))
+                            .await
+                            .map_err(Error::internal)?;
+                        return Ok(o);
+                    }
+                }
+                seen => {
+                    let claimable = match &seen {
+                        None => true,
+                        Some((_, owner)) => self.may_take(owner.as_deref()).await?,
+                    };
+                    if claimable {
+                        if self
+                            .claim_pending(&backend, &cid, size, profile.name, now, seen)
+                            .await?
+                        {
+                            break;
+                        }
+                        // Somebody else changed it first: look again.
+                        continue;
+                    }
+                    // Another live node is committing or deleting this blob: wait for it.
+                    if std::time::Instant::now() > deadline {
+                        return Err(Error::unavailable(
+                            super::STORE_UNAVAILABLE,
+                            format!("blob {cid} stayed busy on another node"),
+                        ));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
             }
-        } else {
-            // Identical content is already durable: the staged copy is not needed.
-            tokio::task::spawn_blocking(move || drop(staging))
-                .await
-                .map_err(Error::internal)?;
         }
+        // The blob row is `pending` and ours: write the bytes, then publish.
+        let key = cid.clone();
+        let committed = tokio::task::spawn_blocking(move || staging.commit(&key))
+            .await
+            .map_err(Error::internal)
+            .and_then(|r| r.map_err(Error::from));
+        if let Err(e) = committed {
+            drop(guard);
+            self.discard_unpublished(&backend, &cid).await;
+            return Err(e);
+        }
+        spill.seek(SeekFrom::Start(0))?;
         let published = self
             .publish(
                 account_id,
@@ -289,20 +319,66 @@ impl Storage {
                 &cid,
                 size,
                 now,
-                write_blob.then_some(spill),
+                Publish::Pending(spill),
             )
             .await;
         drop(guard);
         match published {
-            Ok(o) => Ok(o),
+            Ok(Some(o)) => Ok(o),
+            // Our claim was taken over (this node's lease had expired): the bytes are the
+            // other node's business now.
+            Ok(None) => Err(Error::unavailable(
+                super::STORE_UNAVAILABLE,
+                format!("the pending blob {cid} was reclaimed by another node"),
+            )),
             Err(e) => {
-                if write_blob {
-                    // Nothing references the blob we just wrote: remove it.
-                    self.discard_unpublished(&backend, &cid).await;
-                }
+                // Nothing references the blob we just wrote: remove it.
+                self.discard_unpublished(&backend, &cid).await;
                 Err(e)
             }
         }
+    }
+
+    /// Makes the blob row `pending` and this node's, if it is still as seen (`None`: absent).
+    async fn claim_pending(
+        &self,
+        backend: &str,
+        cid: &str,
+        size: u64,
+        profile: &str,
+        now: i64,
+        seen: Option<(String, Option<String>)>,
+    ) -> Result<bool> {
+        let n = match seen {
+            None => sqlx::query(
+                "INSERT INTO blobs (backend, cid, size, profile, state, created_at, node) \
+                 VALUES ($1, $2, $3, $4, 'pending', $5, $6) ON CONFLICT (backend, cid) DO NOTHING",
+            )
+            .bind(backend)
+            .bind(cid)
+            .bind(size as i64)
+            .bind(profile)
+            .bind(now)
+            .bind(&self.node)
+            .execute(self.db.w())
+            .await?
+            .rows_affected(),
+            Some((state, owner)) => sqlx::query(
+                "UPDATE blobs SET state = 'pending', node = $1, size = $2, profile = $3 \
+                 WHERE backend = $4 AND cid = $5 AND state = $6 AND COALESCE(node, '') = $7",
+            )
+            .bind(&self.node)
+            .bind(size as i64)
+            .bind(profile)
+            .bind(backend)
+            .bind(cid)
+            .bind(state)
+            .bind(owner.unwrap_or_default())
+            .execute(self.db.w())
+            .await?
+            .rows_affected(),
+        };
+        Ok(n == 1)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -315,13 +391,36 @@ impl Storage {
         cid: &str,
         size: u64,
         now: i64,
-        spill: Option<File>,
-    ) -> Result<Object> {
+        blob: Publish,
+    ) -> Result<Option<Object>> {
         // A file sent without a name is named by its CID.
         let name = if name.is_empty() { cid } else { name };
         let (free, extra) = self.limit(account_id, &target.name).await?;
         let limit = free.saturating_add(extra);
         let mut tx = self.db.w().begin().await?;
+        // Quota and the blob's state are decided under locks every node takes in this order:
+        // account, then blob.
+        self.db.lock_account(&mut tx, account_id).await?;
+        self.db.lock_blob(&mut tx, backend, cid).await?;
+        let spill = match blob {
+            Publish::Live => {
+                // Compare-and-set: the blob must still be live (not marked by a delete).
+                let still = sqlx::query(
+                    "UPDATE blobs SET state = 'live' WHERE backend = $1 AND cid = $2 \
+                     AND state = 'live'",
+                )
+                .bind(backend)
+                .bind(cid)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if still == 0 {
+                    return Ok(None);
+                }
+                None
+            }
+            Publish::Pending(spill) => Some(spill),
+        };
         // Every record counts: `Used` is the sum of the sizes the file list shows. The same bytes
         // under the same name again add no record, and no size.
         let existing: Option<(i64, i64)> = sqlx::query_as(
@@ -417,11 +516,20 @@ impl Storage {
                 q.execute(&mut *tx).await?;
             }
             reader.await.map_err(Error::internal)?;
-            sqlx::query("UPDATE blobs SET state = 'live' WHERE backend = $1 AND cid = $2")
-                .bind(backend)
-                .bind(cid)
-                .execute(&mut *tx)
-                .await?;
+            // Compare-and-set: pending and ours -> live.
+            let won = sqlx::query(
+                "UPDATE blobs SET state = 'live', node = NULL WHERE backend = $1 AND cid = $2 \
+                 AND state = 'pending' AND node = $3",
+            )
+            .bind(backend)
+            .bind(cid)
+            .bind(&self.node)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if won == 0 {
+                return Ok(None);
+            }
         }
         let (id, created_at) = match existing {
             Some(found) => found,
@@ -443,15 +551,23 @@ impl Storage {
             }
         };
         tx.commit().await?;
-        Ok(Object {
+        Ok(Some(Object {
             id,
             target: target.name.clone(),
             cid: cid.to_string(),
             name: name.to_string(),
             size,
             created_at,
-        })
+        }))
     }
+}
+
+/// Which blob state a publish expects.
+enum Publish {
+    /// The blob is live already (identical content): only a record is added.
+    Live,
+    /// This node claimed the blob (`pending`) and wrote its bytes; the index is in the spill.
+    Pending(File),
 }
 
 impl Upload {

@@ -194,6 +194,10 @@ async fn routes(
     Ok(out)
 }
 
+/// The node name the move stages its uploads under: no server is running while it does, and
+/// leftovers of an interrupted move are reclaimed like those of any gone node.
+const MOVE_NODE: &str = "move-store";
+
 /// Streams one blob from `from` to `to`; never more than one chunk in memory.
 async fn copy_blob(
     from: Arc<dyn BlobStore>,
@@ -205,7 +209,7 @@ async fn copy_blob(
     let handle = tokio::runtime::Handle::current();
     let cid = cid.to_string();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut staging = to.stage()?;
+        let mut staging = to.stage(MOVE_NODE)?;
         while let Some(chunk) = handle.block_on(stream.next()) {
             staging.write(&chunk?)?;
         }

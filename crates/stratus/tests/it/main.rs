@@ -19,6 +19,7 @@ mod hidden_errors;
 mod multinode_compute;
 mod move_store;
 mod multinode_auth;
+mod multinode_storage;
 mod s3;
 mod security;
 mod storage;

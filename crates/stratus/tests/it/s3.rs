@@ -190,7 +190,7 @@ api_bind_addr = "127.0.0.1:{admin}"
     }
 
     /// Keys of the incomplete multipart uploads in the bucket (all of them, any prefix).
-    fn incomplete_uploads(&self) -> Vec<String> {
+    pub(crate) fn incomplete_uploads(&self) -> Vec<String> {
         let v = self.aws_json(&["s3api", "list-multipart-uploads", "--bucket", BUCKET]);
         v["Uploads"]
             .as_array()
@@ -243,7 +243,7 @@ api_bind_addr = "127.0.0.1:{admin}"
         .collect()
     }
 
-    fn server(&self) -> ServerBuilder {
+    pub(crate) fn server(&self) -> ServerBuilder {
         let mut b = Server::builder();
         for (k, v) in self.target_env() {
             b = b.env(&k, &v);
@@ -259,7 +259,7 @@ impl Drop for Garage {
     }
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !cond() {
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
@@ -288,7 +288,7 @@ fn fsck(g: &Garage, s: &Server) -> (bool, Value) {
 }
 
 /// Starts an upload of `total` bytes on a raw connection and sends the first `sent` of them.
-fn partial_upload(s: &Server, token: &str, total: &[u8], sent: usize) -> TcpStream {
+pub(crate) fn partial_upload(s: &Server, token: &str, total: &[u8], sent: usize) -> TcpStream {
     let head = "--B0und\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n";
     let tail = "\r\n--B0und--\r\n";
     let len = head.len() + total.len() + tail.len();
