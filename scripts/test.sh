@@ -7,9 +7,9 @@
 # tests and PostgreSQL 15 (started by scripts/postgres.sh on 127.0.0.1:55432)), checks formatting
 # and lints, then runs every test: the whole workspace with each test server on its embedded
 # SQLite database, then the integration tests (crates/stratus/tests/it) a second time with each
-# test server on a PostgreSQL database of its own (STRATUS_TEST_PG). The multi-node (cluster)
-# tests run on PostgreSQL in both runs (STRATUS_PG_URL). Idempotent: what is already there is
-# reused.
+# test server on a PostgreSQL database of its own (STRATUS_TEST_PG). Tests that need PostgreSQL
+# (several nodes on one database, move-store) skip in the first run and run in the second.
+# Idempotent: what is already there is reused.
 #
 # usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
@@ -46,7 +46,6 @@ trap 'kill -- "-$GARAGE_PID" 2>/dev/null || true' EXIT
 
 log "postgresql (scripts/postgres.sh)"
 STRATUS_PG_URL=$(scripts/postgres.sh | tail -n 1)
-export STRATUS_PG_URL
 
 log "python peer: eth-account"
 python3 -c 'import eth_account' 2>/dev/null || python3 -m pip install -q eth-account
@@ -78,7 +77,10 @@ export STRATUS_GARAGE
 
 log "cargo test"
 export STRATUS_REQUIRE_PEERS=1
-cargo test --workspace "$@"
+# Tests that need PostgreSQL (several nodes, move-store) skip here and run in the next pass.
+STRATUS_PG_PASS_FOLLOWS=1 cargo test --workspace "$@"
 
-log "cargo test -p stratus --test it, on PostgreSQL"
-STRATUS_TEST_PG=$STRATUS_PG_URL cargo test -p stratus --test it "$@"
+log "cargo test, on PostgreSQL: the core's store tests and the integration tests"
+export STRATUS_TEST_PG=$STRATUS_PG_URL
+cargo test -p stratus-model -p stratus-store "$@"
+cargo test -p stratus --test it "$@"

@@ -788,6 +788,29 @@ pub fn test_pg() -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
+/// The base PostgreSQL URL for a test that needs PostgreSQL (`what`), or `None` after saying why
+/// it is skipped: in `scripts/test.sh`'s SQLite pass (`STRATUS_PG_PASS_FOLLOWS`: the same test
+/// runs in the PostgreSQL pass that follows), or when no PostgreSQL is configured and peers are
+/// optional. Under `STRATUS_REQUIRE_PEERS` alone a missing PostgreSQL is a failure.
+pub fn pg_or_skip(what: &str) -> Option<String> {
+    if let Some(base) = test_pg() {
+        return Some(base);
+    }
+    if std::env::var_os("STRATUS_PG_PASS_FOLLOWS").is_some() {
+        eprintln!("skipped in the SQLite pass: {what} runs in the PostgreSQL pass");
+        return None;
+    }
+    let why = format!(
+        "{what} needs PostgreSQL: set STRATUS_TEST_PG to a base URL \
+         (scripts/postgres.sh prints one; scripts/test.sh sets it)"
+    );
+    if std::env::var_os("STRATUS_REQUIRE_PEERS").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+    None
+}
+
 /// Whether the servers of this run keep their data in PostgreSQL. Tests of what only the
 /// embedded SQLite database does (its file, its locks) call this first and return early,
 /// saying so.
@@ -1061,18 +1084,7 @@ impl Cluster {
         n: usize,
         builder: impl Fn(usize, ServerBuilder) -> ServerBuilder,
     ) -> Option<Cluster> {
-        let base = test_pg().or_else(|| {
-            std::env::var("STRATUS_PG_URL")
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-        });
-        let Some(base) = base else {
-            let why = "a cluster needs PostgreSQL: set STRATUS_TEST_PG to a base URL \
-                       (scripts/postgres.sh prints one; scripts/test.sh sets it)";
-            if std::env::var_os("STRATUS_REQUIRE_PEERS").is_some() {
-                panic!("{why}");
-            }
-            eprintln!("skipped: {why}");
+        let Some(base) = pg_or_skip("a cluster") else {
             return None;
         };
         Some(Self::start_on(Some(PgDatabase::create(&base)), n, builder))

@@ -33,12 +33,7 @@ fn listing(s: &Server, token: &str, target: &str) -> Value {
 
 #[test]
 fn move_store_moves_an_embedded_deployment_to_postgres_and_garage() {
-    let Some(base) = test_pg() else {
-        assert!(
-            std::env::var_os("STRATUS_REQUIRE_PEERS").is_none(),
-            "STRATUS_REQUIRE_PEERS is set but STRATUS_TEST_PG is not"
-        );
-        eprintln!("skipped: move-store needs PostgreSQL (set STRATUS_TEST_PG)");
+    let Some(base) = crate::harness::pg_or_skip("move-store") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
