@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{data, funded, json, put, test_pg, PgDatabase, Server, DATABASE_URL, KEY_A};
+use crate::harness::{data, funded, json, put, PgDatabase, Server, DATABASE_URL, KEY_A};
 use crate::s3::Garage;
 
 /// Both targets on the Garage bucket.
