@@ -1084,9 +1084,7 @@ impl Cluster {
         n: usize,
         builder: impl Fn(usize, ServerBuilder) -> ServerBuilder,
     ) -> Option<Cluster> {
-        let Some(base) = pg_or_skip("a cluster") else {
-            return None;
-        };
+        let base = pg_or_skip("a cluster")?;
         Some(Self::start_on(Some(PgDatabase::create(&base)), n, builder))
     }
 
