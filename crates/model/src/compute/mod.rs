@@ -375,11 +375,11 @@ impl Compute {
             if self.inner.live.contains_key(id) || to == Status::Running {
                 self.inner.live.insert(id.to_string(), to);
             }
-            self.inner.changed.notify_waiters();
             tracing::info!(instance = %id, status = to.name(), %reason, "instance status");
             // Kernel routes follow the status now: gone before a stopping instance's address
-            // can be reused, back once it runs.
+            // can be reused, back once it runs; waiters hear of the status once they do.
             self.inner.gateway.refresh(id).await;
+            self.inner.changed.notify_waiters();
         }
         Ok(moved)
     }
@@ -399,8 +399,14 @@ impl Compute {
             if i.status == status || i.status.is_final() {
                 return Ok(i);
             }
-            // Changes made by another node are not notified here: read again now and then.
-            let next = deadline.min(tokio::time::Instant::now() + Duration::from_millis(250));
+            // Changes made by another node are not notified here: read again now and then. This
+            // node's own changes are notified once the gateway follows them (a status read
+            // earlier could run ahead of the routes).
+            let next = if self.is_local(&i) {
+                deadline
+            } else {
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(250))
+            };
             if tokio::time::timeout_at(next, notified).await.is_err()
                 && tokio::time::Instant::now() >= deadline
             {
