@@ -129,6 +129,20 @@ impl Staging for RemoteStaging {
 
     fn commit(mut self: Box<Self>, key: &str) -> Result<(), BlobError> {
         check_key(key)?;
+        if self.written == 0 {
+            // S3 refuses an empty part, and a multipart upload needs one: an empty blob is one
+            // plain PUT, and the multipart upload is aborted.
+            self.abort();
+            let dest = ObjectStoreBlobs::blob_path(key);
+            let store = self.store.clone();
+            return self.rt.block_on(async move {
+                store
+                    .put(&dest, object_store::PutPayload::default())
+                    .await
+                    .map(|_| ())
+                    .map_err(remote)
+            });
+        }
         let mut writer = self.writer.take().expect("open until commit");
         if let Err(e) = self.rt.block_on(writer.wait_for_capacity(0)) {
             self.writer = Some(writer);

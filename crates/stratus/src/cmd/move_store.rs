@@ -196,7 +196,7 @@ async fn routes(
 
 /// The node name the move stages its uploads under: no server is running while it does, and
 /// leftovers of an interrupted move are reclaimed like those of any gone node.
-const MOVE_NODE: &str = "move-store";
+const MOVE_NODE: &str = "movestore";
 
 /// Streams one blob from `from` to `to`; never more than one chunk in memory.
 async fn copy_blob(
@@ -211,7 +211,11 @@ async fn copy_blob(
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut staging = to.stage(MOVE_NODE)?;
         while let Some(chunk) = handle.block_on(stream.next()) {
-            staging.write(&chunk?)?;
+            let chunk = chunk?;
+            // An S3 part may not be empty.
+            if !chunk.is_empty() {
+                staging.write(&chunk)?;
+            }
         }
         if staging.written() != size {
             bail!("read {} bytes, the store records {size}", staging.written());
