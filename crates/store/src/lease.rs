@@ -75,7 +75,10 @@ impl Database {
     /// nodes alive).
     pub async fn live_holders(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT holder FROM leases WHERE substr(name, 1, $1) = $2 AND expires_at >= $3",
+            // PostgreSQL has `substr(text, integer, integer)` only: the bound length (BIGINT
+            // through the `Any` driver) is cast.
+            "SELECT holder FROM leases WHERE substr(name, 1, CAST($1 AS INTEGER)) = $2 \
+             AND expires_at >= $3",
         )
         .bind(prefix.len() as i64)
         .bind(prefix)
@@ -168,5 +171,95 @@ impl Leadership {
 impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::Connection;
+
+    use crate::{with_database, Database, Location, Options};
+
+    /// Leases on `db`: taking, renewing, refusing another holder, listing live holders by
+    /// prefix, and releasing.
+    async fn leases_on(db: &Database) {
+        let ttl = Duration::from_secs(60);
+        assert!(db.try_lease("node:a", "a", ttl).await.unwrap());
+        assert!(db.try_lease("node:a", "a", ttl).await.unwrap(), "renewed");
+        assert!(
+            !db.try_lease("node:a", "b", ttl).await.unwrap(),
+            "held by a"
+        );
+        assert!(db.try_lease("node:b", "b", ttl).await.unwrap());
+        assert!(db.try_lease("host:h1", "b", ttl).await.unwrap());
+        assert_eq!(
+            db.lease_holder("node:a").await.unwrap().as_deref(),
+            Some("a")
+        );
+        let mut nodes = db.live_holders("node:").await.unwrap();
+        nodes.sort();
+        assert_eq!(nodes, ["a", "b"]);
+        assert_eq!(db.live_holders("host:").await.unwrap(), ["b"]);
+        db.release_lease("node:a", "a").await.unwrap();
+        assert_eq!(db.live_holders("node:").await.unwrap(), ["b"]);
+        assert_eq!(db.lease_holder("node:a").await.unwrap(), None);
+        assert!(
+            db.try_lease("node:a", "b", ttl).await.unwrap(),
+            "free again"
+        );
+        // An expired lease is nobody's.
+        assert!(db
+            .try_lease("short", "a", Duration::from_millis(1))
+            .await
+            .unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(db.lease_holder("short").await.unwrap(), None);
+        assert!(db.try_lease("short", "b", ttl).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn leases_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_sqlite(&dir.path().join("l.db"))
+            .await
+            .unwrap();
+        leases_on(&db).await;
+    }
+
+    #[tokio::test]
+    async fn leases_postgres() {
+        let Some(base) = std::env::var("STRATUS_TEST_PG")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        else {
+            eprintln!("skipped: STRATUS_TEST_PG is not set");
+            return;
+        };
+        sqlx::any::install_default_drivers();
+        let name = format!(
+            "stratus_lease_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let mut c = sqlx::AnyConnection::connect(&base).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let url = with_database(&base, &name);
+        let db = Database::open(Location::Url(&url), &Options::default())
+            .await
+            .unwrap();
+        leases_on(&db).await;
+        db.close().await;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut c)
+            .await
+            .unwrap();
     }
 }
