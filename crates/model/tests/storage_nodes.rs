@@ -1,6 +1,7 @@
 //! Several nodes on one database and one blob store: compare-and-set blob states and
 //! node-scoped recovery, driven through the storage API with two `Storage` values (two data
-//! directories, so two node ids) sharing a SQLite database and a blob directory.
+//! directories, so two node ids) sharing a database and a blob directory. The database is an
+//! embedded SQLite file, or a fresh PostgreSQL database under `STRATUS_TEST_PG` (a base URL).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +13,56 @@ use stratus_model::clock::SystemClock;
 use stratus_model::db::Db;
 use stratus_model::storage::{FreeTierOnly, Storage};
 
+/// A PostgreSQL database made for one test, dropped with it.
+struct PgDb {
+    base: String,
+    name: String,
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .arg(&self.base)
+            .args(["-qAt", "-c"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+/// The test's database: SQLite in `dir`, or PostgreSQL under `STRATUS_TEST_PG`.
+async fn open_db(dir: &std::path::Path) -> (Db, Option<PgDb>) {
+    let Some(base) = std::env::var("STRATUS_TEST_PG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return (Db::open_sqlite(&dir.join("s.db")).await.unwrap(), None);
+    };
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let name = format!("stratus_n_{}", uuid::Uuid::new_v4().simple());
+    let mut c = sqlx::AnyConnection::connect(&base).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let url = stratus_store::with_database(&base, &name);
+    let db = Db::open(
+        stratus_model::db::Location::Url(&url),
+        &stratus_model::db::Options::default(),
+    )
+    .await
+    .unwrap();
+    (db, Some(PgDb { base, name }))
+}
+
 struct Nodes {
     _dir: tempfile::TempDir,
+    // Dropped WITH (FORCE): the sessions `db` and the nodes still hold are ended.
+    _pg: Option<PgDb>,
     blobs: std::path::PathBuf,
     db: Db,
     a: Storage,
@@ -24,7 +73,7 @@ struct Nodes {
 
 async fn setup() -> Nodes {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_sqlite(&dir.path().join("s.db")).await.unwrap();
+    let (db, pg) = open_db(dir.path()).await;
     let blobs = dir.path().join("blobs");
     let mut cfg = StorageConfig::default();
     for t in cfg.targets.values_mut() {
@@ -57,6 +106,7 @@ async fn setup() -> Nodes {
         .unwrap();
     Nodes {
         _dir: dir,
+        _pg: pg,
         blobs,
         db,
         a,

@@ -48,8 +48,6 @@ fn all_listed_download(
 }
 
 #[test]
-#[ignore = "open bug (issue 11): an upload racing a delete of the same CID on another node gets a \
-            500 on PostgreSQL; run with --ignored"]
 fn an_upload_through_one_node_racing_a_delete_through_another_never_loses_bytes() {
     let g = Garage::start();
     let Some(c) = cluster(&g) else { return };
@@ -163,4 +161,40 @@ fn a_node_restart_leaves_another_nodes_upload_in_flight_alone() {
     }
     assert!(g.incomplete_uploads().is_empty());
     let _: &Server = &c.service;
+}
+
+#[test]
+fn a_killed_nodes_upload_in_flight_is_reclaimed_by_another_node_once_its_lease_expires() {
+    let g = Garage::start();
+    let Some(mut c) = cluster(&g) else { return };
+    let (_, alice, _) = c.service.wallet_login(KEY_A);
+    let a_id = c.nodes[0].server_id();
+    let bytes = data(30_000_000, 9);
+    let conn = partial_upload(&c.nodes[0], &alice, &bytes, 20_000_000);
+    let ours = format!("staging/{a_id}/");
+    wait_for("A's staged multipart upload", || {
+        g.incomplete_uploads().iter().any(|k| k.starts_with(&ours))
+    });
+    // A dies mid-upload: nothing of its own will ever finish or abort it.
+    c.nodes[0].kill();
+    drop(conn);
+    // B (the collector, once A's 10 s lease has expired) aborts A's multipart upload.
+    let since = std::time::Instant::now();
+    wait_for("B to reclaim A's abandoned upload", || {
+        !g.incomplete_uploads().iter().any(|k| k.starts_with(&ours))
+    });
+    assert!(
+        since.elapsed() >= Duration::from_secs(3),
+        "reclaimed while A's lease could still be live ({:?})",
+        since.elapsed()
+    );
+    assert!(
+        g.objects("staging/").is_empty(),
+        "{:?}",
+        g.objects("staging/")
+    );
+    // The service goes on through B.
+    let cid = put(&c.nodes[1], &alice, "mefs", "after.bin", bytes.clone());
+    let r = c.nodes[1].get(&format!("/mefs/{cid}")).send().unwrap();
+    assert_eq!(r.status(), 200);
 }
