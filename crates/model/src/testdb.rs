@@ -4,27 +4,14 @@
 
 use sqlx::Connection;
 
+use stratus_store::with_database;
+
 use crate::db::{Db, Location, Options};
 
 pub(crate) struct TestDb {
     pub db: Db,
     _dir: Option<tempfile::TempDir>,
     pg: Option<(String, String)>,
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let query = rest[authority_end..]
-        .find('?')
-        .map(|i| &rest[authority_end + i..])
-        .unwrap_or("");
-    format!(
-        "{}{}/{database}{query}",
-        &url[..scheme_end],
-        &rest[..authority_end]
-    )
 }
 
 impl TestDb {

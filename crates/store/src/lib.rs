@@ -210,9 +210,39 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// `url` naming `database` instead of the database it names (keeps the query string): test
+/// harnesses create a database per test through a base URL.
+pub fn with_database(url: &str, database: &str) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let query = rest[authority_end..]
+        .find('?')
+        .map(|i| &rest[authority_end + i..])
+        .unwrap_or("");
+    format!(
+        "{}{}/{database}{query}",
+        &url[..scheme_end],
+        &rest[..authority_end]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_url_names_another_database() {
+        assert_eq!(
+            with_database("postgres://u:p@127.0.0.1:55432/postgres", "t1"),
+            "postgres://u:p@127.0.0.1:55432/t1"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h:1/postgres?sslmode=disable", "t1"),
+            "postgres://u:p@h:1/t1?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "t1"), "postgres://h/t1");
+    }
 
     #[test]
     fn redacts_the_password_only() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{json, put, with_database, Cluster, Proxy, KEY_A};
+use crate::harness::{json, put, Cluster, Proxy, KEY_A};
 
 /// A TCP backend that greets each connection with its tag byte, then echoes what it reads.
 /// Returns its address; it stops accepting when `stop` is dropped.
@@ -91,19 +91,6 @@ fn the_proxy_hands_connections_out_in_turn_copies_both_ways_and_skips_a_dead_bac
     drop(proxy);
     let mut rest = Vec::new();
     assert_eq!(c.read_to_end(&mut rest).unwrap_or(0), 0, "{rest:?}");
-}
-
-#[test]
-fn a_database_url_names_the_test_database() {
-    assert_eq!(
-        with_database("postgres://u:p@127.0.0.1:55432/postgres", "t1"),
-        "postgres://u:p@127.0.0.1:55432/t1"
-    );
-    assert_eq!(
-        with_database("postgres://u:p@h:1/postgres?sslmode=disable", "t1"),
-        "postgres://u:p@h:1/t1?sslmode=disable"
-    );
-    assert_eq!(with_database("postgres://h", "t1"), "postgres://h/t1");
 }
 
 #[test]

@@ -856,22 +856,6 @@ fn psql() -> PathBuf {
         .expect("psql (scripts/postgres.sh installs PostgreSQL)")
 }
 
-/// `url` with `database` as its path (query parameters kept).
-pub fn with_database(url: &str, database: &str) -> String {
-    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let query = rest[authority_end..]
-        .find('?')
-        .map(|i| &rest[authority_end + i..])
-        .unwrap_or("");
-    format!(
-        "{}{}/{database}{query}",
-        &url[..scheme_end],
-        &rest[..authority_end]
-    )
-}
-
 impl PgDatabase {
     /// Creates `stratus_t_<random>` through `base` (any database URL on the server).
     pub fn create(base: &str) -> PgDatabase {
@@ -885,7 +869,7 @@ impl PgDatabase {
             ^ N.fetch_add(1, Ordering::SeqCst).wrapping_mul(0x9E37_79B9);
         let name = format!("stratus_t_{}", hex::encode(data(8, seed)));
         let db = PgDatabase {
-            url: with_database(base, &name),
+            url: stratus_store::with_database(base, &name),
             name,
             base: base.to_string(),
         };
