@@ -47,24 +47,40 @@ impl Account {
     }
 }
 
-/// `has_password` comes as 0/1: SQLite has no boolean type, and sqlx's `Any` driver decodes
-/// `bool` only from a boolean column.
-type Row = (String, Option<String>, Option<String>, i64, i64, i64);
+/// An `accounts` row as [`COLUMNS`] selects it. `has_password` comes as 0/1: SQLite has no
+/// boolean type, and sqlx's `Any` driver decodes `bool` only from a boolean column.
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    username: Option<String>,
+    wallet_address: Option<String>,
+    has_password: i64,
+    tokens_not_before: i64,
+    created_at: i64,
+}
 
-fn from_row((id, username, wallet, has_password, nbf, created): Row) -> Account {
+/// An account row with its password hash.
+#[derive(sqlx::FromRow)]
+struct WithHash {
+    #[sqlx(flatten)]
+    account: Row,
+    password_hash: Option<String>,
+}
+
+fn from_row(r: Row) -> Account {
     Account {
-        id,
-        username,
-        wallet: wallet.as_deref().and_then(parse_address),
-        has_password: has_password != 0,
-        tokens_not_before: nbf,
-        created_at: created,
+        id: r.id,
+        username: r.username,
+        wallet: r.wallet_address.as_deref().and_then(parse_address),
+        has_password: r.has_password != 0,
+        tokens_not_before: r.tokens_not_before,
+        created_at: r.created_at,
     }
 }
 
-const COLUMNS: &str =
-    "id, username, wallet_address, \
-     CAST(CASE WHEN password_hash IS NULL THEN 0 ELSE 1 END AS BIGINT), tokens_not_before, created_at";
+const COLUMNS: &str = "id, username, wallet_address, \
+     CAST(CASE WHEN password_hash IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_password, \
+     tokens_not_before, created_at";
 
 /// Checks a username's shape: 3–64 characters of letters, digits and `._@+-`.
 pub fn validate_username(u: &str) -> Result<()> {
@@ -227,22 +243,13 @@ impl Accounts {
 
     /// The account and password hash of `username`.
     pub async fn by_username(&self, username: &str) -> Result<Option<(Account, Option<String>)>> {
-        type WithHash = (
-            String,
-            Option<String>,
-            Option<String>,
-            i64,
-            i64,
-            i64,
-            Option<String>,
-        );
         let row: Option<WithHash> = sqlx::query_as(&format!(
             "SELECT {COLUMNS}, password_hash FROM accounts WHERE username = $1"
         ))
         .bind(username)
         .fetch_optional(self.db.r())
         .await?;
-        Ok(row.map(|(a, b, c, d, e, f, h)| (from_row((a, b, c, d, e, f)), h)))
+        Ok(row.map(|r| (from_row(r.account), r.password_hash)))
     }
 
     /// The password hash of an account.

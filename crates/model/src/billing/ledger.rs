@@ -52,17 +52,19 @@ pub struct Entry {
     pub created_at: i64,
 }
 
-type Row = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-);
+/// A `ledger` row as [`COLUMNS`] selects it; amounts are decimal text (they exceed 64 bits).
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    account_id: String,
+    kind: String,
+    amount: String,
+    reason: String,
+    reference: String,
+    memo: String,
+    balance_after: String,
+    created_at: i64,
+}
 
 fn parse_amount(s: &str) -> Result<Amount> {
     s.parse()
@@ -70,21 +72,20 @@ fn parse_amount(s: &str) -> Result<Amount> {
 }
 
 fn from_row(r: Row) -> Result<Entry> {
-    let (id, account_id, kind, amount, reason, reference, memo, after, created_at) = r;
     Ok(Entry {
-        id,
-        account_id,
-        kind: if kind == "credit" {
+        id: r.id,
+        account_id: r.account_id,
+        kind: if r.kind == "credit" {
             EntryKind::Credit
         } else {
             EntryKind::Debit
         },
-        amount: parse_amount(&amount)?,
-        reason,
-        reference,
-        memo,
-        balance_after: parse_amount(&after)?,
-        created_at,
+        amount: parse_amount(&r.amount)?,
+        reason: r.reason,
+        reference: r.reference,
+        memo: r.memo,
+        balance_after: parse_amount(&r.balance_after)?,
+        created_at: r.created_at,
     })
 }
 

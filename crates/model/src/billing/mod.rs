@@ -177,7 +177,18 @@ impl Billing {
         page: u32,
         size: u32,
     ) -> Result<Vec<Purchase>> {
-        type Row = (i64, String, i64, i64, i64, String, i64, i64, String);
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: i64,
+            target: String,
+            package_id: i64,
+            quantity: i64,
+            bytes: i64,
+            price: String,
+            starts_at: i64,
+            ends_at: i64,
+            balance_after: String,
+        }
         let size = i64::from(size.max(1));
         let offset = (i64::from(page.max(1)) - 1).saturating_mul(size);
         let rows: Vec<Row> = sqlx::query_as(
@@ -193,17 +204,17 @@ impl Billing {
         .fetch_all(self.db.r())
         .await?;
         rows.into_iter()
-            .map(|(id, target, pkg, q, bytes, price, s, e, after)| {
+            .map(|r| {
                 Ok(Purchase {
-                    id,
-                    target,
-                    package_id: pkg as u64,
-                    quantity: q as u64,
-                    bytes: bytes as u64,
-                    price: price.parse().map_err(Error::internal)?,
-                    starts_at: s,
-                    ends_at: e,
-                    balance_after: after.parse().map_err(Error::internal)?,
+                    id: r.id,
+                    target: r.target,
+                    package_id: r.package_id as u64,
+                    quantity: r.quantity as u64,
+                    bytes: r.bytes as u64,
+                    price: r.price.parse().map_err(Error::internal)?,
+                    starts_at: r.starts_at,
+                    ends_at: r.ends_at,
+                    balance_after: r.balance_after.parse().map_err(Error::internal)?,
                 })
             })
             .collect()

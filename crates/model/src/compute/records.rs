@@ -101,64 +101,48 @@ pub struct Instance {
     pub host: String,
 }
 
-pub(super) type InstanceRow = (
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    Option<String>,
-    String,
-);
+/// An `instances` row as [`INSTANCE_COLUMNS`] selects it.
+#[derive(sqlx::FromRow)]
+pub(super) struct InstanceRow {
+    id: String,
+    account_id: String,
+    name: String,
+    spec_id: i64,
+    image_id: i64,
+    cores: i64,
+    memory_gib: i64,
+    duration_months: i64,
+    status: i64,
+    status_reason: String,
+    charged: String,
+    created_at: i64,
+    updated_at: i64,
+    expires_at: i64,
+    public_key: Option<String>,
+    host: String,
+}
 
 pub(super) const INSTANCE_COLUMNS: &str = "id, account_id, name, spec_id, image_id, cores, memory_gib, \
      duration_months, status, status_reason, charged, created_at, updated_at, expires_at, public_key, host";
 
 pub(super) fn instance_from_row(r: InstanceRow) -> Result<Instance> {
-    let (
-        id,
-        account_id,
-        name,
-        spec_id,
-        image_id,
-        cores,
-        mem,
-        months,
-        status,
-        reason,
-        charged,
-        c,
-        u,
-        e,
-        pk,
-        host,
-    ) = r;
     Ok(Instance {
-        id,
-        account_id,
-        name,
-        spec_id,
-        image_id,
-        cores: cores as u32,
-        memory_gib: mem as u32,
-        duration_months: months as u32,
-        status: Status::from_i64(status).ok_or_else(|| Error::internal("corrupt status"))?,
-        status_reason: reason,
-        charged: charged.parse().map_err(Error::internal)?,
-        created_at: c,
-        updated_at: u,
-        expires_at: e,
-        public_key: pk,
-        host,
+        id: r.id,
+        account_id: r.account_id,
+        name: r.name,
+        spec_id: r.spec_id,
+        image_id: r.image_id,
+        cores: r.cores as u32,
+        memory_gib: r.memory_gib as u32,
+        duration_months: r.duration_months as u32,
+        status: Status::from_i64(r.status).ok_or_else(|| Error::internal("corrupt status"))?,
+        status_reason: r.status_reason,
+        charged: r.charged.parse().map_err(Error::internal)?,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        expires_at: r.expires_at,
+        public_key: r.public_key,
+        host: r.host,
     })
 }
 
@@ -176,32 +160,33 @@ pub struct Mapping {
     pub created_at: i64,
 }
 
-pub(super) type MappingRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    String,
-    i64,
-    i64,
-);
+/// A `mappings` row as [`MAPPING_COLUMNS`] selects it.
+#[derive(sqlx::FromRow)]
+pub(super) struct MappingRow {
+    id: String,
+    instance_id: String,
+    account_id: String,
+    name: String,
+    protocol: String,
+    computer_port: i64,
+    server_ip: String,
+    server_port: i64,
+    created_at: i64,
+}
 
 pub(super) const MAPPING_COLUMNS: &str =
     "id, instance_id, account_id, name, protocol, computer_port, server_ip, server_port, created_at";
 
 pub(super) fn mapping_from_row(r: MappingRow) -> Mapping {
-    let (id, instance_id, account_id, name, protocol, cport, ip, sport, created_at) = r;
     Mapping {
-        id,
-        instance_id,
-        account_id,
-        name,
-        protocol,
-        computer_port: cport as u16,
-        server_ip: ip,
-        server_port: sport as u16,
-        created_at,
+        id: r.id,
+        instance_id: r.instance_id,
+        account_id: r.account_id,
+        name: r.name,
+        protocol: r.protocol,
+        computer_port: r.computer_port as u16,
+        server_ip: r.server_ip,
+        server_port: r.server_port as u16,
+        created_at: r.created_at,
     }
 }

@@ -17,16 +17,25 @@ pub struct Object {
     pub created_at: i64,
 }
 
-type Row = (i64, String, String, String, i64, i64);
+/// An `objects` row (`id, target, cid, name, size, created_at`).
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    target: String,
+    cid: String,
+    name: String,
+    size: i64,
+    created_at: i64,
+}
 
-fn from_row((id, target, cid, name, size, created_at): Row) -> Object {
+fn from_row(r: Row) -> Object {
     Object {
-        id,
-        target,
-        cid,
-        name,
-        size: size as u64,
-        created_at,
+        id: r.id,
+        target: r.target,
+        cid: r.cid,
+        name: r.name,
+        size: r.size as u64,
+        created_at: r.created_at,
     }
 }
 

@@ -74,9 +74,18 @@ impl Resolved {
     }
 }
 
-/// root, kind, offset, length, node bytes, and the least and greatest names the root was stored
-/// under in the target.
-type Row = (String, i16, i64, i64, Option<Vec<u8>>, String, String);
+/// A block found: its root, kind, place in the file, node bytes (a dag-pb node), and the least
+/// and greatest names the root was stored under in the target.
+#[derive(sqlx::FromRow)]
+struct Row {
+    root: String,
+    kind: i16,
+    file_offset: i64,
+    file_len: i64,
+    data: Option<Vec<u8>>,
+    least: String,
+    greatest: String,
+}
 
 /// The extension of a file name (`png` of `a.b.png`), if it has one.
 fn extension(name: &str) -> Option<&str> {
@@ -170,8 +179,15 @@ impl Storage {
         }
         for c in candidates {
             let text = c.to_string();
-            if let Some((root, kind, off, len, data, least, greatest)) =
-                self.find_block(&backend, target, &text).await?
+            if let Some(Row {
+                root,
+                kind,
+                file_offset,
+                file_len,
+                data,
+                least,
+                greatest,
+            }) = self.find_block(&backend, target, &text).await?
             {
                 // Only the file itself has a name; an inner block is served by CID.
                 let name = if root == text {
@@ -190,8 +206,8 @@ impl Storage {
                     cid: c,
                     kind: BlockKind::from_code(kind as u8)
                         .ok_or_else(|| Error::internal("corrupt block kind"))?,
-                    offset: off as u64,
-                    len: len as u64,
+                    offset: file_offset as u64,
+                    len: file_len as u64,
                     node: data.map(Bytes::from),
                     name,
                 }));
