@@ -15,7 +15,7 @@ use crate::account::{Account, Accounts};
 use crate::clock::SharedClock;
 use crate::nonce::Nonces;
 use crate::password::Passwords;
-use crate::ratelimit::{Limiter, LoginGuard};
+use crate::ratelimit::{Limiter, LoginGuard, SharedLimiter};
 use crate::token::{TokenKind, Tokens, Verified};
 use crate::wallet::{self, parse_address, Address};
 use crate::{AuthFailure, Error, Result};
@@ -71,9 +71,11 @@ pub struct Auth {
     passwords: Passwords,
     clock: SharedClock,
     login_ip: Limiter,
-    login_account: Limiter,
+    /// Per account and address, in the store: every node spends from one budget.
+    login_account: SharedLimiter,
     tokens_ip: Limiter,
-    tokens_account: Limiter,
+    /// Per account, in the store.
+    tokens_account: SharedLimiter,
     nonces_ip: Limiter,
     register_ip: Limiter,
     guard: LoginGuard,
@@ -116,9 +118,21 @@ impl Auth {
                 accounts.db().clone(),
             ),
             login_ip: Limiter::new(limits.login_per_ip, off),
-            login_account: Limiter::new(limits.login_per_account, off),
+            login_account: SharedLimiter::new(
+                accounts.db().clone(),
+                clock.clone(),
+                "login",
+                limits.login_per_account,
+                off,
+            ),
             tokens_ip: Limiter::new(limits.tokens_per_ip, off),
-            tokens_account: Limiter::new(limits.tokens_per_account, off),
+            tokens_account: SharedLimiter::new(
+                accounts.db().clone(),
+                clock.clone(),
+                "tokens",
+                limits.tokens_per_account,
+                off,
+            ),
             nonces_ip: Limiter::new(limits.nonces_per_ip, off),
             register_ip: Limiter::new(limits.register_per_ip, off),
             guard: LoginGuard::new(
@@ -197,7 +211,9 @@ impl Auth {
         }
         let acct_key = format!("user:{username}");
         // Per account *and* address: an attacker's attempts never use up the owner's.
-        self.login_account.check(&format!("{ipk} {acct_key}"))?;
+        self.login_account
+            .check(&format!("{ipk} {acct_key}"))
+            .await?;
         let permit = self.guard.admit(&acct_key, &ipk).await?;
         let found = self.accounts.by_username(username).await?;
         let hash = found.as_ref().and_then(|(_, h)| h.as_deref());
@@ -214,7 +230,7 @@ impl Auth {
         };
         self.guard.succeeded(&acct_key, &ipk).await;
         self.tokens_ip.check(&ipk)?;
-        self.tokens_account.check(&account.id)?;
+        self.tokens_account.check(&account.id).await?;
         let ttl = match dialect {
             PasswordDialect::ComputeShare => self.cfg.computeshare_token_ttl,
             PasswordDialect::TwoCloud => self.cfg.twocloud_token_ttl,
@@ -239,7 +255,7 @@ impl Auth {
         dialect: PasswordDialect,
     ) -> Result<String> {
         self.tokens_ip.check(&ip_key(ip))?;
-        self.tokens_account.check(&caller.account.id)?;
+        self.tokens_account.check(&caller.account.id).await?;
         let ttl = match dialect {
             PasswordDialect::ComputeShare => self.cfg.computeshare_token_ttl,
             PasswordDialect::TwoCloud => self.cfg.twocloud_token_ttl,
@@ -309,7 +325,8 @@ impl Auth {
     pub async fn wallet_login(&self, ip: IpAddr, req: &WalletLogin) -> Result<WalletSession> {
         let claimed = self.prove_wallet(ip, req).await?;
         self.tokens_account
-            .check(&wallet::address_lower(&claimed))?;
+            .check(&wallet::address_lower(&claimed))
+            .await?;
         let account = self
             .accounts
             .get_or_create_for_wallet(claimed, self.clock.now_ms())
@@ -346,7 +363,7 @@ impl Auth {
         let caller = self
             .authenticate_kind(refresh_token, TokenKind::Refresh)
             .await?;
-        self.tokens_account.check(&caller.account.id)?;
+        self.tokens_account.check(&caller.account.id).await?;
         let iat = self.iat_for(&caller.account);
         let ttl = self.cfg.access_token_ttl;
         let token = self
@@ -474,14 +491,14 @@ impl Auth {
     pub async fn sweep(&self) -> Result<()> {
         for l in [
             &self.login_ip,
-            &self.login_account,
             &self.tokens_ip,
-            &self.tokens_account,
             &self.nonces_ip,
             &self.register_ip,
         ] {
             l.sweep();
         }
+        self.login_account.sweep().await?;
+        self.tokens_account.sweep().await?;
         self.guard.sweep().await?;
         self.tokens.purge_expired(self.clock.now_secs()).await?;
         Ok(())

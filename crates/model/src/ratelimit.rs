@@ -5,12 +5,13 @@
 //! What is shared between the nodes of a deployment and what is not:
 //!
 //! - **Shared (in the store):** the login lockout per account and client address, and the lock on
-//!   wrong old passwords of a password change ([`SharedFailures`], table `login_failures`). A
-//!   lock earned through one node holds on every node.
-//! - **Per node (in memory):** the token buckets ([`Limiter`]: per client address, and per
-//!   account-and-address request rates), the lock on an address spraying many accounts, and the
-//!   per-account slowdown queue (it holds waiting requests, which only exist on one node). A
-//!   scaled-out deployment gives each client these budgets once per node.
+//!   wrong old passwords of a password change ([`SharedFailures`], table `login_failures`); the
+//!   per-account request budgets ([`SharedLimiter`], table `rate_buckets`). A lock earned, or a
+//!   budget spent, through one node holds on every node.
+//! - **Per node (in memory):** the per-client-address token buckets ([`Limiter`]), the lock on
+//!   an address spraying many accounts, and the per-account slowdown queue (it holds waiting
+//!   requests, which only exist on one node). A scaled-out deployment gives each client address
+//!   these budgets once per node.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -91,6 +92,84 @@ impl<C: Clock> Limiter<C> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A keyed token bucket kept in the store, so that every node spends from the same budget: the
+/// per-account limits ([`SharedLimiter::check`] is one statement). The same bucket as
+/// [`Limiter`]'s (GCRA: `burst` at once, refilled at `per_minute`), with the store's clock. Its
+/// rows live until their bucket is full again; [`SharedLimiter::sweep`] deletes those.
+#[derive(Debug, Clone)]
+pub struct SharedLimiter {
+    db: Db,
+    clock: SharedClock,
+    kind: &'static str,
+    /// Milliseconds per token; `None`: unlimited.
+    interval: Option<i64>,
+    /// How far ahead of now the bucket may run: `burst` tokens.
+    tolerance: i64,
+}
+
+impl SharedLimiter {
+    /// A budget called `kind` (`login` or `tokens`, as the table's check allows).
+    pub fn new(db: Db, clock: SharedClock, kind: &'static str, rate: Rate, disabled: bool) -> Self {
+        let interval = (rate.per_minute > 0 && !disabled)
+            .then(|| (60_000 / i64::from(rate.per_minute)).max(1));
+        SharedLimiter {
+            db,
+            clock,
+            kind,
+            interval,
+            tolerance: interval.unwrap_or(0) * i64::from(rate.burst.max(1)),
+        }
+    }
+
+    /// Takes one token for `key`, or says how long to wait (whole seconds, at least 1).
+    pub async fn check(&self, key: &str) -> Result<()> {
+        let Some(t) = self.interval else {
+            return Ok(());
+        };
+        let now = self.clock.now_ms();
+        // The new arrival time is max(tat, now) + t; it is taken only if it stays within
+        // `tolerance` of now (no row comes back otherwise).
+        let taken: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO rate_buckets (kind, key, tat) VALUES ($1, $2, $3 + $4) \
+             ON CONFLICT (kind, key) DO UPDATE SET \
+               tat = (CASE WHEN rate_buckets.tat > $3 THEN rate_buckets.tat ELSE $3 END) + $4 \
+             WHERE (CASE WHEN rate_buckets.tat > $3 THEN rate_buckets.tat ELSE $3 END) + $4 \
+                   <= $3 + $5 \
+             RETURNING tat",
+        )
+        .bind(self.kind)
+        .bind(key)
+        .bind(now)
+        .bind(t)
+        .bind(self.tolerance)
+        .fetch_optional(self.db.w())
+        .await?;
+        if taken.is_some() {
+            return Ok(());
+        }
+        let tat: Option<(i64,)> =
+            sqlx::query_as("SELECT tat FROM rate_buckets WHERE kind = $1 AND key = $2")
+                .bind(self.kind)
+                .bind(key)
+                .fetch_optional(self.db.r())
+                .await?;
+        let wait_ms = tat.map_or(t, |(tat,)| tat + t - self.tolerance - now);
+        Err(Error::RateLimited {
+            retry_after_secs: ((wait_ms.max(1) as u64).div_ceil(1000)).max(1),
+        })
+    }
+
+    /// Deletes the buckets that are full again; returns how many.
+    pub async fn sweep(&self) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM rate_buckets WHERE kind = $1 AND tat <= $2")
+            .bind(self.kind)
+            .bind(self.clock.now_ms())
+            .execute(self.db.w())
+            .await?;
+        Ok(r.rows_affected())
     }
 }
 
@@ -278,6 +357,8 @@ impl LoginGuard {
             after: self.after,
             max,
             forget: self.forget,
+            capacity: self.capacity as i64,
+            rows: Arc::new(std::sync::atomic::AtomicI64::new(0)),
         });
         self
     }
@@ -487,10 +568,25 @@ impl Kind {
     }
 }
 
+/// The `SET` list that counts one more failure of a `login_failures` row (`$4`: now, `$5`: the
+/// time before which a quiet run is over and starts again at 1).
+const COUNT_FAILURE: &str = "\
+    failures = CASE WHEN login_failures.last_failure <= $5 AND login_failures.locked_until <= $5 \
+               THEN 1 ELSE login_failures.failures + 1 END, \
+    window_start = CASE WHEN login_failures.last_failure <= $5 \
+                        AND login_failures.locked_until <= $5 \
+                   THEN $4 ELSE login_failures.window_start END, \
+    last_failure = $4";
+
 /// The per-account-and-address failure records in the store (`login_failures`), so that every
 /// node sees the same counts and locks. Same rules as the in-memory ones: after `after`
 /// consecutive failures each further one locks for twice as long as the last (1 s, 2 s, …, at
 /// most `max`); a run that has been quiet for `forget` (no failure and no lock) starts again.
+///
+/// The table is bounded like the in-memory ones: while it holds `capacity` records (as last
+/// counted by this node's sweep, plus the records this node added since), a failure for a pair
+/// without a record adds none; pairs already recorded go on counting. Random usernames from many
+/// addresses cannot grow it past `capacity` plus what the nodes add between two sweeps.
 #[derive(Debug, Clone)]
 pub struct SharedFailures {
     db: Db,
@@ -498,6 +594,9 @@ pub struct SharedFailures {
     after: u32,
     max: Duration,
     forget: Duration,
+    capacity: i64,
+    /// Records in the table: counted at each sweep, raised by each record this node adds.
+    rows: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl SharedFailures {
@@ -533,27 +632,15 @@ impl SharedFailures {
     async fn try_record(&self, kind: Kind, account: &str, address: &str) -> Result<u32> {
         let now = self.clock.now_ms();
         let quiet_since = now.saturating_sub(Self::ms(self.forget));
-        let (n,): (i64,) = sqlx::query_as(
-            "INSERT INTO login_failures \
-               (kind, account, address, failures, window_start, last_failure, locked_until) \
-             VALUES ($1, $2, $3, 1, $4, $4, 0) \
-             ON CONFLICT (kind, account, address) DO UPDATE SET \
-               failures = CASE WHEN login_failures.last_failure <= $5 \
-                                AND login_failures.locked_until <= $5 \
-                          THEN 1 ELSE login_failures.failures + 1 END, \
-               window_start = CASE WHEN login_failures.last_failure <= $5 \
-                                    AND login_failures.locked_until <= $5 \
-                              THEN $4 ELSE login_failures.window_start END, \
-               last_failure = $4 \
-             RETURNING failures",
-        )
-        .bind(kind.as_str())
-        .bind(account)
-        .bind(address)
-        .bind(now)
-        .bind(quiet_since)
-        .fetch_one(self.db.w())
-        .await?;
+        let full = self.rows.load(std::sync::atomic::Ordering::Relaxed) >= self.capacity;
+        let n = if full {
+            self.count_existing(kind, account, address, now, quiet_since)
+                .await?
+        } else {
+            self.upsert(kind, account, address, now, quiet_since)
+                .await?
+        };
+        let Some(n) = n else { return Ok(0) };
         let n = n.clamp(0, u32::MAX as i64) as u32;
         if n >= self.after {
             let exp = (n - self.after).min(20);
@@ -572,6 +659,59 @@ impl SharedFailures {
             .await?;
         }
         Ok(n)
+    }
+
+    /// Counts a failure of a pair, recorded or not (one statement); returns the run's length.
+    async fn upsert(
+        &self,
+        kind: Kind,
+        account: &str,
+        address: &str,
+        now: i64,
+        quiet_since: i64,
+    ) -> Result<Option<i64>> {
+        let (n,): (i64,) = sqlx::query_as(&format!(
+            "INSERT INTO login_failures \
+               (kind, account, address, failures, window_start, last_failure, locked_until) \
+             VALUES ($1, $2, $3, 1, $4, $4, 0) \
+             ON CONFLICT (kind, account, address) DO UPDATE SET {COUNT_FAILURE} \
+             RETURNING failures"
+        ))
+        .bind(kind.as_str())
+        .bind(account)
+        .bind(address)
+        .bind(now)
+        .bind(quiet_since)
+        .fetch_one(self.db.w())
+        .await?;
+        if n == 1 {
+            // A new record (or a run started again: counted too, until the next sweep counts).
+            self.rows.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(Some(n))
+    }
+
+    /// Counts a failure of a pair only if it is recorded (the table is full); `None` if not.
+    async fn count_existing(
+        &self,
+        kind: Kind,
+        account: &str,
+        address: &str,
+        now: i64,
+        quiet_since: i64,
+    ) -> Result<Option<i64>> {
+        let row: Option<(i64,)> = sqlx::query_as(&format!(
+            "UPDATE login_failures SET {COUNT_FAILURE} \
+             WHERE kind = $1 AND account = $2 AND address = $3 RETURNING failures"
+        ))
+        .bind(kind.as_str())
+        .bind(account)
+        .bind(address)
+        .bind(now)
+        .bind(quiet_since)
+        .fetch_optional(self.db.w())
+        .await?;
+        Ok(row.map(|(n,)| n))
     }
 
     async fn clear(&self, kind: Kind, account: &str, address: &str) {
@@ -609,6 +749,10 @@ impl SharedFailures {
         .bind(quiet_since)
         .execute(self.db.w())
         .await?;
+        let (left,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM login_failures")
+            .fetch_one(self.db.r())
+            .await?;
+        self.rows.store(left, std::sync::atomic::Ordering::Relaxed);
         Ok(r.rows_affected())
     }
 
@@ -871,6 +1015,102 @@ mod tests {
             1,
             "only the fresh record is kept"
         );
+    }
+
+    /// Two nodes (two limiters) on one database spend one budget.
+    async fn shared_limiter_on(db: Db) {
+        use crate::clock::ManualClock;
+        let clock = ManualClock::new(1_700_000_000_000);
+        let rate = Rate::new(6, 3); // 3 at once, then one per 10 s
+        let node =
+            || SharedLimiter::new(db.clone(), Arc::new(clock.clone()), "tokens", rate, false);
+        let (a, b) = (node(), node());
+        a.check("alice").await.unwrap();
+        b.check("alice").await.unwrap();
+        a.check("alice").await.unwrap();
+        for l in [&a, &b] {
+            match l.check("alice").await {
+                Err(Error::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 10),
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+        b.check("bob").await.unwrap();
+        clock.advance_ms(4_000);
+        match b.check("alice").await {
+            Err(Error::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 6),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        clock.advance_ms(6_000);
+        b.check("alice").await.unwrap();
+        assert!(
+            a.check("alice").await.is_err(),
+            "one token came back, not two"
+        );
+        // Full buckets are forgotten; a disabled limiter lets everything through.
+        clock.advance_ms(60_000);
+        assert_eq!(a.sweep().await.unwrap(), 2);
+        let off = SharedLimiter::new(db.clone(), Arc::new(clock.clone()), "login", rate, true);
+        for _ in 0..10 {
+            off.check("alice").await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn shared_limiter_spends_one_budget_on_every_node_sqlite() {
+        let t = crate::testdb::TestDb::sqlite().await;
+        shared_limiter_on(t.db.clone()).await;
+    }
+
+    #[tokio::test]
+    async fn shared_limiter_spends_one_budget_on_every_node_postgres() {
+        let Some(t) = crate::testdb::TestDb::postgres().await else {
+            return;
+        };
+        shared_limiter_on(t.db.clone()).await;
+        t.drop().await;
+    }
+
+    /// Random pairs stop adding records at the bound; recorded pairs go on counting and locking.
+    async fn shared_records_are_bounded_on(db: Db) {
+        use crate::clock::ManualClock;
+        let clock = ManualClock::new(1_700_000_000_000);
+        let max = Duration::from_secs(60);
+        let g = LoginGuard::with_capacity(3, max, false, 10).shared(
+            db.clone(),
+            Arc::new(clock.clone()),
+            max,
+        );
+        g.failed("alice", "10.0.0.9").await;
+        for i in 0..50 {
+            g.failed(&format!("random-{i}"), &format!("10.1.0.{i}"))
+                .await;
+        }
+        let sh = g.shared.clone().unwrap();
+        assert_eq!(sh.stored().await.unwrap(), 10, "bounded");
+        g.failed("alice", "10.0.0.9").await;
+        g.failed("alice", "10.0.0.9").await;
+        assert_eq!(g.failures("alice", "10.0.0.9").await.unwrap(), 3);
+        assert!(g.admit("alice", "10.0.0.9").await.is_err(), "still locks");
+        // Once quiet records are swept, new pairs are recorded again.
+        clock.advance_ms(15 * 60 * 1000 + 2_000);
+        g.sweep().await.unwrap();
+        g.failed("bob", "10.0.0.7").await;
+        assert_eq!(g.failures("bob", "10.0.0.7").await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn shared_records_are_bounded_sqlite() {
+        let t = crate::testdb::TestDb::sqlite().await;
+        shared_records_are_bounded_on(t.db.clone()).await;
+    }
+
+    #[tokio::test]
+    async fn shared_records_are_bounded_postgres() {
+        let Some(t) = crate::testdb::TestDb::postgres().await else {
+            return;
+        };
+        shared_records_are_bounded_on(t.db.clone()).await;
+        t.drop().await;
     }
 
     #[tokio::test]

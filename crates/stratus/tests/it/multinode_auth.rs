@@ -189,3 +189,48 @@ fn a_lockout_earned_on_node_a_holds_on_node_b() {
         assert_eq!(st, 200, "the owner was locked out: {v}");
     }
 }
+
+#[test]
+fn a_per_account_budget_spent_on_node_a_is_spent_on_node_b() {
+    // Three tokens at once per account, then one a minute: one budget for the deployment.
+    let Some(c) = Cluster::start(2, |_, b| {
+        b.env("STRATUS_COMPUTE__RUNTIME", "none")
+            .env("STRATUS_LIMITS__TOKENS_PER_ACCOUNT__PER_MINUTE", "1")
+            .env("STRATUS_LIMITS__TOKENS_PER_ACCOUNT__BURST", "3")
+    }) else {
+        return;
+    };
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    // A wallet login request for `key` through `n`, on a nonce of `n`'s.
+    let login = |n: &Server, key: &str| {
+        let nonce = n.get("/getnonce").send().unwrap().text().unwrap();
+        let addr = eth_address(key);
+        let sig = eth_sign(key, &addr, &nonce, "memo.io");
+        n.post("/login").json(
+            &j!({"address": addr, "nonce": nonce, "domain": "memo.io", "signature": sig["sig01"]}),
+        )
+    };
+    for n in [a, b, a] {
+        let (st, v) = json(login(n, KEY_B));
+        assert_eq!(st, 200, "{v}");
+    }
+    // The fourth login, through either node, finds the budget spent.
+    for n in [b, a] {
+        let r = login(n, KEY_B).send().unwrap();
+        assert_eq!(
+            r.status(),
+            429,
+            "{} gave a token past the shared budget",
+            n.url
+        );
+        let wait: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait), "retry-after {wait}");
+    }
+    // Another account's budget is its own.
+    let (st, v) = json(login(b, KEY_A));
+    assert_eq!(st, 200, "{v}");
+}
