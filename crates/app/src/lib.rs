@@ -64,6 +64,9 @@ pub struct App {
     /// tools never claim to be a node): while it lives, other nodes leave this node's in-flight
     /// work alone.
     node_lease: std::sync::OnceLock<stratus_store::Leadership>,
+    /// This node's `host:<compute host>` lease, held from [`App::recover`] on while a compute
+    /// runtime is configured: other nodes refuse mapping changes for a host nobody serves.
+    host_lease: std::sync::OnceLock<stratus_store::Leadership>,
 }
 
 /// How long a node's lease and the storage collector's lease last without renewal.
@@ -144,6 +147,7 @@ impl App {
             node_id,
             operator_token,
             node_lease: std::sync::OnceLock::new(),
+            host_lease: std::sync::OnceLock::new(),
         }))
     }
 
@@ -165,6 +169,14 @@ impl App {
         // runtime and re-attach every instance, so mappings listen again before the server
         // answers. An unreachable runtime is retried by the sweeper.
         if self.compute.config().runtime != "none" {
+            let host = format!(
+                "{}{}",
+                stratus_model::compute::HOST_LEASE_PREFIX,
+                self.compute.host()
+            );
+            self.host_lease.get_or_init(|| {
+                stratus_store::Leadership::spawn(self.db.clone(), &host, &node, NODE_LEASE_TTL)
+            });
             self.compute.gateway().collect_stale().await;
         }
         match self.compute.connect_runtime().await {
@@ -211,6 +223,10 @@ impl App {
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {
+                            // Every node retries its own removals that failed.
+                            if let Err(e) = storage.retry_own_deletes().await {
+                                tracing::warn!(error = %e, "retrying this node's blob removals failed");
+                            }
                             if !lease.is_held() {
                                 continue;
                             }

@@ -2,6 +2,9 @@
 //! (start, stop, restart, delete, a mapping created or deleted) records the action in
 //! `instance_actions`; the owning host's node polls for its host's pending actions and performs
 //! them in the order they were recorded, marking each done (with the error, if it failed).
+//! Each action is taken by compare-and-set before it is performed, and a waiter that gives up
+//! withdraws its action the same way, so a refused request never takes effect later; an action
+//! whose performer died mid-way is marked failed when that node starts again, not repeated.
 //!
 //! Lifecycle actions are answered at once by the node that recorded them (the status moved by
 //! compare-and-set in the shared store, as on the direct path); mapping changes wait for the
@@ -20,6 +23,12 @@ const REMOTE_WAIT: Duration = Duration::from_secs(30);
 
 /// How many pending actions one round takes.
 const BATCH: i64 = 50;
+
+/// `error` of an action its host's node has taken and is performing (`done_at`: when taken).
+const RUNNING: &str = "running";
+
+/// `error` of an action its waiter withdrew before the host took it (never performed).
+const WITHDRAWN: &str = "unavailable\tthe instance's host did not answer in time\twithdrawn";
 
 fn encode_error(e: &Error) -> String {
     match e {
@@ -72,8 +81,17 @@ impl Compute {
         action: &str,
         payload: &str,
     ) -> Result<()> {
+        // A host that no live node serves would never answer: say so now, and queue nothing.
+        let lease = format!("{}{}", super::HOST_LEASE_PREFIX, i.host);
+        if self.inner.db.lease_holder(&lease).await?.is_none() {
+            return Err(Error::unavailable(
+                "the instance's host is offline",
+                format!("no live node holds {lease}"),
+            ));
+        }
         let id = self.record_action(i, action, payload).await?;
-        let deadline = tokio::time::Instant::now() + REMOTE_WAIT;
+        let mut deadline = tokio::time::Instant::now() + REMOTE_WAIT;
+        let mut running_late = false;
         loop {
             let row: Option<(Option<i64>, Option<String>)> =
                 sqlx::query_as("SELECT done_at, error FROM instance_actions WHERE id = $1")
@@ -82,17 +100,56 @@ impl Compute {
                     .await?;
             match row {
                 Some((Some(_), None)) => return Ok(()),
-                Some((Some(_), Some(e))) => return Err(decode_error(&e)),
+                Some((Some(_), Some(e))) if e != RUNNING => return Err(decode_error(&e)),
                 _ => {}
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Error::unavailable(
-                    "the instance's host did not answer in time",
-                    format!("action {id} ({action}) for host {} still pending", i.host),
-                ));
+                if running_late {
+                    return Err(Error::unavailable(
+                        "the instance's host did not answer in time",
+                        format!("action {id} ({action}) for host {} still running", i.host),
+                    ));
+                }
+                // Withdrawn unless the host has taken it: a refused request never takes effect
+                // later. Taken: it is being performed; wait for it once more.
+                let withdrawn = sqlx::query(
+                    "UPDATE instance_actions SET done_at = $1, error = $2 \
+                     WHERE id = $3 AND done_at IS NULL",
+                )
+                .bind(self.inner.clock.now_ms())
+                .bind(WITHDRAWN)
+                .bind(id)
+                .execute(self.inner.db.w())
+                .await?
+                .rows_affected();
+                if withdrawn == 1 {
+                    return Err(Error::unavailable(
+                        "the instance's host did not answer in time",
+                        format!("action {id} ({action}) for host {} withdrawn", i.host),
+                    ));
+                }
+                running_late = true;
+                deadline = tokio::time::Instant::now() + REMOTE_WAIT;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Marks this host's actions that a previous process took but never finished (it died while
+    /// performing them) as failed: they are not performed twice.
+    pub async fn finish_interrupted_actions(&self) -> Result<u64> {
+        let n =
+            sqlx::query("UPDATE instance_actions SET error = $1 WHERE host = $2 AND error = $3")
+                .bind("internal\tinterrupted by a restart of the host's node")
+                .bind(&self.inner.host)
+                .bind(RUNNING)
+                .execute(self.inner.db.w())
+                .await?
+                .rows_affected();
+        if n > 0 {
+            tracing::warn!(actions = n, "recorded actions interrupted by a restart");
+        }
+        Ok(n)
     }
 
     /// Performs this host's pending actions, oldest first; how many were performed.
@@ -107,6 +164,20 @@ impl Compute {
         .await?;
         let n = rows.len();
         for (id, instance_id, action, payload) in rows {
+            // Taken (compare-and-set) before it is performed: its waiter may have withdrawn it.
+            let taken = sqlx::query(
+                "UPDATE instance_actions SET done_at = $1, error = $2 \
+                 WHERE id = $3 AND done_at IS NULL",
+            )
+            .bind(self.inner.clock.now_ms())
+            .bind(RUNNING)
+            .bind(id)
+            .execute(self.inner.db.w())
+            .await?
+            .rows_affected();
+            if taken == 0 {
+                continue;
+            }
             let r = self.perform_action(&instance_id, &action, &payload).await;
             if let Err(e) = &r {
                 tracing::warn!(action_id = id, instance = %instance_id, %action, error = %e, "recorded action failed");
@@ -132,8 +203,23 @@ impl Compute {
                     serde_json::from_str(payload).map_err(Error::internal)?;
                 let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
                 let account_id = s("account_id");
+                // Both mapping actions are idempotent: the mapping may have been created or
+                // deleted through its own host's node since the action was recorded.
+                let id = s("id");
+                let exists = match self.mapping(&account_id, &id).await {
+                    Ok(_) => true,
+                    Err(Error::NotFound(_)) => false,
+                    Err(e) => return Err(e),
+                };
                 if action == "delete_mapping" {
-                    return self.delete_mapping_local(&account_id, &s("id")).await;
+                    // Checked to exist when recorded: gone now means deleted already.
+                    if !exists {
+                        return Ok(());
+                    }
+                    return self.delete_mapping_local(&account_id, &id).await;
+                }
+                if exists {
+                    return Ok(());
                 }
                 let req = MappingRequest {
                     name: s("name"),
@@ -141,7 +227,7 @@ impl Compute {
                     computer_port: v["computer_port"].as_i64().unwrap_or_default(),
                 };
                 // Checked again here: the instance may have changed since it was recorded.
-                self.create_mapping_local(&account_id, instance_id, req, Some(s("id")))
+                self.create_mapping_local(&account_id, instance_id, req, Some(id))
                     .await?;
                 return Ok(());
             }
@@ -156,6 +242,9 @@ impl Compute {
         every: Duration,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
+        if let Err(e) = self.finish_interrupted_actions().await {
+            tracing::warn!(error = %e, "cannot mark interrupted actions");
+        }
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -52,6 +52,10 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 /// A "month" of `duration`: the catalog prices specs per 30 days.
 pub const MONTH_MS: i64 = 30 * DAY_MS;
 
+/// The lease a node serving a compute host holds, `host:<host>` (held while its runtime is
+/// configured): mapping changes for a host nobody serves are refused at once.
+pub const HOST_LEASE_PREFIX: &str = "host:";
+
 /// The compute service.
 #[derive(Clone)]
 pub struct Compute {

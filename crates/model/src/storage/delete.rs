@@ -211,6 +211,25 @@ impl Storage {
         Ok(())
     }
 
+    /// Retries removing the blobs this node marked `deleting` whose removal failed (a store that
+    /// was unavailable): until removed, uploads of the same content on other nodes wait for them.
+    /// Returns how many were tried.
+    pub async fn retry_own_deletes(&self) -> Result<u64> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT backend, cid FROM blobs WHERE state = 'deleting' AND node = $1 LIMIT 1000",
+        )
+        .bind(&self.node)
+        .fetch_all(self.db.r())
+        .await?;
+        let mut n = 0;
+        for (backend, cid) in rows {
+            // Re-checked under the blob's lock; a removal in progress makes this one a no-op.
+            self.remove_blob(&backend, &cid).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Finishes commits and deletes that were interrupted: this node's own (`gone` empty: its
     /// startup, when nothing of its own is in flight), or those of nodes not in `live` (the
     /// garbage collector). Rows from before nodes existed count as anyone's. Each row is taken

@@ -194,6 +194,46 @@ fn a_sandbox_created_through_a_is_controlled_through_b() {
     assert_eq!(status(&c.nodes[0], &t, &id)["status"], 1);
     assert_eq!(container_state(&id), "running");
 
+    // A goes away (SIGKILL). A mapping asked through B while A's host lease is still live is
+    // recorded, never taken, and withdrawn when B gives up (30 s); once the lease has expired
+    // (10 s), B refuses at once. Neither takes effect when A comes back.
+    c.nodes[0].kill();
+    let mapping = |name: &str| {
+        json(
+            c.nodes[1]
+                .post("/api/v1/network-mappings")
+                .bearer_auth(&t)
+                .json(&json!({"name": name, "computerId": id, "computerPort": 80})),
+        )
+    };
+    let (late, gone) = std::thread::scope(|sc| {
+        let late = sc.spawn(|| mapping("late"));
+        std::thread::sleep(Duration::from_secs(12));
+        let asked = std::time::Instant::now();
+        let gone = mapping("gone");
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "refused at once: {:?}",
+            asked.elapsed()
+        );
+        (late.join().unwrap(), gone)
+    });
+    assert_eq!(late.0, 503, "{}", late.1);
+    assert_eq!(gone.0, 503, "{}", gone.1);
+    c.nodes[0].start_again();
+    wait_status(&c.nodes[0], &t, &id, 1);
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, maps) = json(
+        c.nodes[1]
+            .get(&format!("/api/v1/network-mappings?instanceId={id}"))
+            .bearer_auth(&t),
+    );
+    let names: Vec<&str> = maps["data"]["list"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["web"], "{maps}");
+
     // Delete through B: containers removed by A.
     let (st, v) = json(
         c.nodes[1]
