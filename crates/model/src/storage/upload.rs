@@ -246,24 +246,22 @@ impl Storage {
             mut spill,
             ..
         } = staged;
+        let record = Record {
+            account_id,
+            target,
+            name,
+            backend: &backend,
+            cid: &cid,
+            size,
+            now,
+        };
         let deadline = std::time::Instant::now() + super::BUSY_WAIT;
         loop {
             match self.blob_state(&backend, &cid).await? {
                 Some((state, _)) if state == "live" => {
                     // Identical content is durable: publish a record of it, unless a delete
                     // (on any node) marked it in the meantime.
-                    let published = self
-                        .publish(
-                            account_id,
-                            target,
-                            name,
-                            &backend,
-                            &cid,
-                            size,
-                            now,
-                            Publish::Live,
-                        )
-                        .await?;
+                    let published = self.publish(&record, Publish::Live).await?;
                     if let Some(o) = published {
                         // The staged copy is not needed.
                         tokio::task::spawn_blocking(move || drop(staging))
@@ -310,18 +308,7 @@ impl Storage {
             return Err(e);
         }
         spill.seek(SeekFrom::Start(0))?;
-        let published = self
-            .publish(
-                account_id,
-                target,
-                name,
-                &backend,
-                &cid,
-                size,
-                now,
-                Publish::Pending(spill),
-            )
-            .await;
+        let published = self.publish(&record, Publish::Pending(spill)).await;
         drop(guard);
         match published {
             Ok(Some(o)) => Ok(o),
@@ -381,18 +368,18 @@ impl Storage {
         Ok(n == 1)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn publish(
-        &self,
-        account_id: &str,
-        target: &Target,
-        name: &str,
-        backend: &str,
-        cid: &str,
-        size: u64,
-        now: i64,
-        blob: Publish,
-    ) -> Result<Option<Object>> {
+    /// Inserts the object record (unless the same one exists) if the blob is as `blob` expects
+    /// and the quota allows; `None` when the blob changed under us.
+    async fn publish(&self, record: &Record<'_>, blob: Publish) -> Result<Option<Object>> {
+        let Record {
+            account_id,
+            target,
+            name,
+            backend,
+            cid,
+            size,
+            now,
+        } = *record;
         // A file sent without a name is named by its CID.
         let name = if name.is_empty() { cid } else { name };
         let (free, extra) = self.limit(account_id, &target.name).await?;
@@ -560,6 +547,18 @@ impl Storage {
             created_at,
         }))
     }
+}
+
+/// The object record an upload publishes.
+#[derive(Clone, Copy)]
+struct Record<'a> {
+    account_id: &'a str,
+    target: &'a Target,
+    name: &'a str,
+    backend: &'a str,
+    cid: &'a str,
+    size: u64,
+    now: i64,
 }
 
 /// Which blob state a publish expects.
