@@ -18,6 +18,7 @@ mod compute_security;
 mod hidden_errors;
 mod move_store;
 mod multinode_auth;
+mod multinode_billing;
 mod multinode_compute;
 mod multinode_storage;
 mod s3;
