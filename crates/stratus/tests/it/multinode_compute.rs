@@ -22,7 +22,8 @@ const WEB: &str = "services:
 
 /// Node `i`'s compute settings: Docker, a public port range of its own on loopback.
 fn compute_node(i: usize, b: ServerBuilder) -> ServerBuilder {
-    let min = 44800 + (i as u16) * 40 + (std::process::id() % 10) as u16 * 100;
+    // Below the ephemeral port range, apart from `compute_server`'s ranges (see there).
+    let min = 28000 + (i as u16) * 40 + (std::process::id() % 10) as u16 * 100;
     b.env("STRATUS_COMPUTE__GATEWAY_BIND", "127.0.0.1")
         .env("STRATUS_COMPUTE__SERVER_IP", "127.0.0.1")
         .env("STRATUS_COMPUTE__PORT_MIN", &min.to_string())
