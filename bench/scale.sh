@@ -140,7 +140,7 @@ haproxy_with() {
   local port=$1; shift
   [ -n "${HAPROXY_PID:-}" ] && { kill "$HAPROXY_PID" 2>/dev/null || true; wait "$HAPROXY_PID" 2>/dev/null || true; }
   {
-    printf 'global\n  maxconn 20000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n'
+    printf 'global\n  maxconn 4000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n'
     printf 'frontend f\n  bind 127.0.0.1:%s\n  default_backend nodes\nbackend nodes\n  balance roundrobin\n' "$port"
     local i=0
     for b in "$@"; do i=$((i + 1)); printf '  server n%s 127.0.0.1:%s\n' "$i" "$b"; done

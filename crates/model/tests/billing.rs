@@ -152,6 +152,21 @@ async fn a_reference_applies_once() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Conflict(_)), "{e}");
+    // A debit retried once the balance no longer covers it is the same debit, not a refusal.
+    let debit = || {
+        w.billing.ledger().post(Posting {
+            account_id: &a.id,
+            kind: EntryKind::Debit,
+            amount: Amount(5),
+            reason: "purchase",
+            reference: "d1",
+            memo: "",
+        })
+    };
+    assert!(matches!(debit().await.unwrap(), Posted::New(_)));
+    assert!(matches!(debit().await.unwrap(), Posted::Duplicate(_)));
+    assert_eq!(w.billing.ledger().balance(&a.id).await.unwrap(), Amount(0));
+    credit(&w, &a, 5, "r2").await;
     // Zero and unknown packages and absurd quantities are refused.
     for (pkg, q) in [(7, 0), (7, -1), (7, 1_000_000), (99, 1)] {
         let e = w.billing.buy(&a.id, "mefs", pkg, q).await.unwrap_err();

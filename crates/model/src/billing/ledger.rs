@@ -164,6 +164,26 @@ impl Ledger {
         Ok(posted)
     }
 
+    /// The entry already posted under `p`'s reference, as a duplicate of `p`; a conflict if it
+    /// was applied differently; `None` if there is none.
+    async fn earlier(&self, conn: &mut Conn, p: &Posting<'_>) -> Result<Option<Posted>> {
+        let earlier: Option<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM ledger WHERE reference = $1"
+        ))
+        .bind(p.reference)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(r) = earlier else { return Ok(None) };
+        let e = from_row(r)?;
+        if e.account_id != p.account_id || e.kind != p.kind || e.amount != p.amount {
+            return Err(Error::Conflict(format!(
+                "reference {} was already applied differently",
+                p.reference
+            )));
+        }
+        Ok(Some(Posted::Duplicate(e)))
+    }
+
     /// Posts one entry inside the caller's transaction (so it commits or rolls back with the
     /// purchase, deposit or sandbox it pays for).
     pub async fn post_in(&self, conn: &mut Conn, p: Posting<'_>) -> Result<Posted> {
@@ -178,22 +198,6 @@ impl Ledger {
         }
         // Every posting of this account waits here for the one before it to commit.
         self.db.lock_account(conn, p.account_id).await?;
-        let earlier: Option<Row> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM ledger WHERE reference = $1"
-        ))
-        .bind(p.reference)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(r) = earlier {
-            let e = from_row(r)?;
-            if e.account_id != p.account_id || e.kind != p.kind || e.amount != p.amount {
-                return Err(Error::Conflict(format!(
-                    "reference {} was already applied differently",
-                    p.reference
-                )));
-            }
-            return Ok(Posted::Duplicate(e));
-        }
         let last: Option<(i64, String)> = sqlx::query_as(
             "SELECT seq, balance_after FROM ledger WHERE account_id = $1 ORDER BY seq DESC LIMIT 1",
         )
@@ -207,20 +211,27 @@ impl Ledger {
         let after = match p.kind {
             EntryKind::Credit => current.checked_add(p.amount).ok_or_else(|| {
                 Error::invalid(crate::Field::Amount, "the balance would overflow")
-            })?,
-            EntryKind::Debit => {
-                current
-                    .checked_sub(p.amount)
-                    .ok_or(Error::InsufficientBalance {
-                        needed: p.amount,
-                        available: current,
-                    })?
-            }
+            }),
+            EntryKind::Debit => current
+                .checked_sub(p.amount)
+                .ok_or(Error::InsufficientBalance {
+                    needed: p.amount,
+                    available: current,
+                }),
+        };
+        let after = match after {
+            Ok(a) => a,
+            // A retry of a posting that was applied already is a duplicate, whatever the
+            // balance is now.
+            Err(e) => return self.earlier(conn, &p).await?.ok_or(e),
         };
         let now = self.clock.now_ms();
-        let (id,): (i64,) = sqlx::query_as(
+        // The reference is checked by its unique key, in the same statement: a reference
+        // applied already inserts nothing (the common case, a fresh reference, costs no lookup).
+        let inserted: Option<(i64,)> = sqlx::query_as(
             "INSERT INTO ledger (account_id, kind, amount, reason, reference, memo, balance_after, \
-             created_at, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+             created_at, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (reference) DO NOTHING RETURNING id",
         )
         .bind(p.account_id)
         .bind(p.kind.as_str())
@@ -231,8 +242,14 @@ impl Ledger {
         .bind(after.to_string())
         .bind(now)
         .bind(seq)
-        .fetch_one(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?;
+        let Some((id,)) = inserted else {
+            return self
+                .earlier(conn, &p)
+                .await?
+                .ok_or_else(|| Error::internal("a ledger reference conflicted and is not there"));
+        };
         metrics::counter!("stratus_ledger_entries_total", "kind" => p.kind.as_str(), "reason" => p.reason.to_string())
             .increment(1);
         Ok(Posted::New(Entry {
