@@ -209,9 +209,9 @@ impl Ledger {
             None => (1, Amount::ZERO),
         };
         let after = match p.kind {
-            EntryKind::Credit => current.checked_add(p.amount).ok_or_else(|| {
-                Error::invalid(crate::Field::Amount, "the balance would overflow")
-            }),
+            EntryKind::Credit => current
+                .checked_add(p.amount)
+                .ok_or_else(|| Error::invalid(crate::Field::Amount, "the balance would overflow")),
             EntryKind::Debit => current
                 .checked_sub(p.amount)
                 .ok_or(Error::InsufficientBalance {
