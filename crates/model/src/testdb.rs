@@ -2,10 +2,6 @@
 //! database on the PostgreSQL server named by `STRATUS_TEST_PG` (a base URL), dropped by
 //! [`TestDb::drop`].
 
-use sqlx::Connection;
-
-use stratus_store::with_database;
-
 use crate::db::{Db, Location, Options};
 
 pub(crate) struct TestDb {
@@ -34,15 +30,8 @@ impl TestDb {
             eprintln!("skipped: STRATUS_TEST_PG is not set");
             return None;
         };
-        sqlx::any::install_default_drivers();
         let name = format!("stratus_u_{}", uuid::Uuid::new_v4().simple());
-        let mut c = sqlx::AnyConnection::connect(&base).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        c.close().await.unwrap();
-        let url = with_database(&base, &name);
+        let url = stratus_store::create_database(&base, &name).await.unwrap();
         let db = Db::open(Location::Url(&url), &Options::default())
             .await
             .unwrap();
@@ -57,10 +46,7 @@ impl TestDb {
     pub async fn drop(self) {
         self.db.close().await;
         if let Some((base, name)) = &self.pg {
-            let mut c = sqlx::AnyConnection::connect(base).await.unwrap();
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut c)
-                .await;
+            let _ = stratus_store::drop_database(base, name).await;
         }
     }
 }

@@ -40,16 +40,8 @@ async fn open_db(dir: &std::path::Path) -> (Db, Option<PgDb>) {
     else {
         return (Db::open_sqlite(&dir.join("s.db")).await.unwrap(), None);
     };
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
     let name = format!("stratus_n_{}", uuid::Uuid::new_v4().simple());
-    let mut c = sqlx::AnyConnection::connect(&base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut c)
-        .await
-        .unwrap();
-    c.close().await.unwrap();
-    let url = stratus_store::with_database(&base, &name);
+    let url = stratus_store::create_database(&base, &name).await.unwrap();
     let db = Db::open(
         stratus_model::db::Location::Url(&url),
         &stratus_model::db::Options::default(),

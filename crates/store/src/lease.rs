@@ -178,9 +178,7 @@ impl Drop for Inner {
 mod tests {
     use std::time::Duration;
 
-    use sqlx::Connection;
-
-    use crate::{with_database, Database, Location, Options};
+    use crate::{create_database, drop_database, Database, Location, Options};
 
     /// Leases on `db`: taking, renewing, refusing another holder, listing live holders by
     /// prefix, and releasing.
@@ -237,29 +235,13 @@ mod tests {
             eprintln!("skipped: STRATUS_TEST_PG is not set");
             return;
         };
-        sqlx::any::install_default_drivers();
-        let name = format!(
-            "stratus_lease_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        );
-        let mut c = sqlx::AnyConnection::connect(&base).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        let url = with_database(&base, &name);
+        let name = format!("stratus_lease_{}", std::process::id());
+        let url = create_database(&base, &name).await.unwrap();
         let db = Database::open(Location::Url(&url), &Options::default())
             .await
             .unwrap();
         leases_on(&db).await;
         db.close().await;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut c)
-            .await
-            .unwrap();
+        drop_database(&base, &name).await.unwrap();
     }
 }

@@ -227,6 +227,47 @@ pub fn with_database(url: &str, database: &str) -> String {
     )
 }
 
+/// Creates the database `name` on the PostgreSQL server `base` names and returns its URL; drops
+/// it with [`drop_database`]. For test harnesses, which make a database per test; `name` must be
+/// a plain identifier (lowercase letters, digits, `_`).
+pub async fn create_database(base: &str, name: &str) -> Result<String, StoreError> {
+    use sqlx::Connection;
+    check_identifier(name)?;
+    sqlx::any::install_default_drivers();
+    let mut c = sqlx::AnyConnection::connect(base).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut c)
+        .await?;
+    c.close().await?;
+    Ok(with_database(base, name))
+}
+
+/// Drops the database `name` made by [`create_database`], ending the sessions still on it.
+pub async fn drop_database(base: &str, name: &str) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    check_identifier(name)?;
+    let mut c = sqlx::AnyConnection::connect(base).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut c)
+        .await?;
+    c.close().await?;
+    Ok(())
+}
+
+fn check_identifier(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Configuration(
+            format!("not a plain database name: {name:?}").into(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

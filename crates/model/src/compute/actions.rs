@@ -112,17 +112,7 @@ impl Compute {
                 }
                 // Withdrawn unless the host has taken it: a refused request never takes effect
                 // later. Taken: it is being performed; wait for it once more.
-                let withdrawn = sqlx::query(
-                    "UPDATE instance_actions SET done_at = $1, error = $2 \
-                     WHERE id = $3 AND done_at IS NULL",
-                )
-                .bind(self.inner.clock.now_ms())
-                .bind(WITHDRAWN)
-                .bind(id)
-                .execute(self.inner.db.w())
-                .await?
-                .rows_affected();
-                if withdrawn == 1 {
+                if self.settle_pending(id, WITHDRAWN).await? {
                     return Err(Error::unavailable(
                         "the instance's host did not answer in time",
                         format!("action {id} ({action}) for host {} withdrawn", i.host),
@@ -133,6 +123,23 @@ impl Compute {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Moves a pending action out of the queue with `error` ([`RUNNING`]: taken by its host's
+    /// node; [`WITHDRAWN`]: given up by its waiter), if it is still pending (compare-and-set:
+    /// exactly one of the two wins).
+    async fn settle_pending(&self, id: i64, error: &str) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE instance_actions SET done_at = $1, error = $2 \
+             WHERE id = $3 AND done_at IS NULL",
+        )
+        .bind(self.inner.clock.now_ms())
+        .bind(error)
+        .bind(id)
+        .execute(self.inner.db.w())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     /// Marks this host's actions that a previous process took but never finished (it died while
@@ -165,17 +172,7 @@ impl Compute {
         let n = rows.len();
         for (id, instance_id, action, payload) in rows {
             // Taken (compare-and-set) before it is performed: its waiter may have withdrawn it.
-            let taken = sqlx::query(
-                "UPDATE instance_actions SET done_at = $1, error = $2 \
-                 WHERE id = $3 AND done_at IS NULL",
-            )
-            .bind(self.inner.clock.now_ms())
-            .bind(RUNNING)
-            .bind(id)
-            .execute(self.inner.db.w())
-            .await?
-            .rows_affected();
-            if taken == 0 {
+            if !self.settle_pending(id, RUNNING).await? {
                 continue;
             }
             let r = self.perform_action(&instance_id, &action, &payload).await;
