@@ -97,8 +97,9 @@ impl<C: Clock> Limiter<C> {
 
 /// A keyed token bucket kept in the store, so that every node spends from the same budget: the
 /// per-account limits ([`SharedLimiter::check`] is one statement). The same bucket as
-/// [`Limiter`]'s (GCRA: `burst` at once, refilled at `per_minute`), with the store's clock. Its
-/// rows live until their bucket is full again; [`SharedLimiter::sweep`] deletes those.
+/// [`Limiter`]'s (GCRA: `burst` at once, refilled at `per_minute`), on the nodes' clocks (which
+/// should agree, as for token expiry). Its rows live until their bucket is full again;
+/// [`SharedLimiter::sweep`] deletes those.
 #[derive(Debug, Clone)]
 pub struct SharedLimiter {
     db: Db,
