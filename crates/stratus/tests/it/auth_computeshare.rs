@@ -237,6 +237,6 @@ fn sigterm_stops_the_server_gracefully() {
     let mut s = Server::start();
     let st = s.terminate();
     assert!(st.success(), "{st:?}");
-    let log = std::fs::read_to_string(&s.log).unwrap();
+    let log = s.log_when(|l| l.contains("stratus stopped"));
     assert!(log.contains("stratus stopped"), "{log}");
 }

@@ -588,7 +588,10 @@ fn without_its_firewall_the_server_refuses_sandboxes() {
         )
     );
     assert_eq!(balance(&s, &t), before);
-    let log = std::fs::read_to_string(&s.log).unwrap();
+    let log = s.log_when(|l| {
+        l.lines()
+            .any(|l| l.contains(&id) && l.contains("\"not-a-cidr\" is not an IPv4 CIDR"))
+    });
     assert!(
         log.contains("sandboxes are refused: the host firewall cannot be installed"),
         "{log}"

@@ -310,6 +310,20 @@ impl Server {
 
     /// `stratus admin --data-dir <data dir>` on the server's database (its data dir and, on
     /// PostgreSQL, its `STRATUS_DATABASE__URL`); add the subcommand and run it.
+    /// The server's log once `found` holds for it (or after 10 s, as it is then). Its output
+    /// reaches the file through a pipe and a copying thread: a line may land a moment after the
+    /// response, or after the process has exited.
+    pub fn log_when(&self, found: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if found(&log) || std::time::Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn admin(&self) -> Command {
         let mut c = Command::new(BIN);
         c.args(["admin", "--data-dir"]).arg(&self.data_dir);

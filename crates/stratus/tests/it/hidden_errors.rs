@@ -90,12 +90,12 @@ fn hidden(s: &Server, body: &Value, text: &str, header: Option<&str>, cause: &st
             "{leak:?} leaked: {body}"
         );
     }
-    let log = std::fs::read_to_string(&s.log).unwrap();
-    assert!(
+    let logged = |log: &str| {
         log.lines()
-            .any(|l| l.contains(&id) && l.to_lowercase().contains(&cause.to_lowercase())),
-        "the cause is not logged under {id}:\n{log}"
-    );
+            .any(|l| l.contains(&id) && l.to_lowercase().contains(&cause.to_lowercase()))
+    };
+    let log = s.log_when(logged);
+    assert!(logged(&log), "the cause is not logged under {id}:\n{log}");
     id
 }
 
