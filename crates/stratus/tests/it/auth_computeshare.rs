@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{json, Server};
+use crate::harness::{json, retry_after, Server};
 
 fn login(s: &Server, u: &str, p: &str) -> (u16, Value) {
     json(
@@ -175,11 +175,7 @@ fn password_logins_are_rate_limited_per_ip() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry = retry_after(&r);
     assert!((1..=10).contains(&retry), "{retry}");
     let v: Value = r.json().unwrap();
     assert_eq!(v["code"], 429);

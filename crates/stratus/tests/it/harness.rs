@@ -442,6 +442,15 @@ pub fn json(rb: RequestBuilder) -> (u16, Value) {
     (status, v)
 }
 
+/// The whole seconds a `429` response's `Retry-After` header asks for.
+pub fn retry_after(r: &reqwest::blocking::Response) -> u64 {
+    r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// Signs a login with the independent implementation (eth-account).
 pub fn eth_sign(key: &str, address: &str, nonce: &str, domain: &str) -> Value {
     let script = repo_root().join("tests/peers/eth_sign.py");

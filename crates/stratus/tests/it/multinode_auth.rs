@@ -177,11 +177,7 @@ fn a_lockout_earned_on_node_a_holds_on_node_b() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 429);
-    let wait: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let wait = retry_after(&r);
     assert!((3..=4).contains(&wait), "retry-after {wait}");
     // The owner's address is not locked, on either node.
     for n in [a, b] {
@@ -223,11 +219,7 @@ fn a_per_account_budget_spent_on_node_a_is_spent_on_node_b() {
             "{} gave a token past the shared budget",
             n.url
         );
-        let wait: u64 = r.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let wait = retry_after(&r);
         assert!((1..=60).contains(&wait), "retry-after {wait}");
     }
     // Another account's budget is its own.

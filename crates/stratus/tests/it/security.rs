@@ -324,11 +324,7 @@ fn an_attacker_timing_failures_to_each_lock_end_cannot_lock_the_owner_out() {
             400 => failed += 1,
             429 => {
                 locked += 1;
-                let wait: u64 = r.headers()["retry-after"]
-                    .to_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
+                let wait = retry_after(&r);
                 std::thread::sleep(Duration::from_millis(wait.min(4) * 1000 + 20));
             }
             other => panic!("attacker got {other}: {}", r.text().unwrap()),
